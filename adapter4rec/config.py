@@ -1,0 +1,189 @@
+"""Every hyper-parameter of a run, in one dataclass, with strict command-line parsing.
+
+`parse_args(argv, **defaults)` turns `--key value` / `--key=value` pairs into a `Config`. Unknown or
+mistyped keys fail at parse time with a suggestion (nanoGPT/minGPT style), and out-of-range values fail
+in `Config.validate()` with the key and the value. A checkpoint stores `dataclasses.asdict(config)`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _opt(default, help_text: str, choices: tuple | None = None):
+    return field(default=default, metadata={"help": help_text, "choices": choices})
+
+
+@dataclass
+class Config:
+    # --- what is run
+    stage: str = _opt("pretrain", "pretrain: source-domain training; downstream: target-domain transfer",
+                      ("pretrain", "downstream"))
+    modality: str = _opt("text", "item content: text titles (images come with the CV tree)", ("text",))
+    # --- data (paper format: users file 'user<TAB>item item ...', items file 'item<TAB>title[<TAB>abstract]')
+    dataset: str = _opt("Dataset/default/source", "dataset folder (absolute, or relative to the repository root)")
+    users_file: str = _opt("users.tsv", "users file inside the dataset folder")
+    items_file: str = _opt("items.tsv", "items file inside the dataset folder")
+    min_seq_len: int = _opt(5, "users with fewer items are dropped (counted in the log)")
+    max_seq_len: int = _opt(20, "history length L fed to the user encoder (paper: 20 text, 10 image)")
+    unknown_items: str = _opt("error", "a users line naming an item missing from the items file: "
+                              "error (stop, naming file and line) or drop (remove it, counted)", ("error", "drop"))
+    text_fields: str = _opt("title", "comma list of item text fields to encode: title, abstract")
+    max_title_tokens: int = _opt(30, "token budget per item text (batches pad only to their longest title)")
+    # --- item tower
+    item_tower: str = _opt("modal", "modal: encode item content; id: learned item-ID embedding baseline",
+                           ("modal", "id"))
+    item_encoder: str = _opt("all-MiniLM-L6-v2", "Hugging Face checkpoint folder under pretrained_models_dir "
+                             "(or a path): bert_base_uncased, roberta_base, all-MiniLM-L6-v2, ...")
+    pretrained_models_dir: str = _opt("pretrained_models", "where item-encoder checkpoints live")
+    # --- user encoder (SASRec, post-LN, learned positions, left padding)
+    embedding_dim: int = _opt(64, "d: item and user embedding size")
+    num_blocks: int = _opt(2, "Transformer blocks in the user encoder")
+    num_heads: int = _opt(2, "attention heads in the user encoder")
+    dropout: float = _opt(0.1, "dropout in the user encoder")
+    arch: str = _opt("sasrec", "sasrec: loss at every position; cpc: loss at the last position only",
+                     ("sasrec", "cpc"))
+    loss: str = _opt("bce", "bce: one sampled negative per position (paper); inbatch: softmax over the batch's "
+                     "items with log-popularity correction (IDvs.MoRec)", ("bce", "inbatch"))
+    # --- optimisation
+    epochs: int = _opt(10, "training epochs")
+    batch_size: int = _opt(32, "users per step per process")
+    lr: float = _opt(1e-4, "learning rate of the user encoder, projection head and ID embeddings")
+    item_encoder_lr: float = _opt(5e-5, "learning rate of the pretrained item-encoder backbone (paper: fine_tune_lr)")
+    weight_decay: float = _opt(0.0, "AdamW weight decay on matrices (paper: 0)")
+    grad_clip: float = _opt(0.0, "clip the global gradient norm to this value (0 = off)")
+    precision: str = _opt("fp32", "fp32, or autocast bf16 (CPU and GPU) / fp16 (GPU, with a grad scaler)",
+                          ("fp32", "bf16", "fp16"))
+    max_steps_per_epoch: int = _opt(0, "cap on steps per epoch (0 = the whole training set)")
+    patience: int = _opt(0, "stop after this many evaluations without improvement (0 = never)")
+    # --- transfer
+    source_checkpoint: str = _opt("", "downstream: the source run's checkpoint (e.g. runs/<name>/best.pt); "
+                                  "empty = train on the target from scratch")
+    tune: str = _opt("all", "downstream: what trains. all = full fine-tuning; frozen = item encoder backbone "
+                     "frozen, projection head and user encoder train", ("all", "frozen"))
+    # --- evaluation (full ranking over all items, leave-one-out)
+    eval_batch_size: int = _opt(256, "users per evaluation chunk")
+    topk: str = _opt("5,10,20", "comma list of K for HR@K and NDCG@K")
+    select_metric: str = _opt("ndcg@10", "validation metric that picks the best checkpoint")
+    eval_repeats: str = _opt("skip", "a target item that is already in the user's history: skip (with history "
+                             "masking such a user is an automatic miss; the user is left out and counted) or "
+                             "no_mask (history is not masked for anyone)", ("skip", "no_mask"))
+    # --- run
+    output_dir: str = _opt("runs", "root of run directories (absolute, or relative to the repository root)")
+    run_name: str = _opt("", "run directory name (default: derived from stage, arch, encoder and seed)")
+    seed: int = _opt(12345, "random seed (each rank adds its rank)")
+    num_workers: int = _opt(0, "DataLoader worker processes")
+    device: str = _opt("auto", "auto (cuda if available), cpu or cuda")
+    progress: bool = _opt(True, "tqdm progress bars on rank 0")
+
+    # ----------------------------------------------------------------------------------------------
+    def topk_list(self) -> list[int]:
+        return [int(k) for k in self.topk.split(",") if k.strip()]
+
+    def text_field_list(self) -> list[str]:
+        return [f.strip() for f in self.text_fields.split(",") if f.strip()]
+
+    def resolve(self, path: str) -> Path:
+        """A path from the config: absolute as given, otherwise relative to the repository root."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else REPO_ROOT / p
+
+    def validate(self) -> "Config":
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                _bad(f.name, getattr(self, f.name), f"one of {', '.join(choices)}")
+        for key in ("max_seq_len", "embedding_dim", "num_blocks", "num_heads", "epochs", "batch_size",
+                    "eval_batch_size", "max_title_tokens"):
+            if getattr(self, key) < 1:
+                _bad(key, getattr(self, key), "an integer >= 1")
+        for key in ("lr", "item_encoder_lr"):
+            if not getattr(self, key) > 0:
+                _bad(key, getattr(self, key), "a positive number")
+        for key in ("weight_decay", "grad_clip", "max_steps_per_epoch", "patience", "num_workers"):
+            if getattr(self, key) < 0:
+                _bad(key, getattr(self, key), "a number >= 0")
+        if self.min_seq_len < 3:
+            _bad("min_seq_len", self.min_seq_len, "an integer >= 3 (a training pair, a validation and a test item)")
+        if not 0 <= self.dropout < 1:
+            _bad("dropout", self.dropout, "a number in [0, 1)")
+        if self.embedding_dim % self.num_heads:
+            _bad("num_heads", self.num_heads, f"a divisor of embedding_dim={self.embedding_dim}")
+        try:
+            ks = self.topk_list()
+        except ValueError:
+            ks = []
+        if not ks or min(ks) < 1:
+            _bad("topk", self.topk, "a comma list of positive integers, e.g. 5,10,20")
+        name, _, k = self.select_metric.partition("@")
+        if name not in ("hr", "ndcg") or not k.isdigit() or int(k) not in ks:
+            _bad("select_metric", self.select_metric, f"hr@K or ndcg@K with K in topk={self.topk}")
+        bad_fields = set(self.text_field_list()) - {"title", "abstract"}
+        if bad_fields or not self.text_field_list():
+            _bad("text_fields", self.text_fields, "a comma list of: title, abstract")
+        if self.stage == "pretrain" and self.source_checkpoint:
+            _bad("source_checkpoint", self.source_checkpoint, "empty when stage=pretrain")
+        return self
+
+
+def _bad(key: str, value, expected: str):
+    raise ValueError(f"config: {key}={value!r} is invalid; expected {expected}")
+
+
+def _parse_bool(text: str) -> bool:
+    low = str(text).strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", "none"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+class _StrictParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits with status 2; we want one readable exception
+        raise SystemExit(f"{self.prog}: {message}")
+
+
+def build_parser(defaults: Config) -> argparse.ArgumentParser:
+    parser = _StrictParser(prog="adapter4rec", allow_abbrev=False,
+                           description="Adapter4Rec run (every key of adapter4rec.config.Config)")
+    for f in dataclasses.fields(Config):
+        kind = {bool: _parse_bool, int: int, float: float}.get(type(getattr(defaults, f.name)), str)
+        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        parser.add_argument(*flags, dest=f.name, type=kind, default=getattr(defaults, f.name),
+                            help=f"{f.metadata['help']} (default: {getattr(defaults, f.name)!r})")
+    # the legacy `python -m torch.distributed.launch` passes --local-rank/--local_rank; LOCAL_RANK is read from env
+    parser.add_argument("--local-rank", "--local_rank", dest="_local_rank", type=int, default=None,
+                        help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args(argv: list[str], **defaults) -> Config:
+    """Parse `argv` over `Config(**defaults)`; unknown keys raise SystemExit with a suggestion."""
+    base = Config(**defaults)
+    parser = build_parser(base)
+    known, unknown = parser.parse_known_args(argv)
+    if unknown:
+        names = [f.name for f in dataclasses.fields(Config)]
+        hints = []
+        for arg in unknown:
+            key = arg.lstrip("-").split("=")[0].replace("-", "_")
+            close = difflib.get_close_matches(key, names, n=1)
+            hints.append(f"{arg!r}" + (f" (did you mean --{close[0]}?)" if close else ""))
+        raise SystemExit("adapter4rec: unknown argument(s): " + ", ".join(hints))
+    values = {k: v for k, v in vars(known).items() if not k.startswith("_")}
+    try:
+        return Config(**values).validate()
+    except ValueError as err:
+        raise SystemExit(f"adapter4rec: {err}") from None
+
+
+def from_dict(values: dict) -> Config:
+    """Rebuild a Config stored in a checkpoint, ignoring keys this version no longer has."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: v for k, v in values.items() if k in names})

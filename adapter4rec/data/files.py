@@ -1,0 +1,128 @@
+"""Reading the paper's tab-separated files with errors that name the file, the line and the value.
+
+users file: `user_id<TAB>item item item ...` (time-ordered, space-separated, no header)
+items file: `item_id<TAB>title[<TAB>abstract]` (MIND has 3 columns, Adressa 2)
+CRLF line endings are accepted; blank lines are skipped.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, the line and the offending value."""
+
+
+def iter_tsv_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(1-based line number, tab-split columns) for every non-blank line; CR stripped; UTF-8 checked."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                # utf-8-sig on line 1: a byte-order mark (Excel, Notepad) must not become part of the first id
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{number}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+            if line.strip():
+                yield number, line.split("\t")
+
+
+@dataclass
+class ItemCatalog:
+    """Items in file order; item index i+1 is ids[i] (index 0 is the padding item)."""
+    ids: list[str]
+    titles: list[str]
+    abstracts: list[str]
+    index: dict[str, int] = field(default_factory=dict)
+    duplicates_skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_items(path: Path) -> ItemCatalog:
+    """Read an items file. Identical duplicate lines are skipped (counted); conflicting duplicates fail."""
+    catalog = ItemCatalog([], [], [])
+    for number, cols in iter_tsv_lines(path):
+        if len(cols) < 2:
+            raise DataError(f"{path}:{number}: expected 'item_id<TAB>title[<TAB>abstract]', got {cols[0][:80]!r}")
+        item_id, title = cols[0].strip(), cols[1].strip()
+        abstract = cols[2].strip() if len(cols) > 2 else ""
+        if not item_id:
+            raise DataError(f"{path}:{number}: empty item id")
+        if not title:
+            raise DataError(f"{path}:{number}: item {item_id!r} has an empty title")
+        if item_id in catalog.index:
+            first = catalog.index[item_id] - 1
+            if (catalog.titles[first], catalog.abstracts[first]) != (title, abstract):
+                raise DataError(f"{path}:{number}: item {item_id!r} appears again with different text "
+                                f"(first: {catalog.titles[first][:60]!r}, here: {title[:60]!r})")
+            catalog.duplicates_skipped += 1
+            continue
+        catalog.ids.append(item_id)
+        catalog.titles.append(title)
+        catalog.abstracts.append(abstract)
+        catalog.index[item_id] = len(catalog.ids)
+    if not catalog.ids:
+        raise DataError(f"{path}: no items")
+    if catalog.duplicates_skipped:
+        log.warning("%s: skipped %d identical duplicate item lines", path, catalog.duplicates_skipped)
+    return catalog
+
+
+@dataclass
+class Interactions:
+    """Users kept after filtering, each a time-ordered array of item indices in 1..num_items."""
+    user_ids: list[str]
+    sequences: list[np.ndarray]
+    num_items: int
+    stats: dict
+
+
+def read_users(path: Path, item_index: dict[str, int], min_seq_len: int, unknown_items: str) -> Interactions:
+    """Read a users file, mapping item ids through `item_index`.
+
+    unknown_items='error' stops at the first item missing from the items file; 'drop' removes such items
+    (counted). Users with fewer than `min_seq_len` items (after dropping) are skipped and counted."""
+    users, seqs = [], []
+    stats = {"lines": 0, "short_users_skipped": 0, "unknown_items_dropped": 0, "duplicate_users": 0}
+    seen_users: set[str] = set()
+    for number, cols in iter_tsv_lines(path):
+        stats["lines"] += 1
+        if len(cols) != 2 or not cols[0].strip():
+            raise DataError(f"{path}:{number}: expected 'user_id<TAB>item item ...', got {len(cols)} column(s): "
+                            f"{cols[0][:80]!r}")
+        user, items = cols[0].strip(), cols[1].split()
+        seq = []
+        for item in items:
+            idx = item_index.get(item)
+            if idx is None:
+                if unknown_items == "error":
+                    raise DataError(f"{path}:{number}: user {user!r} references item {item!r}, which is not in "
+                                    f"the items file (set unknown_items=drop to drop such items, counted)")
+                stats["unknown_items_dropped"] += 1
+                continue
+            seq.append(idx)
+        if user in seen_users:
+            stats["duplicate_users"] += 1  # kept: the original format has one line per user, but ids can repeat
+        seen_users.add(user)
+        if len(seq) < min_seq_len:
+            stats["short_users_skipped"] += 1
+            continue
+        users.append(user)
+        seqs.append(np.asarray(seq, dtype=np.int64))
+    if not users:
+        raise DataError(f"{path}: no user left after filtering ({stats['lines']} lines, "
+                        f"{stats['short_users_skipped']} users shorter than min_seq_len={min_seq_len}, "
+                        f"{stats['unknown_items_dropped']} unknown items dropped)")
+    stats["users"] = len(users)
+    stats["interactions"] = int(sum(len(s) for s in seqs))
+    return Interactions(users, seqs, len(item_index), stats)

@@ -1,0 +1,101 @@
+"""Leave-one-out split and left padding (paper protocol, reference §6).
+
+For a user with items s_1..s_n (n >= 3):
+  train  = the last L+1 items of s_1..s_{n-2}: inputs are positions 0..L-1, targets positions 1..L
+  valid  = history: last L items of s_1..s_{n-2}, target s_{n-1}
+  test   = history: last L items of s_1..s_{n-1}, target s_n
+Sequences are LEFT-padded with item 0, so the newest item always sits at the last position.
+History masking at evaluation uses the user's whole history, not only the L-item window.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from adapter4rec.data.files import Interactions
+
+
+def left_pad(seqs: list[np.ndarray], length: int) -> torch.Tensor:
+    """(len(seqs), length) int64; the last `length` items of each sequence, right-aligned, 0 = padding."""
+    out = np.zeros((len(seqs), length), dtype=np.int64)
+    for row, seq in enumerate(seqs):
+        tail = seq[-length:]
+        if len(tail):
+            out[row, length - len(tail):] = tail
+    return torch.from_numpy(out)
+
+
+@dataclass
+class EvalSplit:
+    """Users to rank at validation or test time."""
+    users: torch.Tensor        # (U,) row of each user in Interactions (for tracing back to user ids)
+    history: torch.Tensor      # (U, L) model input, left padded
+    target: torch.Tensor       # (U,) held-out item
+    seen_ptr: torch.Tensor     # (U+1,) CSR offsets into seen_items; empty rows when history is not masked
+    seen_items: torch.Tensor   # (nnz,) items to exclude from the ranking of each user
+    repeats_skipped: int       # users left out because the target is already in their history
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+@dataclass
+class LeaveOneOut:
+    train: torch.Tensor        # (U, L+1) training windows
+    valid: EvalSplit
+    test: EvalSplit
+    item_counts: torch.Tensor  # (num_items+1,) training interactions per item (row 0 = 0)
+
+
+def _eval_split(data: Interactions, cut: int, max_seq_len: int, eval_repeats: str) -> EvalSplit:
+    """Target = seq[cut] (cut < 0), history = seq[:cut]."""
+    rows, histories, targets, seen = [], [], [], []
+    skipped = 0
+    for row, seq in enumerate(data.sequences):
+        history, target = seq[:cut], int(seq[cut])
+        if eval_repeats == "skip" and target in set(history.tolist()):
+            skipped += 1
+            continue
+        rows.append(row)
+        histories.append(history)
+        targets.append(target)
+        seen.append(np.unique(history) if eval_repeats == "skip" else np.zeros(0, dtype=np.int64))
+    lengths = np.array([len(s) for s in seen], dtype=np.int64)
+    ptr = np.concatenate([[0], np.cumsum(lengths)])
+    items = np.concatenate(seen) if seen else np.zeros(0, dtype=np.int64)
+    return EvalSplit(torch.tensor(rows, dtype=torch.long), left_pad(histories, max_seq_len),
+                     torch.tensor(targets, dtype=torch.long), torch.from_numpy(ptr),
+                     torch.from_numpy(items.astype(np.int64)), skipped)
+
+
+def leave_one_out(data: Interactions, max_seq_len: int, eval_repeats: str = "skip") -> LeaveOneOut:
+    if min(len(s) for s in data.sequences) < 3:
+        raise ValueError("leave_one_out needs every user to have >= 3 items (train pair, valid, test)")
+    train_parts = [s[:-2] for s in data.sequences]
+    counts = np.bincount(np.concatenate(train_parts), minlength=data.num_items + 1)
+    counts[0] = 0
+    return LeaveOneOut(
+        train=left_pad(train_parts, max_seq_len + 1),
+        valid=_eval_split(data, -2, max_seq_len, eval_repeats),
+        test=_eval_split(data, -1, max_seq_len, eval_repeats),
+        item_counts=torch.from_numpy(counts.astype(np.int64)),
+    )
+
+
+def sample_negatives(seqs: torch.Tensor, num_items: int, generator: torch.Generator,
+                     max_rounds: int = 20) -> torch.Tensor:
+    """One uniform negative per target slot, not in the user's sequence; 0 where the target is padding.
+
+    seqs: (B, L+1) training windows; returns (B, L). Collisions are re-drawn in vectorised rounds; after
+    `max_rounds` (only possible when a user has seen nearly every item) leftovers stay as they are."""
+    targets = seqs[:, 1:]
+    neg = torch.randint(1, num_items + 1, targets.shape, generator=generator)
+    for _ in range(max_rounds):
+        clash = (neg.unsqueeze(-1) == seqs.unsqueeze(1)).any(-1) & (targets > 0)  # (B, L)
+        n = int(clash.sum())
+        if n == 0:
+            break
+        neg[clash] = torch.randint(1, num_items + 1, (n,), generator=generator)
+    return neg.masked_fill(targets == 0, 0)

@@ -1,0 +1,52 @@
+"""Item text -> a per-item token table, built once per run (the data path carries item ids, not text).
+
+Row i of the table holds the token ids of item i (row 0: the padding item, length 0). A batch of item ids
+is turned into model input by gathering rows and trimming to the batch's longest text, so short titles
+are not padded to the paper's fixed 30 tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from adapter4rec.data.files import ItemCatalog
+
+
+@dataclass
+class TokenTable:
+    ids: torch.Tensor      # (num_items+1, T) int32, right-padded with pad_id
+    lengths: torch.Tensor  # (num_items+1,) int64; 0 for the padding row
+    pad_id: int
+
+
+def item_texts(catalog: ItemCatalog, fields: list[str]) -> tuple[list[str], list[str] | None]:
+    """The text (or text pair) each item is encoded from: title, abstract, or title + abstract as a pair."""
+    if fields == ["title"]:
+        return catalog.titles, None
+    if fields == ["abstract"]:
+        return [a or t for a, t in zip(catalog.abstracts, catalog.titles)], None
+    return catalog.titles, catalog.abstracts
+
+
+def build_token_table(catalog: ItemCatalog, tokenizer, fields: list[str], max_tokens: int) -> TokenTable:
+    first, second = item_texts(catalog, fields)
+    enc = tokenizer(first, second, truncation=True, max_length=max_tokens, padding=False,
+                    return_attention_mask=False)["input_ids"]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    width = max(len(row) for row in enc)
+    table = torch.full((len(enc) + 1, width), pad_id, dtype=torch.int32)
+    lengths = torch.zeros(len(enc) + 1, dtype=torch.long)
+    for i, row in enumerate(enc, start=1):
+        table[i, :len(row)] = torch.tensor(row, dtype=torch.int32)
+        lengths[i] = len(row)
+    return TokenTable(table, lengths, pad_id)
+
+
+def gather_tokens(table_ids: torch.Tensor, table_lengths: torch.Tensor, items: torch.Tensor):
+    """(input_ids, attention_mask), each (n, T_batch), for item indices `items` (n,) (no padding item)."""
+    lengths = table_lengths[items]
+    width = int(lengths.max()) if len(items) else 1
+    input_ids = table_ids[items, :width].long()
+    attention_mask = (torch.arange(width, device=items.device) < lengths.unsqueeze(1)).long()
+    return input_ids, attention_mask

@@ -1,0 +1,93 @@
+"""torch.distributed, isolated: setup from the environment, rank helpers, reductions. Nothing else imports
+torch.distributed.
+
+The same code runs as one plain process (no RANK/WORLD_SIZE in the environment) or under `torchrun`
+(env:// rendezvous). Backend: nccl when the device is CUDA, gloo on CPU.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as torch_dist
+
+
+def world_size() -> int:
+    return torch_dist.get_world_size() if torch_dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return torch_dist.get_rank() if torch_dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SystemExit("adapter4rec: device=cuda was requested but CUDA is not available")
+    return torch.device("cuda", local_rank())
+
+
+def setup(requested_device: str = "auto") -> torch.device:
+    """Join the process group if launched by torchrun; return this process's device."""
+    device = pick_device(requested_device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch_dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch_dist.init_process_group(backend=backend, init_method="env://", timeout=timedelta(minutes=30))
+    return device
+
+
+def cleanup() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over ranks (in place and returned); identity in a single process.
+
+    NCCL reduces only CUDA tensors, so a CPU tensor makes a round trip through the current GPU."""
+    if not torch_dist.is_initialized():
+        return tensor
+    if torch_dist.get_backend() == "nccl" and tensor.device.type != "cuda":
+        on_gpu = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+        torch_dist.all_reduce(on_gpu, op=torch_dist.ReduceOp.SUM)
+        tensor.copy_(on_gpu.cpu())
+    else:
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_object(obj):
+    """Rank 0's value of `obj` on every rank."""
+    if not torch_dist.is_initialized():
+        return obj
+    box = [obj]
+    torch_dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DistributedDataParallel over the model when running with several processes, else the model itself.
+
+    Call after the trainable set is final: DDP registers gradient hooks for `requires_grad` parameters at
+    construction."""
+    if not torch_dist.is_initialized():
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)

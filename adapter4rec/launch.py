@@ -1,0 +1,80 @@
+"""What the `script/*.py` launchers share: turn constants + sweep lists into `torchrun run.py ...` runs.
+
+A launcher holds only its constants and calls `sweep(__file__, ARGS, SWEEP, nproc)`. Every combination
+of the SWEEP lists is one run, started with `subprocess.run([...], check=True)`, so a failing run stops the
+sweep. Paths resolve from the launcher's own file, so it works from any current directory.
+
+Command-line options of every launcher:
+  --nproc_per_node N     processes on this node (default: the launcher's NPROC)
+  --torchrun "ARGS"      replaces torchrun's default `--standalone`, e.g. multi-node:
+                         "--nnodes 2 --node_rank 0 --master_addr 10.0.0.1 --master_port 29500"
+  --dry_run              print the commands instead of running them
+  anything else          passed to run.py after the launcher's own arguments, so it overrides them
+                         (e.g. `python finetune.py --epochs 1 --precision fp32`)
+"""
+from __future__ import annotations
+
+import itertools
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _split_launcher_options(argv: list[str]) -> tuple[dict, list[str]]:
+    opts = {"nproc": None, "torchrun": "--standalone", "dry_run": False}
+    rest, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name in ("--nproc_per_node", "--nproc-per-node", "--torchrun"):
+            if not eq:
+                i += 1
+                if i >= len(argv):
+                    raise SystemExit(f"launcher: {name} needs a value")
+                value = argv[i]
+            opts["nproc" if name != "--torchrun" else "torchrun"] = value
+        elif arg in ("--dry_run", "--dry-run"):
+            opts["dry_run"] = True
+        else:
+            rest.append(arg)
+        i += 1
+    return opts, rest
+
+
+def _fmt(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def run_names(stem: str, grid: dict[str, list]) -> list[tuple[str, dict]]:
+    """(run name, grid values) for every combination; only keys that take several values enter the name."""
+    keys = list(grid)
+    varying = [k for k in keys if len(grid[k]) > 1]
+    out = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        suffix = "-".join(f"{k}{_fmt(values[k])}" for k in varying)
+        out.append((f"{stem}-{suffix}" if suffix else stem, values))
+    return out
+
+
+def sweep(launcher_file: str, args: dict, grid: dict[str, list], nproc: int = 1, name: str | None = None,
+          argv: list[str] | None = None) -> list[str]:
+    """Run `../run.py` (relative to the launcher) once per grid combination. Returns the run names.
+
+    Run names start with `name` (default: the launcher's file name)."""
+    launcher = Path(launcher_file).resolve()
+    run_py = launcher.parent.parent / "run.py"
+    opts, extra = _split_launcher_options(sys.argv[1:] if argv is None else argv)
+    procs = str(opts["nproc"] or nproc)
+    names = []
+    for run_name, values in run_names(name or launcher.stem, grid):
+        merged = {**args, **values, "run_name": run_name}
+        cmd = [sys.executable, "-m", "torch.distributed.run", *shlex.split(opts["torchrun"]),
+               "--nproc_per_node", procs, str(run_py)]
+        cmd += [f"--{k}={_fmt(v)}" for k, v in merged.items()] + extra
+        print("+ " + shlex.join(cmd), flush=True)
+        if not opts["dry_run"]:
+            subprocess.run(cmd, check=True)
+        names.append(run_name)
+    return names

@@ -1,0 +1,1 @@
+"""Item towers, the SASRec user encoder and the recommender that joins them."""

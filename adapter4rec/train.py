@@ -1,0 +1,199 @@
+"""One training loop for every stage: source pretraining, full fine-tuning and transfer from scratch.
+
+run(cfg): data -> model -> (source checkpoint) -> set_trainable -> DDP -> epochs of (train, validate,
+keep best) -> test the best checkpoint -> results.json. Each run writes its own directory:
+config.json, log.txt, metrics.jsonl (one line per epoch), best.pt, results.json.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset
+from tqdm import tqdm
+
+from adapter4rec import dist
+from adapter4rec.adapters.trainable import set_trainable, trainable_summary
+from adapter4rec.build import build_model, load_data
+from adapter4rec.checkpoint import FORMAT, load_source, read_checkpoint, save_atomic
+from adapter4rec.config import Config
+from adapter4rec.data.split import sample_negatives
+from adapter4rec.evaluate import evaluate, model_scorer, popularity_scorer
+
+log = logging.getLogger("adapter4rec")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_dir_of(cfg: Config) -> Path:
+    encoder = "id" if cfg.item_tower == "id" else Path(cfg.item_encoder).name
+    name = cfg.run_name or "-".join([cfg.stage, cfg.arch, cfg.loss, encoder, cfg.tune, f"seed{cfg.seed}"])
+    return cfg.resolve(cfg.output_dir) / name
+
+
+def setup_logging(run_dir: Path) -> None:
+    log.handlers.clear()
+    log.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if dist.is_main():
+        handlers.append(logging.FileHandler(run_dir / "log.txt", mode="w"))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        log.addHandler(handler)
+    log.setLevel(logging.INFO if dist.is_main() else logging.WARNING)  # module loggers are its children
+
+
+def autocast(cfg: Config, device: torch.device):
+    if cfg.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW over trainable parameters only: backbone at item_encoder_lr, the rest at lr; decay on matrices."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            groups.setdefault((name.startswith("item_encoder.backbone."), param.dim() >= 2), []).append(param)
+    return torch.optim.AdamW([
+        {"params": params, "lr": cfg.item_encoder_lr if backbone else cfg.lr,
+         "weight_decay": cfg.weight_decay if decay else 0.0}
+        for (backbone, decay), params in groups.items()])
+
+
+def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, epoch, generator) -> float:
+    model.train()
+    total, steps = 0.0, 0
+    limit = cfg.max_steps_per_epoch or len(loader)
+    bar = tqdm(loader, total=min(limit, len(loader)), desc=f"epoch {epoch}",
+               disable=not (cfg.progress and dist.is_main()), leave=False)
+    for step, (seqs,) in enumerate(bar):
+        if step >= limit:
+            break
+        negatives = sample_negatives(seqs, model.num_items, generator).to(device) if cfg.loss == "bce" else None
+        with autocast(cfg, device):
+            loss = ddp_model(seqs.to(device), negatives)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch} step {step}; "
+                                     f"the last good checkpoint is left untouched")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        total += loss.item()
+        steps += 1
+        bar.set_postfix(loss=f"{total / steps:.4f}")
+    return total / max(steps, 1)
+
+
+def validate(model, split, cfg, device, desc) -> dict:
+    model.eval()
+    with autocast(cfg, device):
+        scorer = model_scorer(model)
+        return evaluate(scorer, split, cfg.topk_list(), cfg.eval_batch_size, device, cfg.progress, desc)
+
+
+def run(cfg: Config) -> dict:
+    """Train and evaluate one configuration; returns the results dict (also written to results.json)."""
+    device = dist.setup(cfg.device)
+    try:
+        return _run(cfg, device)
+    finally:
+        dist.cleanup()
+
+
+def _run(cfg: Config, device: torch.device) -> dict:
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise SystemExit("adapter4rec: precision=fp16 needs a CUDA device; use bf16 on CPU")
+    run_dir = run_dir_of(cfg)
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    dist.barrier()
+    setup_logging(run_dir)
+    log.info("run %s on %s, world size %d", run_dir, device, dist.world_size())
+    seed_everything(cfg.seed)  # same init on every rank; per-rank streams below
+    data = load_data(cfg)
+    model = build_model(cfg, data)
+    if cfg.source_checkpoint:
+        source = load_source(model, cfg.resolve(cfg.source_checkpoint), dataclasses.asdict(cfg))
+        log.info("loaded source checkpoint %s (source dataset %s)", cfg.source_checkpoint, source.get("dataset"))
+    set_trainable(model, cfg.tune)
+    log.info("%s", trainable_summary(model))
+    model.to(device)
+    ddp_model = dist.wrap_ddp(model, device)
+    optimizer = build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+
+    train_set = TensorDataset(data.split.train)
+    generator = torch.Generator().manual_seed(cfg.seed + dist.rank())
+    sampler = DistributedSampler(train_set, seed=cfg.seed) if dist.world_size() > 1 else \
+        RandomSampler(train_set, generator=torch.Generator().manual_seed(cfg.seed))
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers)
+
+    best, best_epoch, stale, started = -math.inf, -1, 0, time.time()
+    for epoch in range(cfg.epochs):
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        loss = train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, epoch, generator)
+        valid = validate(model, data.split.valid, cfg, device, "valid")
+        score = valid[cfg.select_metric]
+        improved = score > best
+        if improved:
+            best, best_epoch, stale = score, epoch, 0
+            if dist.is_main():
+                save_atomic({"format": FORMAT, "config": dataclasses.asdict(cfg), "model": model.state_dict(),
+                             "epoch": epoch, "metrics": valid}, run_dir / "best.pt")
+        else:
+            stale += 1
+        record = {"epoch": epoch, "loss": loss, "seconds": round(time.time() - started, 1), **valid}
+        if dist.is_main():
+            with open(run_dir / "metrics.jsonl", "a" if epoch else "w") as handle:
+                handle.write(json.dumps(record) + "\n")
+        log.info("epoch %d loss %.4f valid %s %s", epoch, loss,
+                 " ".join(f"{k}={v:.4f}" for k, v in valid.items() if "@" in k), "(best)" if improved else "")
+        if cfg.patience and stale >= cfg.patience:
+            log.info("early stop: no improvement of %s for %d epochs", cfg.select_metric, stale)
+            break
+    train_seconds = time.time() - started
+    dist.barrier()
+    model.load_state_dict(read_checkpoint(run_dir / "best.pt")["model"])
+    test = validate(model, data.split.test, cfg, device, "test")
+    popularity = evaluate(popularity_scorer(data.split.item_counts, device), data.split.test, cfg.topk_list(),
+                          cfg.eval_batch_size, device)
+    results = {"run_dir": str(run_dir), "best_epoch": best_epoch, f"valid_{cfg.select_metric}": best,
+               "test": test, "popularity_test": popularity, "train_seconds": round(train_seconds, 1),
+               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+               "total_params": sum(p.numel() for p in model.parameters()), "data": data.stats,
+               "protocol": protocol(cfg)}
+    if dist.is_main():
+        (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    log.info("test (best epoch %d): %s | popularity: %s", best_epoch,
+             " ".join(f"{k}={v:.4f}" for k, v in test.items() if "@" in k),
+             " ".join(f"{k}={v:.4f}" for k, v in popularity.items() if "@" in k))
+    return results
+
+
+def protocol(cfg: Config) -> str:
+    masking = "whole history masked, users whose target repeats a history item skipped" \
+        if cfg.eval_repeats == "skip" else "no history masking"
+    return (f"leave-one-out (valid = 2nd-to-last, test = last item), history of {cfg.max_seq_len} items, "
+            f"full ranking over all items, {masking}, ties by expectation, K={cfg.topk}")

@@ -1,0 +1,194 @@
+"""Bad input gives a clear error naming the file and the line (or the key / what is missing)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from adapter4rec.config import parse_args
+from adapter4rec.data.files import DataError, read_items, read_users
+from adapter4rec.models.pretrained import CheckpointFolderError, checkpoint_dir, load_text_backbone
+from tests.conftest import tiny_args
+
+INDEX = {"i1": 1, "i2": 2, "i3": 3}
+
+
+def _write(tmp_path: Path, name: str, data: bytes | str) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return path
+
+
+# ------------------------------------------------------------------------------------------ users file
+def test_unknown_item_error_names_file_line_and_item(tmp_path):
+    path = _write(tmp_path, "users.tsv", "u1\ti1 i2 i3\nu2\ti1 iX i2\n")
+    with pytest.raises(DataError) as err:
+        read_users(path, INDEX, min_seq_len=3, unknown_items="error")
+    msg = str(err.value)
+    assert f"{path}:2:" in msg and "'iX'" in msg and "'u2'" in msg and "unknown_items=drop" in msg
+
+
+def test_unknown_item_drop_is_counted(tmp_path):
+    path = _write(tmp_path, "users.tsv", "u1\ti1 i2 i3\nu2\ti1 iX i2 iY i3\n")
+    data = read_users(path, INDEX, min_seq_len=3, unknown_items="drop")
+    assert [s.tolist() for s in data.sequences] == [[1, 2, 3], [1, 2, 3]]
+    assert data.stats["unknown_items_dropped"] == 2
+
+
+@pytest.mark.parametrize("line,columns", [("u2 i1 i2 i3", 1), ("u2\ti1 i2\ti3", 3)])
+def test_malformed_users_line(tmp_path, line, columns):
+    path = _write(tmp_path, "users.tsv", f"u1\ti1 i2 i3\n{line}\n")
+    with pytest.raises(DataError, match=f"{columns} column") as err:
+        read_users(path, INDEX, min_seq_len=3, unknown_items="error")
+    assert f"{path}:2:" in str(err.value) and "user_id<TAB>item" in str(err.value)
+
+
+def test_short_users_skipped_and_counted(tmp_path):
+    path = _write(tmp_path, "users.tsv", "u1\ti1 i2 i3\nu2\ti1 i2\nu3\ti3\n")
+    data = read_users(path, INDEX, min_seq_len=3, unknown_items="error")
+    assert data.user_ids == ["u1"]
+    assert data.stats["short_users_skipped"] == 2 and data.stats["lines"] == 3
+
+
+def test_empty_after_filtering(tmp_path):
+    # one user too short, one left with 2 items after dropping an unknown item
+    path = _write(tmp_path, "users.tsv", "u1\ti1 i2\nu2\ti1 iZ i3\n")
+    with pytest.raises(DataError) as err:
+        read_users(path, INDEX, min_seq_len=3, unknown_items="drop")
+    msg = str(err.value)
+    assert str(path) in msg and "no user left" in msg and "2 users shorter than min_seq_len=3" in msg
+    assert "1 unknown items dropped" in msg
+
+
+# ------------------------------------------------------------------------------------------ items file
+def test_malformed_items_line(tmp_path):
+    path = _write(tmp_path, "items.tsv", "i1\tTitle one\ni2 no tab here\n")
+    with pytest.raises(DataError) as err:
+        read_items(path)
+    assert f"{path}:2:" in str(err.value) and "item_id<TAB>title" in str(err.value)
+
+
+def test_empty_title(tmp_path):
+    path = _write(tmp_path, "items.tsv", "i1\tTitle one\n\ni2\t  \tan abstract\n")
+    with pytest.raises(DataError) as err:
+        read_items(path)
+    assert f"{path}:3:" in str(err.value) and "'i2'" in str(err.value) and "empty title" in str(err.value)
+
+
+def test_conflicting_duplicate_item(tmp_path):
+    path = _write(tmp_path, "items.tsv", "i1\tTitle one\ni2\tTitle two\ni1\tAnother title\n")
+    with pytest.raises(DataError) as err:
+        read_items(path)
+    msg = str(err.value)
+    assert f"{path}:3:" in msg and "'i1'" in msg and "Title one" in msg and "Another title" in msg
+
+
+def test_identical_duplicate_item_skipped_and_counted(tmp_path):
+    path = _write(tmp_path, "items.tsv", "i1\tTitle one\ni2\tTitle two\ni1\tTitle one\r\n")
+    cat = read_items(path)
+    assert cat.ids == ["i1", "i2"] and cat.duplicates_skipped == 1
+
+
+@pytest.mark.parametrize("name", ["items.tsv", "users.tsv"])
+def test_non_utf8_bytes(tmp_path, name):
+    good = b"i1\tTitle one\n" if name == "items.tsv" else b"u1\ti1 i2 i3\n"
+    path = _write(tmp_path, name, good + b"i2\tcaf\xe9 \xff\n")
+    with pytest.raises(DataError) as err:
+        read_items(path) if name == "items.tsv" else read_users(path, INDEX, 3, "error")
+    assert f"{path}:2:" in str(err.value) and "UTF-8" in str(err.value)
+
+
+def test_utf8_bom_is_not_part_of_the_first_id(tmp_path):
+    items = _write(tmp_path, "items.tsv", "\ufeffi1\tTitle one\ni2\tTitle two\ni3\tTitle three\n")
+    users = _write(tmp_path, "users.tsv", "\ufeffu1\ti1 i2 i3\n")
+    cat = read_items(items)
+    assert cat.ids[0] == "i1"
+    assert read_users(users, cat.index, 3, "error").user_ids == ["u1"]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_items(tmp_path / "nope.tsv")
+
+
+# ------------------------------------------------------------------------------------------ item encoder folder
+def _cfg(tiny_bert, tiny_data, tmp_path, encoder):
+    return parse_args(tiny_args(tiny_bert, tiny_data / "source", tmp_path, item_encoder=encoder))
+
+
+def test_missing_item_encoder_folder(tiny_bert, tiny_data, tmp_path):
+    folder = tmp_path / "no-such-model"
+    with pytest.raises(CheckpointFolderError) as err:
+        checkpoint_dir(_cfg(tiny_bert, tiny_data, tmp_path, folder))
+    assert str(folder) in str(err.value) and "does not exist" in str(err.value)
+    assert "config.json" in str(err.value)  # says what to put there
+
+
+@pytest.mark.parametrize("removed,expected", [
+    (["model.safetensors"], "model.safetensors or pytorch_model.bin"),
+    (["config.json"], "config.json"),
+    (["tokenizer.json", "vocab.txt"], "tokenizer files"),
+])
+def test_incomplete_item_encoder_folder(tiny_bert, tiny_data, tmp_path, removed, expected):
+    folder = tmp_path / "partial"
+    shutil.copytree(tiny_bert, folder)
+    for name in removed:
+        (folder / name).unlink()
+    with pytest.raises(CheckpointFolderError) as err:
+        checkpoint_dir(_cfg(tiny_bert, tiny_data, tmp_path, folder))
+    msg = str(err.value)
+    assert str(folder) in msg and "incomplete" in msg and expected in msg
+    assert checkpoint_dir(_cfg(tiny_bert, tiny_data, tmp_path, tiny_bert)) == tiny_bert  # control
+
+
+def test_weights_missing_parameters(tiny_bert, tmp_path):
+    from safetensors.torch import load_file, save_file
+    folder = tmp_path / "pruned"
+    shutil.copytree(tiny_bert, folder)
+    weights = load_file(folder / "model.safetensors")
+    dropped = [k for k in weights if "layer.1." in k]
+    save_file({k: v for k, v in weights.items() if k not in dropped}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(CheckpointFolderError, match=f"miss {len(dropped)} parameter"):
+        load_text_backbone(folder)
+
+
+# ------------------------------------------------------------------------------------------ config values
+@pytest.mark.parametrize("override,key", [
+    ({"lr": -1}, "lr"),
+    ({"item_encoder_lr": 0}, "item_encoder_lr"),
+    ({"max_seq_len": 0}, "max_seq_len"),
+    ({"embedding_dim": 10, "num_heads": 3}, "num_heads"),
+    ({"select_metric": "ndcg@7"}, "select_metric"),
+    ({"select_metric": "mrr@10"}, "select_metric"),
+    ({"min_seq_len": 2}, "min_seq_len"),
+    ({"dropout": 1.0}, "dropout"),
+    ({"topk": "5,x"}, "topk"),
+    ({"loss": "hinge"}, "loss"),
+    ({"text_fields": "title,body"}, "text_fields"),
+    ({"source_checkpoint": "x.pt"}, "source_checkpoint"),  # stage=pretrain by default
+])
+def test_config_out_of_range(tiny_bert, tiny_data, tmp_path, override, key):
+    with pytest.raises(SystemExit) as err:
+        parse_args(tiny_args(tiny_bert, tiny_data / "source", tmp_path, **override))
+    assert f"{key}=" in str(err.value.code)
+
+
+def test_unknown_key_suggests_the_right_one(tiny_bert, tiny_data, tmp_path):
+    argv = tiny_args(tiny_bert, tiny_data / "source", tmp_path) + ["--embeding_dim=8"]
+    with pytest.raises(SystemExit) as err:
+        parse_args(argv)
+    assert "--embeding_dim=8" in str(err.value.code) and "did you mean --embedding_dim?" in str(err.value.code)
+
+
+def test_bad_bool_and_bad_int(tiny_bert, tiny_data, tmp_path):
+    for override, key in (({"progress": "maybe"}, "--progress"), ({"epochs": "two"}, "--epochs")):
+        with pytest.raises(SystemExit) as err:
+            parse_args(tiny_args(tiny_bert, tiny_data / "source", tmp_path, **override))
+        assert key in str(err.value.code)
+
+
+def test_valid_config_parses(tiny_bert, tiny_data, tmp_path):
+    cfg = parse_args(tiny_args(tiny_bert, tiny_data / "source", tmp_path, lr=0.5, topk="1,3", select_metric="hr@3"))
+    assert cfg.lr == 0.5 and cfg.topk_list() == [1, 3] and cfg.embedding_dim == 16

@@ -1,0 +1,172 @@
+"""rank_metrics against hand-computed HR@K / NDCG@K, and evaluate() masking / repeat handling on a tiny split."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from adapter4rec.data.files import Interactions
+from adapter4rec.data.split import leave_one_out
+from adapter4rec.evaluate import evaluate, rank_metrics
+
+INF = math.inf
+
+
+def lg(x: float) -> float:
+    return 1.0 / math.log2(x)
+
+
+def test_distinct_scores_hand_computed():
+    # 3 users x 6 items, all scores distinct; K in {1, 3, 5}.
+    scores = torch.tensor([
+        [0.1, 0.2, 9.0, 0.3, 0.4, 0.5],  # target col 2 is the highest          -> rank 0
+        [5.0, 4.0, 3.0, 2.0, 1.0, 0.0],  # target col 2, two items above        -> rank 2
+        [5.0, 4.0, 3.0, 2.0, 1.0, 0.0],  # target col 5, five items above       -> rank 5 (miss at K=5)
+    ])
+    out = rank_metrics(scores, torch.tensor([2, 2, 5]), [1, 3, 5])
+    # HR@K = [rank < K]; NDCG@K = 1/log2(rank+2) if rank < K else 0
+    torch.testing.assert_close(out["hr@1"], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(out["hr@3"], torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(out["hr@5"], torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64))
+    # rank 0: 1/log2(2) = 1; rank 2: 1/log2(4) = 0.5
+    torch.testing.assert_close(out["ndcg@1"], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(out["ndcg@3"], torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(out["ndcg@5"], torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64))
+
+
+def test_rank_twelve_is_a_miss_and_rank_four_hits_at_five():
+    # 14 items: target has 12 items strictly above it -> rank 12; second row target has 4 above -> rank 4
+    row = torch.arange(14, 0, -1).float()  # 14, 13, ..., 1 (column c has c items above it)
+    out = rank_metrics(torch.stack([row, row]), torch.tensor([12, 4]), [5, 13])
+    torch.testing.assert_close(out["hr@5"], torch.tensor([0.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(out["hr@13"], torch.tensor([1.0, 1.0], dtype=torch.float64))
+    # rank 4: 1/log2(6); rank 12: 1/log2(14)
+    torch.testing.assert_close(out["ndcg@5"], torch.tensor([0.0, lg(6)], dtype=torch.float64))
+    torch.testing.assert_close(out["ndcg@13"], torch.tensor([lg(14), lg(6)], dtype=torch.float64))
+
+
+def test_ties_resolved_by_expectation():
+    # target (col 1, score 2) is below g=1 item (score 3) and tied with t=2 others (cols 2, 3).
+    # Its rank is uniform in {1, 2, 3}:
+    #   HR@1 = 0; HR@2 = P(rank=1) = 1/3; HR@3 = 2/3; HR@4 = 1
+    #   NDCG@3 = (1/log2(3) + 1/log2(4)) / 3          (rank 3 is outside the top 3)
+    #   NDCG@4 = (1/log2(3) + 1/log2(4) + 1/log2(5)) / 3
+    scores = torch.tensor([[3.0, 2.0, 2.0, 2.0, 1.0, 0.0]])
+    out = rank_metrics(scores, torch.tensor([1]), [1, 2, 3, 4])
+    assert out["hr@1"].item() == pytest.approx(0.0)
+    assert out["hr@2"].item() == pytest.approx(1 / 3)
+    assert out["hr@3"].item() == pytest.approx(2 / 3)
+    assert out["hr@4"].item() == pytest.approx(1.0)
+    assert out["ndcg@1"].item() == pytest.approx(0.0)
+    assert out["ndcg@2"].item() == pytest.approx(lg(3) / 3)
+    assert out["ndcg@3"].item() == pytest.approx((lg(3) + lg(4)) / 3)
+    assert out["ndcg@4"].item() == pytest.approx((lg(3) + lg(4) + lg(5)) / 3)
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_constant_scores_give_chance_level(k):
+    # every item tied: g=0, t=N-1 -> rank uniform in 0..N-1: HR@K = K/N, NDCG@K = sum_{r<K} 1/log2(r+2) / N
+    n = 10
+    out = rank_metrics(torch.zeros(4, n), torch.tensor([0, 3, 5, 9]), [k])
+    torch.testing.assert_close(out[f"hr@{k}"], torch.full((4,), k / n, dtype=torch.float64))
+    expected = sum(lg(r + 2) for r in range(k)) / n
+    torch.testing.assert_close(out[f"ndcg@{k}"], torch.full((4,), expected, dtype=torch.float64))
+
+
+def test_minus_inf_items_are_excluded():
+    # cols 1 and 2 would be above the target but are excluded (-inf): only col 0 stays above -> rank 1
+    scores = torch.tensor([[5.0, -INF, -INF, 1.0, 0.0]])
+    out = rank_metrics(scores, torch.tensor([3]), [1, 2])
+    assert out["hr@1"].item() == 0.0 and out["hr@2"].item() == 1.0
+    assert out["ndcg@2"].item() == pytest.approx(lg(3))
+    # and -inf items tied among themselves do not count as ties of a finite target
+    scores = torch.tensor([[-INF, -INF, -INF, 1.0, 0.0]])
+    assert rank_metrics(scores, torch.tensor([3]), [1])["hr@1"].item() == 1.0
+
+
+# ---------------------------------------------------------------------------------------------- evaluate()
+# Fixed per-item scores (same for every user). Column 0 (padding) scores highest of all, so a bug that lets
+# it count moves every target down one rank.
+ITEM_SCORES = torch.tensor([100.0, 50.0, 40.0, 30.0, 25.0, 10.0, 20.0, 5.0])  # items 0..7
+
+
+def _score_fn(seen_histories: list):
+    def score(history: torch.Tensor) -> torch.Tensor:
+        seen_histories.append(history.clone())
+        return ITEM_SCORES.unsqueeze(0).repeat(history.shape[0], 1)
+    return score
+
+
+def _interactions(with_repeat: bool) -> Interactions:
+    seqs = [[1, 2, 3, 4, 5],   # test: history 1..4 (window of 3 = 2,3,4), target 5
+            [6, 7, 1]]         # test: history 6,7 (left padded), target 1
+    if with_repeat:
+        seqs.append([2, 3, 2])  # test target 2 repeats a history item
+    return Interactions([f"u{i}" for i in range(len(seqs))], [np.array(s) for s in seqs], 7, {})
+
+
+def test_evaluate_masks_whole_history_and_padding():
+    split = leave_one_out(_interactions(False), max_seq_len=3).test
+    histories = []
+    res = evaluate(_score_fn(histories), split, [1, 2], batch_size=1, device=torch.device("cpu"))
+    # score_fn gets the left-padded L=3 windows
+    torch.testing.assert_close(torch.cat(histories), torch.tensor([[2, 3, 4], [0, 6, 7]]))
+    # u0: items 1-4 masked (item 1 is outside the 3-item window but still in the history), col 0 masked:
+    #     left 5:10, 6:20, 7:5 -> target 5 has rank 1  -> hr@1 0, hr@2 1, ndcg@2 = 1/log2(3)
+    # u1: 0, 6, 7 masked -> target 1 (50) is the best -> rank 0 -> hr@1 1, ndcg@2 1
+    assert res["users"] == 2 and res["repeats_skipped"] == 0
+    assert res["hr@1"] == pytest.approx(0.5)
+    assert res["hr@2"] == pytest.approx(1.0)
+    assert res["ndcg@2"] == pytest.approx((lg(3) + 1.0) / 2)
+
+
+def test_evaluate_chunking_does_not_change_results():
+    split = leave_one_out(_interactions(True), max_seq_len=3).test
+    a = evaluate(_score_fn([]), split, [1, 2, 5], batch_size=1, device=torch.device("cpu"))
+    b = evaluate(_score_fn([]), split, [1, 2, 5], batch_size=100, device=torch.device("cpu"))
+    assert a == pytest.approx(b)
+
+
+def test_eval_repeats_skip_leaves_the_user_out():
+    split = leave_one_out(_interactions(True), max_seq_len=3, eval_repeats="skip").test
+    res = evaluate(_score_fn([]), split, [1, 2], batch_size=8, device=torch.device("cpu"))
+    # u2 is left out and counted; u0 and u1 as in the test above
+    assert res["users"] == 2 and res["repeats_skipped"] == 1
+    assert split.users.tolist() == [0, 1]
+    assert res["hr@1"] == pytest.approx(0.5) and res["hr@2"] == pytest.approx(1.0)
+
+
+def test_eval_repeats_no_mask_keeps_the_user_and_masks_only_padding():
+    split = leave_one_out(_interactions(True), max_seq_len=3, eval_repeats="no_mask").test
+    res = evaluate(_score_fn([]), split, [1, 2], batch_size=8, device=torch.device("cpu"))
+    # nothing masked except column 0:
+    # u0 target 5 (10): above are 1,2,3,4,6 (50,40,30,25,20) -> rank 5 -> miss at 1 and 2
+    # u1 target 1 (50): nothing above (col 0 excluded)      -> rank 0
+    # u2 target 2 (40): item 1 (50) above                   -> rank 1
+    assert res["users"] == 3 and res["repeats_skipped"] == 0
+    assert res["hr@1"] == pytest.approx(1 / 3)
+    assert res["hr@2"] == pytest.approx(2 / 3)
+    assert res["ndcg@2"] == pytest.approx((0.0 + 1.0 + lg(3)) / 3)
+
+
+# ---------------------------------------------------------------------------------------------- model_scorer
+def test_model_scorer_scores_in_float32_under_bf16_autocast(tiny_bert, tiny_data, tmp_path):
+    from adapter4rec.build import build_model, load_data
+    from adapter4rec.config import parse_args
+    from adapter4rec.evaluate import model_scorer
+    from tests.conftest import tiny_args
+
+    # ID tower: the item table is exactly the fp32 embedding matrix (random, all rows distinct)
+    cfg = parse_args(tiny_args(tiny_bert, tiny_data / "source", tmp_path, item_tower="id", precision="bf16"))
+    data = load_data(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, data).eval()
+    history = data.split.test.history[:8]
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what train.validate does for precision=bf16
+        scores = model_scorer(model)(history)
+    # the scorer's .float() casts say it: the ranking product is meant to be fp32 ...
+    assert scores.dtype == torch.float32
+    # ... so that distinct items get distinct scores (in bf16 most of the 193 columns collide)
+    assert all(len(torch.unique(row)) == model.num_items + 1 for row in scores)
