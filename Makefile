@@ -6,7 +6,7 @@ PIP := $(PY) -m pip -q --disable-pip-version-check
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup data models demo test clean-runs
+.PHONY: setup data models demo test adapters clean-runs
 
 setup: $(VENV)/.installed models
 
@@ -26,6 +26,15 @@ data: $(VENV)/.installed
 
 demo: setup
 	$(PY) -m adapter4rec.demo
+
+adapters: setup Dataset/default/target/users.tsv runs/sm_base_sasrec/best.pt
+	$(PY) Downstream/Text/script/benchmark_adapters.py
+
+Dataset/default/target/users.tsv: | $(VENV)/.installed
+	$(PY) Dataset/generate_default_data.py
+
+runs/sm_base_sasrec/best.pt: | $(VENV)/.installed
+	$(PY) Pretraining/Text/script/sm_base_sasrec.py
 
 test: setup
 	$(PY) -m pytest -q

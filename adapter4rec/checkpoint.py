@@ -81,3 +81,20 @@ def load_source(model: torch.nn.Module, path: Path, config: dict) -> dict:
             f"{len(unexpected)} unexpected key(s) {unexpected[:4]}, {len(shapes)} shape mismatch(es) {shapes[:3]}")
     model.load_state_dict(state, strict=True)
     return source_cfg
+
+
+def load_run_weights(model: torch.nn.Module, ckpt: dict) -> None:
+    """Load a run's own checkpoint into a model built the same way (adapters added, trainability set).
+
+    A 'trainable' checkpoint (PEFT) must hold exactly the model's trainable parameters; a 'full' one every key."""
+    state = ckpt["model"]
+    if ckpt.get("kind", "full") == "full":
+        model.load_state_dict(state, strict=True)
+        return
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    missing, extra = sorted(trainable - set(state)), sorted(set(state) - trainable)
+    if missing or extra:
+        raise CheckpointError(f"adapter checkpoint does not match this model's trainable parameters: "
+                              f"{len(missing)} missing {missing[:4]}, {len(extra)} unexpected {extra[:4]} "
+                              f"(built with adapter={ckpt.get('config', {}).get('adapter')!r}?)")
+    model.load_state_dict(state, strict=False)

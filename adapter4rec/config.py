@@ -64,8 +64,36 @@ class Config:
     # --- transfer
     source_checkpoint: str = _opt("", "downstream: the source run's checkpoint (e.g. runs/<name>/best.pt); "
                                   "empty = train on the target from scratch")
-    tune: str = _opt("all", "downstream: what trains. all = full fine-tuning; frozen = item encoder backbone "
-                     "frozen, projection head and user encoder train", ("all", "frozen"))
+    tune: str = _opt("all", "what trains. all: every parameter (pretraining, full fine-tuning); peft: every "
+                     "pretrained parameter frozen, only the adapter modules and the extras below train",
+                     ("all", "peft"))
+    train_head: bool = _opt(False, "peft: also train the item projection head (adapter=none + train_head = "
+                            "the 'frozen' baseline)")
+    tune_layernorm: bool = _opt(False, "peft: also train every LayerNorm (both encoders)")
+    tune_bias: bool = _opt(False, "peft: also train every bias (BitFit when adapter=none)")
+    # --- adapters (PEFT); see adapter4rec/adapters/
+    adapter: str = _opt("none", "PEFT method inserted after the source checkpoint is loaded",
+                        ("none", "houlsby", "parallel", "pfeiffer", "compacter", "lora", "kadapter", "prompt"))
+    adapter_where: str = _opt("both", "encoders that get adapters: item, user or both", ("item", "user", "both"))
+    adapter_sublayers: str = _opt("auto", "bottleneck adapters after the attention sub-layer, the feed-forward "
+                                  "sub-layer or both; auto = both, except pfeiffer = ffn (the paper's Pfeiffer "
+                                  "variant is attention)", ("auto", "attention", "ffn", "both"))
+    adapter_layers: int = _opt(0, "adapt only the top k layers of each encoder (0 = all layers); K-Adapter: "
+                               "the layers that feed it (0 = first and last)")
+    item_adapter_size: int = _opt(64, "item encoder: bottleneck size / LoRA rank / K-Adapter width (paper: 64, "
+                                  "LoRA 12, K-Adapter 192)")
+    user_adapter_size: int = _opt(16, "user encoder: bottleneck size / LoRA rank / K-Adapter width (paper: 16, "
+                                  "LoRA 4)")
+    adapter_activation: str = _opt("relu", "bottleneck activation", ("relu", "gelu", "tanh"))
+    adapter_dropout: float = _opt(0.1, "dropout inside bottleneck and K-Adapter modules")
+    item_adapter_lr: float = _opt(1.5e-4, "learning rate of item-encoder adapters (paper: adapter_bert_lr)")
+    user_adapter_lr: float = _opt(1.5e-4, "learning rate of user-encoder adapters (paper: adapter_sasrec_lr)")
+    lora_alpha: float = _opt(1.0, "LoRA scaling numerator: update = (alpha / r) B A (loralib default, as the paper)")
+    kadapter_item_heads: int = _opt(12, "attention heads in the item-encoder K-Adapter")
+    kadapter_user_heads: int = _opt(2, "attention heads in the user-encoder K-Adapter")
+    compacter_n: int = _opt(4, "Compacter: number of Kronecker summands n (paper: hypercomplex_division)")
+    phm_init_range: float = _opt(1e-4, "Compacter: std of the shared rule matrices at init")
+    prompt_tokens: int = _opt(30, "prompt tuning: learned tokens inserted after [CLS]")
     # --- evaluation (full ranking over all items, leave-one-out)
     eval_batch_size: int = _opt(256, "users per evaluation chunk")
     topk: str = _opt("5,10,20", "comma list of K for HR@K and NDCG@K")
@@ -102,16 +130,24 @@ class Config:
                     "eval_batch_size", "max_title_tokens"):
             if getattr(self, key) < 1:
                 _bad(key, getattr(self, key), "an integer >= 1")
-        for key in ("lr", "item_encoder_lr"):
+        for key in ("lr", "item_encoder_lr", "item_adapter_lr", "user_adapter_lr", "lora_alpha",
+                    "item_adapter_size", "user_adapter_size", "kadapter_item_heads", "kadapter_user_heads",
+                    "compacter_n", "prompt_tokens"):
             if not getattr(self, key) > 0:
                 _bad(key, getattr(self, key), "a positive number")
-        for key in ("weight_decay", "grad_clip", "max_steps_per_epoch", "patience", "num_workers"):
+        for key in ("weight_decay", "grad_clip", "max_steps_per_epoch", "patience", "num_workers",
+                    "adapter_layers", "phm_init_range"):
             if getattr(self, key) < 0:
                 _bad(key, getattr(self, key), "a number >= 0")
         if self.min_seq_len < 3:
             _bad("min_seq_len", self.min_seq_len, "an integer >= 3 (a training pair, a validation and a test item)")
-        if not 0 <= self.dropout < 1:
-            _bad("dropout", self.dropout, "a number in [0, 1)")
+        for key in ("dropout", "adapter_dropout"):
+            if not 0 <= getattr(self, key) < 1:
+                _bad(key, getattr(self, key), "a number in [0, 1)")
+        if self.adapter != "none" and self.item_tower == "id" and self.adapter_where != "user":
+            _bad("adapter_where", self.adapter_where, "user when item_tower=id (an ID table has no layers)")
+        if self.adapter == "prompt" and self.adapter_where != "item":
+            _bad("adapter_where", self.adapter_where, "item with adapter=prompt (prompts go into the item encoder)")
         if self.embedding_dim % self.num_heads:
             _bad("num_heads", self.num_heads, f"a divisor of embedding_dim={self.embedding_dim}")
         try:

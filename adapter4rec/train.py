@@ -22,9 +22,11 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Tens
 from tqdm import tqdm
 
 from adapter4rec import dist
-from adapter4rec.adapters.trainable import set_trainable, trainable_summary
+from adapter4rec.adapters.methods import add_adapters
+from adapter4rec.adapters.trainable import (adapter_parameter_names, group_learning_rates, lr_group, set_trainable,
+                                            trainable_state, trainable_summary)
 from adapter4rec.build import build_model, load_data
-from adapter4rec.checkpoint import FORMAT, load_source, read_checkpoint, save_atomic
+from adapter4rec.checkpoint import FORMAT, load_run_weights, load_source, read_checkpoint, save_atomic
 from adapter4rec.config import Config
 from adapter4rec.data.split import sample_negatives
 from adapter4rec.evaluate import evaluate, model_scorer, popularity_scorer
@@ -65,15 +67,17 @@ def autocast(cfg: Config, device: torch.device):
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """AdamW over trainable parameters only: backbone at item_encoder_lr, the rest at lr; decay on matrices."""
-    groups: dict[tuple[bool, bool], list] = {}
+    """AdamW over trainable parameters only, in the paper's learning-rate groups (item/user adapters,
+    backbone, rest); weight decay on matrices only."""
+    adapters = adapter_parameter_names(model)
+    rates = group_learning_rates(cfg)
+    groups: dict[tuple[str, bool], list] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            groups.setdefault((name.startswith("item_encoder.backbone."), param.dim() >= 2), []).append(param)
+            groups.setdefault((lr_group(name, adapters), param.dim() >= 2), []).append(param)
     return torch.optim.AdamW([
-        {"params": params, "lr": cfg.item_encoder_lr if backbone else cfg.lr,
-         "weight_decay": cfg.weight_decay if decay else 0.0}
-        for (backbone, decay), params in groups.items()])
+        {"params": params, "lr": rates[group], "weight_decay": cfg.weight_decay if decay else 0.0, "name": group}
+        for (group, decay), params in groups.items()])
 
 
 def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, epoch, generator) -> float:
@@ -136,7 +140,11 @@ def _run(cfg: Config, device: torch.device) -> dict:
     if cfg.source_checkpoint:
         source = load_source(model, cfg.resolve(cfg.source_checkpoint), dataclasses.asdict(cfg))
         log.info("loaded source checkpoint %s (source dataset %s)", cfg.source_checkpoint, source.get("dataset"))
-    set_trainable(model, cfg.tune)
+    changed = add_adapters(model, cfg)
+    for side, names in changed.items():
+        log.info("adapter %s in the %s encoder: %d module(s) changed, e.g. %s", cfg.adapter, side, len(names),
+                 names[:2])
+    set_trainable(model, cfg)
     log.info("%s", trainable_summary(model))
     model.to(device)
     ddp_model = dist.wrap_ddp(model, device)
@@ -160,8 +168,7 @@ def _run(cfg: Config, device: torch.device) -> dict:
         if improved:
             best, best_epoch, stale = score, epoch, 0
             if dist.is_main():
-                save_atomic({"format": FORMAT, "config": dataclasses.asdict(cfg), "model": model.state_dict(),
-                             "epoch": epoch, "metrics": valid}, run_dir / "best.pt")
+                save_atomic(checkpoint_of(model, cfg, epoch, valid), run_dir / "best.pt")
         else:
             stale += 1
         record = {"epoch": epoch, "loss": loss, "seconds": round(time.time() - started, 1), **valid}
@@ -175,7 +182,7 @@ def _run(cfg: Config, device: torch.device) -> dict:
             break
     train_seconds = time.time() - started
     dist.barrier()
-    model.load_state_dict(read_checkpoint(run_dir / "best.pt")["model"])
+    load_run_weights(model, read_checkpoint(run_dir / "best.pt"))
     test = validate(model, data.split.test, cfg, device, "test")
     popularity = evaluate(popularity_scorer(data.split.item_counts, device), data.split.test, cfg.topk_list(),
                           cfg.eval_batch_size, device)
@@ -190,6 +197,14 @@ def _run(cfg: Config, device: torch.device) -> dict:
              " ".join(f"{k}={v:.4f}" for k, v in test.items() if "@" in k),
              " ".join(f"{k}={v:.4f}" for k, v in popularity.items() if "@" in k))
     return results
+
+
+def checkpoint_of(model: torch.nn.Module, cfg: Config, epoch: int, metrics: dict) -> dict:
+    """PEFT runs store only the trainable parameters (load = source checkpoint + these); others everything."""
+    peft = cfg.tune == "peft"
+    return {"format": FORMAT, "config": dataclasses.asdict(cfg), "epoch": epoch, "metrics": metrics,
+            "kind": "trainable" if peft else "full", "source_checkpoint": cfg.source_checkpoint,
+            "model": trainable_state(model) if peft else model.state_dict()}
 
 
 def protocol(cfg: Config) -> str:

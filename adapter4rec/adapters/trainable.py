@@ -1,29 +1,77 @@
-"""The one place that decides what trains. Called before DDP wrapping and before the optimizer is built;
-the optimizer then sees only `requires_grad` parameters."""
+"""The one place that decides what trains, and at which learning rate.
+
+Called after adapters are added and before DDP wrapping and the optimizer: DDP registers gradient hooks
+for `requires_grad` parameters at construction, and the optimizer sees only trainable parameters.
+"""
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 
 from torch import nn
 
-log = logging.getLogger(__name__)
+from adapter4rec.adapters.bottleneck import AdapterModule
+from adapter4rec.adapters.lora import is_lora_parameter
+from adapter4rec.config import Config
 
 
-def set_trainable(model: nn.Module, tune: str) -> None:
-    """tune=all: every parameter trains (pretraining, full fine-tuning).
-    tune=frozen: the item-encoder backbone is frozen; projection head and user encoder train."""
+def adapter_parameter_names(model: nn.Module) -> set[str]:
+    """Parameters that belong to PEFT modules: AdapterModule subtrees, LoRA factors, the Compacter rule."""
+    names = set()
+    for module_name, module in model.named_modules():
+        if isinstance(module, AdapterModule):
+            prefix = f"{module_name}." if module_name else ""
+            names.update(prefix + n for n, _ in module.named_parameters())
+    names.update(n for n, _ in model.named_parameters() if is_lora_parameter(n))
+    return names
+
+
+def set_trainable(model: nn.Module, cfg: Config) -> None:
+    """tune=all: everything trains. tune=peft: pretrained parameters are frozen; adapter modules train, plus
+    the projection head (train_head), LayerNorms (tune_layernorm) and biases (tune_bias) when asked."""
+    if cfg.tune == "all":
+        for param in model.parameters():
+            param.requires_grad = True
+        return
+    train = adapter_parameter_names(model)
+    if cfg.train_head:
+        train.update(n for n, _ in model.named_parameters() if n.startswith("item_encoder.proj."))
+    if cfg.tune_layernorm:
+        for module_name, module in model.named_modules():
+            if isinstance(module, nn.LayerNorm):
+                train.update(f"{module_name}.{n}" for n, _ in module.named_parameters())
+    if cfg.tune_bias:
+        train.update(n for n, _ in model.named_parameters() if n.endswith(".bias"))
     for name, param in model.named_parameters():
-        param.requires_grad = not (tune == "frozen" and name.startswith("item_encoder.backbone."))
+        param.requires_grad = name in train
+
+
+def lr_group(name: str, adapter_names: set[str]) -> str:
+    """The paper's four groups: item/user adapters, the item-encoder backbone, and everything else."""
+    if name in adapter_names:
+        return "user_adapter" if name.startswith("user_encoder.") else "item_adapter"
+    return "backbone" if name.startswith("item_encoder.backbone.") else "rest"
+
+
+def group_learning_rates(cfg: Config) -> dict[str, float]:
+    return {"item_adapter": cfg.item_adapter_lr, "user_adapter": cfg.user_adapter_lr,
+            "backbone": cfg.item_encoder_lr, "rest": cfg.lr}
+
+
+def trainable_state(model: nn.Module) -> dict:
+    """State dict of the trainable parameters only (what a PEFT checkpoint stores)."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k in names}
 
 
 def trainable_summary(model: nn.Module) -> str:
-    """peft-style 'trainable X / total Y (Z%)' plus a per-module breakdown (first two name levels)."""
+    """peft-style 'trainable X / total Y (Z%)' plus a breakdown by module (first two name levels), with
+    adapter parameters counted apart."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    adapters = adapter_parameter_names(model)
     parts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for name, param in model.named_parameters():
-        group = ".".join(name.split(".")[:2])
+        group = ".".join(name.split(".")[:2]) + (" [adapters]" if name in adapters else "")
         parts[group][1] += param.numel()
         if param.requires_grad:
             parts[group][0] += param.numel()

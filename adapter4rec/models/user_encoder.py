@@ -39,20 +39,32 @@ class FeedForward(nn.Module):
         return self.fc2(F.relu(self.fc1(x)))
 
 
+class SublayerOutput(nn.Module):
+    """out(hidden, input_tensor) = LN(input_tensor + Drop(hidden)): the residual + post-LN of a sub-layer, with
+    the same signature as BERT's BertSelfOutput/BertOutput, so parallel adapters wrap both the same way."""
+
+    def __init__(self, d: int, dropout: float):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d, eps=1e-6)
+
+    def forward(self, hidden: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        return self.norm(input_tensor + self.drop(hidden))
+
+
 class Block(nn.Module):
     """x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x)))  (post-LN, eps 1e-6 as in the paper's code)."""
 
     def __init__(self, d: int, heads: int, dropout: float):
         super().__init__()
         self.attention = SelfAttention(d, heads, dropout)
-        self.attention_norm = nn.LayerNorm(d, eps=1e-6)
+        self.attention_output = SublayerOutput(d, dropout)
         self.feed_forward = FeedForward(d)
-        self.feed_forward_norm = nn.LayerNorm(d, eps=1e-6)
-        self.drop = nn.Dropout(dropout)
+        self.feed_forward_output = SublayerOutput(d, dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.attention_norm(x + self.drop(self.attention(x, mask)))
-        return self.feed_forward_norm(x + self.drop(self.feed_forward(x)))
+        x = self.attention_output(self.attention(x, mask), x)
+        return self.feed_forward_output(self.feed_forward(x), x)
 
 
 def attention_mask(valid: torch.Tensor) -> torch.Tensor:
@@ -79,11 +91,26 @@ class SASRecEncoder(nn.Module):
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
 
-    def forward(self, items: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """items: (B, L, d) item embeddings (left padded); valid: (B, L) bool. Returns (B, L, d)."""
+    def forward(self, items: torch.Tensor, valid: torch.Tensor, all_layers: bool = False):
+        """items: (B, L, d) item embeddings (left padded); valid: (B, L) bool. Returns (B, L, d), or with
+        all_layers the list of every block's output (B, L, d)."""
         positions = torch.arange(items.shape[1], device=items.device)
         x = self.drop(self.input_norm(items + self.position(positions)))
         mask = attention_mask(valid)
+        outputs = []
         for block in self.blocks:
             x = block(x, mask)
-        return x
+            outputs.append(x)
+        return outputs if all_layers else x
+
+
+class KAdapterUserEncoder(nn.Module):
+    """The SASRec encoder with a K-Adapter side network fed by its blocks' outputs, under the SAME causal +
+    padding mask (adapter4rec.adapters.kadapter)."""
+
+    def __init__(self, base: SASRecEncoder, kadapter: nn.Module):
+        super().__init__()
+        self.base, self.kadapter = base, kadapter
+
+    def forward(self, items: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return self.kadapter(self.base(items, valid, all_layers=True), attention_mask(valid))

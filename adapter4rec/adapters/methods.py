@@ -1,0 +1,111 @@
+"""add_adapters(model, cfg): put the configured PEFT method into the item encoder, the user encoder or both.
+
+Called after the source checkpoint is loaded and before trainability is decided. Returns, per encoder,
+the names of the modules it changed (logged, and checked against the expected count in `inject`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from adapter4rec.adapters.bottleneck import Bottleneck, ParallelAdapter, SerialAdapter
+from adapter4rec.adapters.compacter import CompacterBottleneck, PHMRule
+from adapter4rec.adapters.inject import family_of, inject
+from adapter4rec.adapters.kadapter import KAdapter, KAdapterBackbone
+from adapter4rec.adapters.lora import to_lora
+from adapter4rec.adapters.prompt import PromptBackbone
+from adapter4rec.config import Config
+from adapter4rec.models.user_encoder import KAdapterUserEncoder
+
+METHODS = ("none", "houlsby", "parallel", "pfeiffer", "compacter", "lora", "kadapter", "prompt")
+
+
+@dataclass
+class Site:
+    """One encoder to adapt: where it hangs in the model and its sizes."""
+    side: str          # "item" or "user"
+    encoder: nn.Module
+    family: str
+    width: int         # hidden size d of the encoder
+    size: int          # bottleneck / LoRA rank / K-Adapter width
+    heads: int         # K-Adapter heads
+    num_layers: int
+
+
+def sites(model: nn.Module, cfg: Config) -> list[Site]:
+    out = []
+    if cfg.adapter_where in ("item", "both"):
+        backbone = getattr(model.item_encoder, "backbone", None)
+        if backbone is None:
+            raise SystemExit("adapter4rec: adapters need a content item encoder (item_tower=modal), not item_tower=id")
+        config = backbone.config
+        out.append(Site("item", backbone, family_of(backbone), config.hidden_size, cfg.item_adapter_size,
+                        cfg.kadapter_item_heads, config.num_hidden_layers))
+    if cfg.adapter_where in ("user", "both"):
+        out.append(Site("user", model.user_encoder, "sasrec", cfg.embedding_dim, cfg.user_adapter_size,
+                        cfg.kadapter_user_heads, cfg.num_blocks))
+    return out
+
+
+def chosen_layers(num_layers: int, top: int) -> set[int]:
+    """All layers (top=0) or the top `top` layers."""
+    return set(range(num_layers)) if top <= 0 else set(range(max(num_layers - top, 0), num_layers))
+
+
+def sublayer_slots(cfg: Config) -> list[str]:
+    which = cfg.adapter_sublayers
+    if which == "auto":
+        which = "ffn" if cfg.adapter == "pfeiffer" else "both"
+    return ["attention", "ffn"] if which == "both" else [which]
+
+
+def add_adapters(model: nn.Module, cfg: Config) -> dict[str, list[str]]:
+    if cfg.adapter == "none":
+        return {}
+    changed: dict[str, list[str]] = {}
+    rule = PHMRule(cfg.compacter_n, cfg.phm_init_range) if cfg.adapter == "compacter" else None
+    if rule is not None:
+        model.compacter_rule = rule  # shared by every PHM layer of both encoders (Compacter paper)
+    for site in sites(model, cfg):
+        layers = chosen_layers(site.num_layers, cfg.adapter_layers)
+        changed[site.side] = _add(model, site, layers, cfg, rule)
+    return changed
+
+
+def _add(model: nn.Module, site: Site, layers: set[int], cfg: Config, rule: PHMRule | None) -> list[str]:
+    d, r = site.width, site.size
+    if cfg.adapter in ("houlsby", "pfeiffer"):
+        return inject(site.encoder, site.family, sublayer_slots(cfg), layers,
+                      lambda m: SerialAdapter(m, Bottleneck(d, r, cfg.adapter_activation, cfg.adapter_dropout)))
+    if cfg.adapter == "parallel":
+        slots = [s + "_out" for s in sublayer_slots(cfg)]
+        return inject(site.encoder, site.family, slots, layers,
+                      lambda m: ParallelAdapter(m, Bottleneck(d, r, cfg.adapter_activation, cfg.adapter_dropout)))
+    if cfg.adapter == "compacter":
+        return inject(site.encoder, site.family, sublayer_slots(cfg), layers,
+                      lambda m: SerialAdapter(m, CompacterBottleneck(d, r, rule)))
+    if cfg.adapter == "lora":
+        return inject(site.encoder, site.family, ["query", "value"], layers,
+                      lambda m: to_lora(m, r, cfg.lora_alpha))
+    if cfg.adapter == "kadapter":
+        side = KAdapter(d, r, site.heads, sorted(layers) if cfg.adapter_layers else
+                        _first_last(site.num_layers), cfg.adapter_dropout)
+        if site.side == "item":
+            model.item_encoder.backbone = KAdapterBackbone(site.encoder, side)
+            return ["item_encoder.backbone"]
+        model.user_encoder = KAdapterUserEncoder(site.encoder, side)
+        return ["user_encoder"]
+    if cfg.adapter == "prompt":
+        if site.side == "user":
+            raise SystemExit("adapter4rec: prompt tuning is defined for the item encoder; set adapter_where=item")
+        generator = torch.Generator().manual_seed(cfg.seed)
+        model.item_encoder.backbone = PromptBackbone(site.encoder, cfg.prompt_tokens, generator)
+        return ["item_encoder.backbone"]
+    raise ValueError(f"unknown adapter {cfg.adapter!r}")
+
+
+def _first_last(num_layers: int) -> list[int]:
+    """The paper's K-Adapter default (layers 0 and 11 of BERT-base): the first and the last layer."""
+    return sorted({0, num_layers - 1})

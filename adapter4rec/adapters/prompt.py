@@ -1,0 +1,39 @@
+"""Prompt tuning for the text item encoder (Lester et al. 2021): n learned token embeddings inserted right
+after [CLS], with every title token kept (the original overwrote the first n title tokens, so with its
+defaults all items had the same input). The CLS state, which the item tower reads, attends to them.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from adapter4rec.adapters.bottleneck import AdapterModule
+
+
+class PromptTokens(AdapterModule):
+    def __init__(self, init: torch.Tensor):
+        super().__init__()
+        self.embeddings = nn.Parameter(init.clone())  # (n, hidden)
+
+
+class PromptBackbone(nn.Module):
+    """Wraps a Hugging Face text encoder; same call signature as the encoder."""
+
+    def __init__(self, base: nn.Module, n_tokens: int, generator: torch.Generator | None = None):
+        super().__init__()
+        self.base = base
+        self.config = base.config
+        words = base.get_input_embeddings().weight
+        # start from the embeddings of random vocabulary tokens (a common prompt-tuning initialisation)
+        rows = torch.randint(0, words.shape[0], (n_tokens,), generator=generator)
+        self.prompt = PromptTokens(words.detach()[rows])
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        embeds = self.base.get_input_embeddings()(input_ids)             # (n, T, h)
+        prompt = self.prompt.embeddings.to(embeds.dtype).expand(embeds.shape[0], -1, -1)
+        embeds = torch.cat([embeds[:, :1], prompt, embeds[:, 1:]], dim=1)  # [CLS] P_1..P_n title...
+        if attention_mask is None:
+            attention_mask = torch.ones(input_ids.shape, dtype=torch.long, device=input_ids.device)
+        ones = attention_mask.new_ones(attention_mask.shape[0], prompt.shape[1])
+        attention_mask = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1)
+        return self.base(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
