@@ -96,6 +96,7 @@ class Config:
     prompt_tokens: int = _opt(30, "prompt tuning: learned tokens inserted after [CLS]")
     # --- evaluation (full ranking over all items, leave-one-out)
     eval_batch_size: int = _opt(256, "users per evaluation chunk")
+    eval_item_chunk: int = _opt(65536, "items per evaluation chunk (memory: eval_batch_size x eval_item_chunk floats)")
     topk: str = _opt("5,10,20", "comma list of K for HR@K and NDCG@K")
     select_metric: str = _opt("ndcg@10", "validation metric that picks the best checkpoint")
     eval_repeats: str = _opt("skip", "a target item that is already in the user's history: skip (with history "
@@ -127,7 +128,7 @@ class Config:
             if choices and getattr(self, f.name) not in choices:
                 _bad(f.name, getattr(self, f.name), f"one of {', '.join(choices)}")
         for key in ("max_seq_len", "embedding_dim", "num_blocks", "num_heads", "epochs", "batch_size",
-                    "eval_batch_size", "max_title_tokens"):
+                    "eval_batch_size", "eval_item_chunk", "max_title_tokens"):
             if getattr(self, key) < 1:
                 _bad(key, getattr(self, key), "an integer >= 1")
         for key in ("lr", "item_encoder_lr", "item_adapter_lr", "user_adapter_lr", "lora_alpha",

@@ -28,9 +28,15 @@ def rank_metrics(scores: torch.Tensor, target: torch.Tensor, ks: list[int]) -> d
     target_score = scores.gather(1, target.unsqueeze(1))  # (B, 1)
     greater = (scores > target_score).sum(1).double()      # g
     ties = (scores == target_score).sum(1).double() - 1.0  # t (the target itself excluded)
+    return metrics_from_counts(greater, ties, ks)
+
+
+def metrics_from_counts(greater: torch.Tensor, ties: torch.Tensor, ks: list[int]) -> dict[str, torch.Tensor]:
+    """HR@K and NDCG@K of targets with `greater` items above and `ties` other items level, rank by expectation."""
+    greater, ties = greater.double(), ties.double()
     kmax = max(ks)
-    discount = torch.zeros(kmax + 1, dtype=torch.float64, device=scores.device)  # D[r] = sum_{j<r} 1/log2(j+2)
-    discount[1:] = torch.cumsum(1.0 / torch.log2(torch.arange(kmax, device=scores.device).double() + 2.0), 0)
+    discount = torch.zeros(kmax + 1, dtype=torch.float64, device=greater.device)  # D[r] = sum_{j<r} 1/log2(j+2)
+    discount[1:] = torch.cumsum(1.0 / torch.log2(torch.arange(kmax, device=greater.device).double() + 2.0), 0)
     out = {}
     for k in ks:
         out[f"hr@{k}"] = ((k - greater) / (ties + 1.0)).clamp(0.0, 1.0)
@@ -75,8 +81,65 @@ def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], split: EvalSplit,
     return result
 
 
+@torch.no_grad()
+def evaluate_embeddings(users: Callable[[torch.Tensor], torch.Tensor], table: torch.Tensor, split: EvalSplit,
+                        ks: list[int], batch_size: int, device: torch.device, item_chunk: int = 65536,
+                        progress: bool = False, desc: str = "eval") -> dict:
+    """Like `evaluate` for dot-product scorers, with memory bounded in users AND items.
+
+    users(history (b, L)) -> (b, d) user vectors; table: (N+1, d) item vectors (row 0 = padding). Scores are
+    computed item chunk by item chunk and only the counts of items above / level with each target are kept,
+    so a million items never need a (users x items) matrix. All products in fp32."""
+    table = table.float().to(device)
+    mine = torch.arange(dist.rank(), len(split), dist.world_size())
+    sums = torch.zeros(2 * len(ks) + 1, dtype=torch.float64)
+    names = [f"{m}@{k}" for m in ("hr", "ndcg") for k in ks]
+    for start in tqdm(range(0, len(mine), batch_size), desc=desc, disable=not (progress and dist.is_main()),
+                      leave=False):
+        rows = mine[start:start + batch_size]
+        with torch.autocast(device.type, enabled=False):
+            greater, ties = _count_above(users(split.history[rows].to(device)).float(), table,
+                                         split.target[rows].to(device), _gather_csr(split.seen_ptr,
+                                                                                    split.seen_items, rows),
+                                         item_chunk)
+        per_user = metrics_from_counts(greater, ties, ks)
+        sums[:-1] += torch.stack([per_user[n].sum().cpu() for n in names])
+        sums[-1] += len(rows)
+    dist.all_reduce_sum(sums)
+    count = int(sums[-1])
+    result = {n: float(sums[i] / max(count, 1)) for i, n in enumerate(names)}
+    result.update(users=count, repeats_skipped=split.repeats_skipped)
+    return result
+
+
+def _count_above(u: torch.Tensor, table: torch.Tensor, target: torch.Tensor, seen: tuple, item_chunk: int):
+    """(greater, ties) per user over items 1..N, excluding the user's seen items and the target itself."""
+    which, items = (t.to(u.device) for t in seen)
+    target_score = (u * table[target]).sum(-1, keepdim=True)  # (b, 1)
+    rows = torch.arange(len(target), device=u.device)
+    greater = torch.zeros(len(target), dtype=torch.float64, device=u.device)
+    ties = torch.zeros_like(greater)
+    for c0 in range(0, table.shape[0], item_chunk):
+        c1 = min(c0 + item_chunk, table.shape[0])
+        scores = u @ table[c0:c1].T                                  # (b, chunk)
+        if c0 == 0:
+            scores[:, 0] = -math.inf                                 # the padding item
+        inside = (items >= c0) & (items < c1)
+        scores[which[inside], items[inside] - c0] = -math.inf        # history masking
+        own = (target >= c0) & (target < c1)
+        scores[rows[own], target[own] - c0] = -math.inf              # the target is not its own competitor
+        greater += (scores > target_score).sum(1)
+        ties += (scores == target_score).sum(1)
+    return greater, ties
+
+
+def model_user_fn(model, table: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """User vectors of a Recommender from a precomputed item table (see Recommender.item_table)."""
+    return lambda history: model.user_states_from_table(history, table)
+
+
 def model_scorer(model, chunk: int = 512) -> Callable[[torch.Tensor], torch.Tensor]:
-    """score_fn for a Recommender: the item table is computed once, users are scored by a matrix product.
+    """score_fn for a Recommender (full score rows; evaluate_embeddings is the memory-bounded path).
 
     The encoders may run under autocast, but the final product is fp32: in bf16 (8-bit mantissa) most
     items' scores would tie and the metrics would describe a different ranking."""
@@ -87,6 +150,12 @@ def model_scorer(model, chunk: int = 512) -> Callable[[torch.Tensor], torch.Tens
         with torch.autocast(table.device.type, enabled=False):
             return states @ table.T
     return score
+
+
+def popularity_vectors(item_counts: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+    """Popularity as a dot-product scorer: every user is the vector [1], item i the vector [count_i]."""
+    table = item_counts.double().float().unsqueeze(1)  # (N+1, 1); counts are exact in fp32 below 2**24
+    return (lambda history: torch.ones(history.shape[0], 1, device=history.device)), table
 
 
 def popularity_scorer(item_counts: torch.Tensor, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -29,7 +29,7 @@ from adapter4rec.build import build_model, load_data
 from adapter4rec.checkpoint import FORMAT, load_run_weights, load_source, read_checkpoint, save_atomic
 from adapter4rec.config import Config
 from adapter4rec.data.split import sample_negatives
-from adapter4rec.evaluate import evaluate, model_scorer, popularity_scorer
+from adapter4rec.evaluate import evaluate_embeddings, model_user_fn, popularity_vectors
 
 log = logging.getLogger("adapter4rec")
 
@@ -109,10 +109,12 @@ def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, ep
 
 
 def validate(model, split, cfg, device, desc) -> dict:
+    """Full-ranking metrics of `model` on `split`: the item table once, then users x item chunks."""
     model.eval()
     with autocast(cfg, device):
-        scorer = model_scorer(model)
-        return evaluate(scorer, split, cfg.topk_list(), cfg.eval_batch_size, device, cfg.progress, desc)
+        table = model.item_table()
+        return evaluate_embeddings(model_user_fn(model, table), table, split, cfg.topk_list(), cfg.eval_batch_size,
+                                   device, cfg.eval_item_chunk, cfg.progress, desc)
 
 
 def run(cfg: Config) -> dict:
@@ -151,12 +153,8 @@ def _run(cfg: Config, device: torch.device) -> dict:
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
-    train_set = TensorDataset(data.split.train)
-    generator = torch.Generator().manual_seed(cfg.seed + dist.rank())
-    sampler = DistributedSampler(train_set, seed=cfg.seed) if dist.world_size() > 1 else \
-        RandomSampler(train_set, generator=torch.Generator().manual_seed(cfg.seed))
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers)
-
+    loader, sampler = make_loader(data.split.train, cfg)
+    generator = torch.Generator().manual_seed(cfg.seed + dist.rank())  # negatives: one stream per rank
     best, best_epoch, stale, started = -math.inf, -1, 0, time.time()
     for epoch in range(cfg.epochs):
         if isinstance(sampler, DistributedSampler):
@@ -180,12 +178,26 @@ def _run(cfg: Config, device: torch.device) -> dict:
         if cfg.patience and stale >= cfg.patience:
             log.info("early stop: no improvement of %s for %d epochs", cfg.select_metric, stale)
             break
-    train_seconds = time.time() - started
     dist.barrier()
+    return finish(model, data, cfg, device, run_dir, best, best_epoch, time.time() - started)
+
+
+def make_loader(train: torch.Tensor, cfg: Config) -> tuple[DataLoader, torch.utils.data.Sampler]:
+    """Training windows in a seeded random order; under DDP each rank gets its DistributedSampler share."""
+    train_set = TensorDataset(train)
+    sampler = DistributedSampler(train_set, seed=cfg.seed) if dist.world_size() > 1 else \
+        RandomSampler(train_set, generator=torch.Generator().manual_seed(cfg.seed))
+    return DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers), sampler
+
+
+def finish(model, data, cfg: Config, device, run_dir: Path, best: float, best_epoch: int,
+           train_seconds: float) -> dict:
+    """Test the best checkpoint (and the popularity baseline on the same users); write results.json."""
     load_run_weights(model, read_checkpoint(run_dir / "best.pt"))
     test = validate(model, data.split.test, cfg, device, "test")
-    popularity = evaluate(popularity_scorer(data.split.item_counts, device), data.split.test, cfg.topk_list(),
-                          cfg.eval_batch_size, device)
+    users, counts = popularity_vectors(data.split.item_counts)
+    popularity = evaluate_embeddings(users, counts, data.split.test, cfg.topk_list(), cfg.eval_batch_size, device,
+                                     cfg.eval_item_chunk)
     results = {"run_dir": str(run_dir), "best_epoch": best_epoch, f"valid_{cfg.select_metric}": best,
                "test": test, "popularity_test": popularity, "train_seconds": round(train_seconds, 1),
                "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),

@@ -170,3 +170,28 @@ def test_model_scorer_scores_in_float32_under_bf16_autocast(tiny_bert, tiny_data
     assert scores.dtype == torch.float32
     # ... so that distinct items get distinct scores (in bf16 most of the 193 columns collide)
     assert all(len(torch.unique(row)) == model.num_items + 1 for row in scores)
+
+
+# ---------------------------------------------------------------------------------------------- evaluate_embeddings
+@pytest.mark.parametrize("item_chunk", [1, 7, 1000])
+@pytest.mark.parametrize("repeats", ["skip", "no_mask"])
+def test_item_chunked_evaluation_equals_full_rows(item_chunk, repeats):
+    from adapter4rec.evaluate import evaluate_embeddings, popularity_scorer, popularity_vectors
+
+    rng = np.random.default_rng(0)
+    n_items, d = 30, 4
+    seqs = [rng.choice(np.arange(1, n_items + 1), size=int(rng.integers(3, 12))) for _ in range(40)]
+    split = leave_one_out(Interactions([str(i) for i in range(40)], seqs, n_items, {}), 5, repeats).test
+    # integer-valued embeddings: every score is exact in fp32, so both paths see the same ties
+    table = torch.from_numpy(rng.integers(-2, 3, size=(n_items + 1, d))).float()
+    users = torch.from_numpy(rng.integers(-2, 3, size=(n_items + 1, d))).float()
+    user_fn = lambda h: users[h[:, -1]]  # noqa: E731 - a user is the vector of its newest item
+    full = evaluate(lambda h: user_fn(h) @ table.T, split, [1, 5, 10], 6, torch.device("cpu"))
+    chunked = evaluate_embeddings(user_fn, table, split, [1, 5, 10], 6, torch.device("cpu"), item_chunk)
+    assert full == pytest.approx(chunked, abs=1e-12)
+    # popularity as a dot product (user [1], item [count]) equals ranking by counts
+    counts = torch.from_numpy(rng.integers(0, 4, size=n_items + 1))
+    pop_users, pop_table = popularity_vectors(counts)
+    a = evaluate(popularity_scorer(counts, torch.device("cpu")), split, [1, 5], 6, torch.device("cpu"))
+    b = evaluate_embeddings(pop_users, pop_table, split, [1, 5], 6, torch.device("cpu"), item_chunk)
+    assert a == pytest.approx(b, abs=1e-12)
