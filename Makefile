@@ -6,7 +6,7 @@ PIP := $(PY) -m pip -q --disable-pip-version-check
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup data models demo test adapters clean-runs
+.PHONY: setup data models demo test adapters bench clean-runs
 
 setup: $(VENV)/.installed models
 
@@ -35,6 +35,9 @@ Dataset/default/target/users.tsv: | $(VENV)/.installed
 
 runs/sm_base_sasrec/best.pt: | $(VENV)/.installed
 	$(PY) Pretraining/Text/script/sm_base_sasrec.py
+
+bench: setup Dataset/default/target/users.tsv
+	$(PY) bench/benchmark.py
 
 test: setup
 	$(PY) -m pytest -q

@@ -94,6 +94,8 @@ class Config:
     compacter_n: int = _opt(4, "Compacter: number of Kronecker summands n (paper: hypercomplex_division)")
     phm_init_range: float = _opt(1e-4, "Compacter: std of the shared rule matrices at init")
     prompt_tokens: int = _opt(30, "prompt tuning: learned tokens inserted after [CLS]")
+    cache_frozen_backbone: bool = _opt(True, "when no item-encoder backbone parameter trains, encode every item "
+                                       "once (eval mode) and reuse the cached states")
     # --- evaluation (full ranking over all items, leave-one-out)
     eval_batch_size: int = _opt(256, "users per evaluation chunk")
     eval_item_chunk: int = _opt(65536, "items per evaluation chunk (memory: eval_batch_size x eval_item_chunk floats)")

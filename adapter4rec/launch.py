@@ -59,12 +59,11 @@ def run_names(stem: str, grid: dict[str, list]) -> list[tuple[str, dict]]:
 
 
 def sweep(launcher_file: str, args: dict, grid: dict[str, list], nproc: int = 1, name: str | None = None,
-          argv: list[str] | None = None) -> list[str]:
-    """Run `../run.py` (relative to the launcher) once per grid combination. Returns the run names.
-
-    Run names start with `name` (default: the launcher's file name)."""
+          argv: list[str] | None = None, run_py: Path | None = None) -> list[str]:
+    """Run `../run.py` (relative to the launcher, or `run_py`) once per grid combination. Returns the run
+    names, which start with `name` (default: the launcher's file name)."""
     launcher = Path(launcher_file).resolve()
-    run_py = launcher.parent.parent / "run.py"
+    run_py = run_py or launcher.parent.parent / "run.py"
     opts, extra = _split_launcher_options(sys.argv[1:] if argv is None else argv)
     procs = str(opts["nproc"] or nproc)
     names = []

@@ -149,6 +149,10 @@ def _run(cfg: Config, device: torch.device) -> dict:
     set_trainable(model, cfg)
     log.info("%s", trainable_summary(model))
     model.to(device)
+    if hasattr(model.item_encoder, "cache_backbone") and cfg.cache_frozen_backbone:
+        with autocast(cfg, device):
+            if model.item_encoder.cache_backbone():
+                log.info("item-encoder backbone is frozen: its CLS states are computed once and cached")
     ddp_model = dist.wrap_ddp(model, device)
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")

@@ -198,3 +198,22 @@ def test_peft_run_saves_only_adapters_and_exports_full(tiny_bert, tiny_data, tmp
     load_run_weights(b, ckpt)
     for got, want in zip(outputs(a.eval(), data), outputs(b.eval(), data)):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_frozen_backbone_cache_is_exact_in_eval(base_model, tiny_bert, tiny_data, tmp_path):
+    cfg = config(tiny_bert, tiny_data, tmp_path, adapter="houlsby", adapter_where="user", train_head=True)
+    model, _ = adapted(base_model, cfg)
+    want = outputs(model, base_model[1])
+    assert model.item_encoder.cache_backbone()  # backbone frozen: cached
+    assert model.item_encoder.cls_cache.shape == (model.num_items + 1, model.item_encoder.backbone.config.hidden_size)
+    for got, exp in zip(outputs(model, base_model[1]), want):
+        torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-6)
+    # the head still trains on top of the cache
+    model.train()
+    seqs = base_model[1].split.train[:8]
+    model(seqs, sample_negatives(seqs, model.num_items, torch.Generator().manual_seed(0))).backward()
+    assert model.item_encoder.proj.weight.grad is not None
+    # a trainable backbone is never cached
+    cfg = config(tiny_bert, tiny_data, tmp_path, adapter="houlsby", adapter_where="item")
+    model, _ = adapted(base_model, cfg)
+    assert not model.item_encoder.cache_backbone() and model.item_encoder.cls_cache is None
