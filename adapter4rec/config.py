@@ -108,6 +108,9 @@ class Config:
     output_dir: str = _opt("runs", "root of run directories (absolute, or relative to the repository root)")
     run_name: str = _opt("", "run directory name (default: derived from stage, arch, encoder and seed)")
     seed: int = _opt(12345, "random seed (each rank adds its rank)")
+    resume: str = _opt("auto", "auto: continue an unfinished run from runs/<name>/last.pt (mid-epoch included); "
+                       "none: start afresh; or the path of a last.pt")
+    save_every_steps: int = _opt(200, "also write last.pt every this many batches (0 = at epoch ends only)")
     num_workers: int = _opt(0, "DataLoader worker processes")
     device: str = _opt("auto", "auto (cuda if available), cpu or cuda")
     progress: bool = _opt(True, "tqdm progress bars on rank 0")
@@ -138,7 +141,7 @@ class Config:
                     "compacter_n", "prompt_tokens"):
             if not getattr(self, key) > 0:
                 _bad(key, getattr(self, key), "a positive number")
-        for key in ("weight_decay", "grad_clip", "max_steps_per_epoch", "patience", "num_workers",
+        for key in ("weight_decay", "grad_clip", "max_steps_per_epoch", "patience", "num_workers", "save_every_steps",
                     "adapter_layers", "phm_init_range"):
             if getattr(self, key) < 0:
                 _bad(key, getattr(self, key), "a number >= 0")

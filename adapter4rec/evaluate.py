@@ -55,23 +55,16 @@ def _gather_csr(ptr: torch.Tensor, items: torch.Tensor, rows: torch.Tensor) -> t
     return which, items[torch.repeat_interleave(starts, counts) + offsets]
 
 
-@torch.no_grad()
-def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], split: EvalSplit, ks: list[int],
-             batch_size: int, device: torch.device, progress: bool = False, desc: str = "eval") -> dict:
-    """Average metrics over this split's users, sharded across ranks.
-
-    score_fn(history (b, L) on device) -> (b, num_items+1) scores; column 0 (padding) is always excluded."""
+def _average_over_users(split: EvalSplit, ks: list[int], batch_size: int,
+                        per_chunk: Callable[[torch.Tensor], dict[str, torch.Tensor]], progress: bool, desc: str) -> dict:
+    """Mean of per-user metrics over the split; users are sharded across ranks (each counted once), sums reduced."""
     mine = torch.arange(dist.rank(), len(split), dist.world_size())
     sums = torch.zeros(2 * len(ks) + 1, dtype=torch.float64)
     names = [f"{m}@{k}" for m in ("hr", "ndcg") for k in ks]
-    chunks = range(0, len(mine), batch_size)
-    for start in tqdm(chunks, desc=desc, disable=not (progress and dist.is_main()), leave=False):
+    for start in tqdm(range(0, len(mine), batch_size), desc=desc, disable=not (progress and dist.is_main()),
+                      leave=False):
         rows = mine[start:start + batch_size]
-        scores = score_fn(split.history[rows].to(device)).float()
-        scores[:, 0] = -math.inf
-        which, seen = _gather_csr(split.seen_ptr, split.seen_items, rows)
-        scores[which.to(device), seen.to(device)] = -math.inf
-        per_user = rank_metrics(scores, split.target[rows].to(device), ks)
+        per_user = per_chunk(rows)
         sums[:-1] += torch.stack([per_user[n].sum().cpu() for n in names])
         sums[-1] += len(rows)
     dist.all_reduce_sum(sums)
@@ -79,6 +72,21 @@ def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], split: EvalSplit,
     result = {n: float(sums[i] / max(users, 1)) for i, n in enumerate(names)}
     result.update(users=users, repeats_skipped=split.repeats_skipped)
     return result
+
+
+@torch.no_grad()
+def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], split: EvalSplit, ks: list[int],
+             batch_size: int, device: torch.device, progress: bool = False, desc: str = "eval") -> dict:
+    """Average metrics over this split's users, sharded across ranks.
+
+    score_fn(history (b, L) on device) -> (b, num_items+1) scores; column 0 (padding) is always excluded."""
+    def per_chunk(rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        scores = score_fn(split.history[rows].to(device)).float()
+        scores[:, 0] = -math.inf
+        which, seen = _gather_csr(split.seen_ptr, split.seen_items, rows)
+        scores[which.to(device), seen.to(device)] = -math.inf
+        return rank_metrics(scores, split.target[rows].to(device), ks)
+    return _average_over_users(split, ks, batch_size, per_chunk, progress, desc)
 
 
 @torch.no_grad()
@@ -91,25 +99,14 @@ def evaluate_embeddings(users: Callable[[torch.Tensor], torch.Tensor], table: to
     computed item chunk by item chunk and only the counts of items above / level with each target are kept,
     so a million items never need a (users x items) matrix. All products in fp32."""
     table = table.float().to(device)
-    mine = torch.arange(dist.rank(), len(split), dist.world_size())
-    sums = torch.zeros(2 * len(ks) + 1, dtype=torch.float64)
-    names = [f"{m}@{k}" for m in ("hr", "ndcg") for k in ks]
-    for start in tqdm(range(0, len(mine), batch_size), desc=desc, disable=not (progress and dist.is_main()),
-                      leave=False):
-        rows = mine[start:start + batch_size]
-        with torch.autocast(device.type, enabled=False):
-            greater, ties = _count_above(users(split.history[rows].to(device)).float(), table,
-                                         split.target[rows].to(device), _gather_csr(split.seen_ptr,
-                                                                                    split.seen_items, rows),
-                                         item_chunk)
-        per_user = metrics_from_counts(greater, ties, ks)
-        sums[:-1] += torch.stack([per_user[n].sum().cpu() for n in names])
-        sums[-1] += len(rows)
-    dist.all_reduce_sum(sums)
-    count = int(sums[-1])
-    result = {n: float(sums[i] / max(count, 1)) for i, n in enumerate(names)}
-    result.update(users=count, repeats_skipped=split.repeats_skipped)
-    return result
+
+    def per_chunk(rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        vectors = users(split.history[rows].to(device)).float()  # the user encoder may run under autocast
+        seen = _gather_csr(split.seen_ptr, split.seen_items, rows)
+        with torch.autocast(device.type, enabled=False):  # ...the ranking products never do
+            greater, ties = _count_above(vectors, table, split.target[rows].to(device), seen, item_chunk)
+        return metrics_from_counts(greater, ties, ks)
+    return _average_over_users(split, ks, batch_size, per_chunk, progress, desc)
 
 
 def _count_above(u: torch.Tensor, table: torch.Tensor, target: torch.Tensor, seen: tuple, item_chunk: int):

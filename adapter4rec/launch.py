@@ -9,6 +9,7 @@ Command-line options of every launcher:
   --torchrun "ARGS"      replaces torchrun's default `--standalone`, e.g. multi-node:
                          "--nnodes 2 --node_rank 0 --master_addr 10.0.0.1 --master_port 29500"
   --dry_run              print the commands instead of running them
+  --skip_done            skip runs whose run directory already holds results.json (continue a sweep)
   anything else          passed to run.py after the launcher's own arguments, so it overrides them
                          (e.g. `python finetune.py --epochs 1 --precision fp32`)
 """
@@ -20,9 +21,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from adapter4rec.config import REPO_ROOT
+
 
 def _split_launcher_options(argv: list[str]) -> tuple[dict, list[str]]:
-    opts = {"nproc": None, "torchrun": "--standalone", "dry_run": False}
+    opts = {"nproc": None, "torchrun": "--standalone", "dry_run": False, "skip_done": False}
     rest, i = [], 0
     while i < len(argv):
         arg = argv[i]
@@ -34,12 +37,22 @@ def _split_launcher_options(argv: list[str]) -> tuple[dict, list[str]]:
                     raise SystemExit(f"launcher: {name} needs a value")
                 value = argv[i]
             opts["nproc" if name != "--torchrun" else "torchrun"] = value
-        elif arg in ("--dry_run", "--dry-run"):
-            opts["dry_run"] = True
+        elif arg in ("--dry_run", "--dry-run", "--skip_done", "--skip-done"):
+            opts[arg.lstrip("-").replace("-", "_")] = True
         else:
             rest.append(arg)
         i += 1
     return opts, rest
+
+
+def _output_root(args: dict, extra: list[str]) -> Path:
+    """The output_dir a run will use: the last --output_dir among the extra arguments, else the launcher's."""
+    root = str(args.get("output_dir", "runs"))
+    for arg in extra:
+        if arg.startswith("--output_dir="):
+            root = arg.split("=", 1)[1]
+    path = Path(root).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def _fmt(value) -> str:
@@ -72,6 +85,10 @@ def sweep(launcher_file: str, args: dict, grid: dict[str, list], nproc: int = 1,
         cmd = [sys.executable, "-m", "torch.distributed.run", *shlex.split(opts["torchrun"]),
                "--nproc_per_node", procs, str(run_py)]
         cmd += [f"--{k}={_fmt(v)}" for k, v in merged.items()] + extra
+        if opts["skip_done"] and (_output_root(merged, extra) / run_name / "results.json").is_file():
+            print(f"= {run_name}: results.json exists, skipped (--skip_done)", flush=True)
+            names.append(run_name)
+            continue
         print("+ " + shlex.join(cmd), flush=True)
         if not opts["dry_run"]:
             subprocess.run(cmd, check=True)

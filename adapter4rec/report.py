@@ -17,6 +17,8 @@ METRICS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20")
 
 def method_name(cfg: dict) -> str:
     """A readable name for what a run trained."""
+    if cfg.get("item_tower") == "id":
+        return "ID-SASRec (target only)"
     if cfg.get("tune") == "all":
         if cfg.get("stage") == "pretrain":
             return "source pretraining"

@@ -2,7 +2,8 @@
 
 run(cfg): data -> model -> (source checkpoint) -> set_trainable -> DDP -> epochs of (train, validate,
 keep best) -> test the best checkpoint -> results.json. Each run writes its own directory:
-config.json, log.txt, metrics.jsonl (one line per epoch), best.pt, results.json.
+config.json, environment.json (versions, git commit), log.txt, metrics.jsonl (one line per epoch), best.pt,
+last.pt (resume state), results.json.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from adapter4rec.checkpoint import FORMAT, load_run_weights, load_source, read_c
 from adapter4rec.config import Config
 from adapter4rec.data.split import sample_negatives
 from adapter4rec.evaluate import evaluate_embeddings, model_user_fn, popularity_vectors
+from adapter4rec.resume import Progress, find_resume, restore, rng_state, save_last, set_rng_state
 
 log = logging.getLogger("adapter4rec")
 
@@ -52,7 +54,7 @@ def setup_logging(run_dir: Path) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
     handlers = [logging.StreamHandler(sys.stdout)]
     if dist.is_main():
-        handlers.append(logging.FileHandler(run_dir / "log.txt", mode="w"))
+        handlers.append(logging.FileHandler(run_dir / "log.txt", mode="a"))  # a resumed run continues the log
     for handler in handlers:
         handler.setFormatter(fmt)
         log.addHandler(handler)
@@ -80,20 +82,32 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
         for (group, decay), params in groups.items()])
 
 
-def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, epoch, generator) -> float:
+def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, progress, negatives, resume_rng,
+                    checkpoint) -> float:
+    """One epoch from batch `progress.step` on (earlier batches of a resumed epoch are skipped, not rerun).
+
+    `resume_rng` (a resumed run only) is applied after the skip, so the remaining batches see exactly the
+    random numbers of the interrupted run; `checkpoint()` writes last.pt every save_every_steps batches."""
     model.train()
-    total, steps = 0.0, 0
-    limit = cfg.max_steps_per_epoch or len(loader)
-    bar = tqdm(loader, total=min(limit, len(loader)), desc=f"epoch {epoch}",
+    limit = min(cfg.max_steps_per_epoch or len(loader), len(loader))
+    bar = tqdm(total=limit, initial=progress.step, desc=f"epoch {progress.epoch}",
                disable=not (cfg.progress and dist.is_main()), leave=False)
-    for step, (seqs,) in enumerate(bar):
-        if step >= limit:
-            break
-        negatives = sample_negatives(seqs, model.num_items, generator).to(device) if cfg.loss == "bce" else None
+    # Creating the iterator draws one number from the global RNG; the saved state is from before that draw
+    # when the run stopped at an epoch boundary, and from after it (mid-epoch) otherwise.
+    if resume_rng is not None and progress.step == 0:
+        set_rng_state(resume_rng, negatives)
+    batches = iter(loader)
+    for _ in range(progress.step):
+        next(batches)
+    if resume_rng is not None and progress.step > 0:
+        set_rng_state(resume_rng, negatives)
+    for step in range(progress.step, limit):
+        (seqs,) = next(batches)
+        negs = sample_negatives(seqs, model.num_items, negatives).to(device) if cfg.loss == "bce" else None
         with autocast(cfg, device):
-            loss = ddp_model(seqs.to(device), negatives)
+            loss = ddp_model(seqs.to(device), negs)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch} step {step}; "
+            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {progress.epoch} step {step}; "
                                      f"the last good checkpoint is left untouched")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -102,10 +116,14 @@ def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, ep
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        total += loss.item()
-        steps += 1
-        bar.set_postfix(loss=f"{total / steps:.4f}")
-    return total / max(steps, 1)
+        progress.loss_sum += loss.item()
+        progress.step = step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{progress.loss_sum / progress.step:.4f}")
+        if cfg.save_every_steps and progress.step % cfg.save_every_steps == 0 and progress.step < limit:
+            checkpoint()
+    bar.close()
+    return progress.loss_sum / max(progress.step, 1)
 
 
 def validate(model, split, cfg, device, desc) -> dict:
@@ -133,11 +151,48 @@ def _run(cfg: Config, device: torch.device) -> dict:
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        (run_dir / "environment.json").write_text(json.dumps(environment(), indent=1))
     dist.barrier()
     setup_logging(run_dir)
     log.info("run %s on %s, world size %d", run_dir, device, dist.world_size())
     seed_everything(cfg.seed)  # same init on every rank; per-rank streams below
     data = load_data(cfg)
+    model = prepare_model(cfg, data, device)
+    ddp_model = dist.wrap_ddp(model, device)
+    optimizer = build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+
+    loader, generators = make_loader(data.split.train, cfg)
+    negatives = torch.Generator().manual_seed(cfg.seed + dist.rank())  # one negative-sampling stream per rank
+    progress, resume_rng = Progress(), None
+    ckpt = find_resume(run_dir, cfg)
+    if ckpt is not None:
+        progress, resume_rng = restore(ckpt, model, optimizer, scaler, negatives)
+    started = time.time() - progress.seconds
+    while progress.epoch < cfg.epochs:
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(progress.epoch)
+        if resume_rng is not None and resume_rng["sampler_epoch"] is not None:
+            for gen, state in zip(generators, resume_rng["sampler_epoch"]):
+                gen.set_state(state)  # this epoch's batch order, as the interrupted run had it
+        epoch_start = [gen.get_state() for gen in generators]
+
+        def checkpoint():
+            progress.seconds = time.time() - started
+            save_last(run_dir / "last.pt", model, optimizer, scaler, cfg, progress, rng_state(negatives, epoch_start))
+        loss = train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, progress, negatives,
+                               resume_rng, checkpoint)
+        resume_rng = None
+        if end_of_epoch(model, data, cfg, device, run_dir, progress, loss, time.time() - started):
+            break
+        epoch_start = [gen.get_state() for gen in generators]  # = the next epoch's start
+        checkpoint()
+    dist.barrier()
+    return finish(model, data, cfg, device, run_dir, progress.best, progress.best_epoch, time.time() - started)
+
+
+def prepare_model(cfg: Config, data, device: torch.device) -> torch.nn.Module:
+    """Build the model, load the source checkpoint, add adapters, decide what trains, move it to `device`."""
     model = build_model(cfg, data)
     if cfg.source_checkpoint:
         source = load_source(model, cfg.resolve(cfg.source_checkpoint), dataclasses.asdict(cfg))
@@ -153,45 +208,43 @@ def _run(cfg: Config, device: torch.device) -> dict:
         with autocast(cfg, device):
             if model.item_encoder.cache_backbone():
                 log.info("item-encoder backbone is frozen: its CLS states are computed once and cached")
-    ddp_model = dist.wrap_ddp(model, device)
-    optimizer = build_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-
-    loader, sampler = make_loader(data.split.train, cfg)
-    generator = torch.Generator().manual_seed(cfg.seed + dist.rank())  # negatives: one stream per rank
-    best, best_epoch, stale, started = -math.inf, -1, 0, time.time()
-    for epoch in range(cfg.epochs):
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
-        loss = train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, epoch, generator)
-        valid = validate(model, data.split.valid, cfg, device, "valid")
-        score = valid[cfg.select_metric]
-        improved = score > best
-        if improved:
-            best, best_epoch, stale = score, epoch, 0
-            if dist.is_main():
-                save_atomic(checkpoint_of(model, cfg, epoch, valid), run_dir / "best.pt")
-        else:
-            stale += 1
-        record = {"epoch": epoch, "loss": loss, "seconds": round(time.time() - started, 1), **valid}
-        if dist.is_main():
-            with open(run_dir / "metrics.jsonl", "a" if epoch else "w") as handle:
-                handle.write(json.dumps(record) + "\n")
-        log.info("epoch %d loss %.4f valid %s %s", epoch, loss,
-                 " ".join(f"{k}={v:.4f}" for k, v in valid.items() if "@" in k), "(best)" if improved else "")
-        if cfg.patience and stale >= cfg.patience:
-            log.info("early stop: no improvement of %s for %d epochs", cfg.select_metric, stale)
-            break
-    dist.barrier()
-    return finish(model, data, cfg, device, run_dir, best, best_epoch, time.time() - started)
+    return model
 
 
-def make_loader(train: torch.Tensor, cfg: Config) -> tuple[DataLoader, torch.utils.data.Sampler]:
-    """Training windows in a seeded random order; under DDP each rank gets its DistributedSampler share."""
+def make_loader(train: torch.Tensor, cfg: Config) -> tuple[DataLoader, list[torch.Generator]]:
+    """Training windows in a seeded random order; under DDP each rank gets its DistributedSampler share
+    (its order depends only on seed and epoch). Returns the loader and the generators that decide each
+    epoch's order in a single process (saved in last.pt)."""
     train_set = TensorDataset(train)
-    sampler = DistributedSampler(train_set, seed=cfg.seed) if dist.world_size() > 1 else \
-        RandomSampler(train_set, generator=torch.Generator().manual_seed(cfg.seed))
-    return DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers), sampler
+    if dist.world_size() > 1:
+        sampler, generators = DistributedSampler(train_set, seed=cfg.seed), []
+    else:
+        generator = torch.Generator().manual_seed(cfg.seed)
+        sampler, generators = RandomSampler(train_set, generator=generator), [generator]
+    return DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers), generators
+
+
+def end_of_epoch(model, data, cfg: Config, device, run_dir: Path, progress: Progress, loss: float,
+                 seconds: float) -> bool:
+    """Validate, keep the best checkpoint, log the epoch, advance `progress`; True when early stopping."""
+    valid = validate(model, data.split.valid, cfg, device, "valid")
+    epoch, improved = progress.epoch, valid[cfg.select_metric] > progress.best
+    if improved:
+        progress.best, progress.best_epoch, progress.stale = valid[cfg.select_metric], epoch, 0
+        if dist.is_main():
+            save_atomic(checkpoint_of(model, cfg, epoch, valid), run_dir / "best.pt")
+    else:
+        progress.stale += 1
+    if dist.is_main():
+        with open(run_dir / "metrics.jsonl", "a" if epoch else "w") as handle:
+            handle.write(json.dumps({"epoch": epoch, "loss": loss, "seconds": round(seconds, 1), **valid}) + "\n")
+    log.info("epoch %d loss %.4f valid %s %s", epoch, loss,
+             " ".join(f"{k}={v:.4f}" for k, v in valid.items() if "@" in k), "(best)" if improved else "")
+    progress.epoch, progress.step, progress.loss_sum = epoch + 1, 0, 0.0
+    if cfg.patience and progress.stale >= cfg.patience:
+        log.info("early stop: no improvement of %s for %d epochs", cfg.select_metric, progress.stale)
+        return True
+    return False
 
 
 def finish(model, data, cfg: Config, device, run_dir: Path, best: float, best_epoch: int,
@@ -213,6 +266,23 @@ def finish(model, data, cfg: Config, device, run_dir: Path, best: float, best_ep
              " ".join(f"{k}={v:.4f}" for k, v in test.items() if "@" in k),
              " ".join(f"{k}={v:.4f}" for k, v in popularity.items() if "@" in k))
     return results
+
+
+def environment() -> dict:
+    """What produced a run: library versions, the code's git commit (when available), processes."""
+    import platform
+    import subprocess
+
+    import numpy
+    import transformers
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": numpy.__version__, "git_commit": commit, "world_size": dist.world_size(),
+            "cuda": torch.version.cuda, "threads": torch.get_num_threads()}
 
 
 def checkpoint_of(model: torch.nn.Module, cfg: Config, epoch: int, metrics: dict) -> dict:

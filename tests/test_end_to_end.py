@@ -88,3 +88,14 @@ def test_dry_run_prints_the_sweep(tmp_path):
                          check=True, capture_output=True, text=True, cwd=tmp_path).stdout
     assert "--nproc_per_node 3" in out and out.rstrip().endswith("--epochs=7")
     assert "--run_name=sm_base_sasrec" in out
+
+
+def test_skip_done_continues_a_sweep(tmp_path):
+    (tmp_path / "sm_base_sasrec").mkdir()
+    (tmp_path / "sm_base_sasrec" / "results.json").write_text("{}")
+    out = subprocess.run([sys.executable, str(PRETRAIN), "--dry_run", "--skip_done", f"--output_dir={tmp_path}"],
+                         check=True, capture_output=True, text=True).stdout
+    assert "skipped (--skip_done)" in out and "+ " not in out
+    out = subprocess.run([sys.executable, str(PRETRAIN), "--dry_run", "--skip_done",
+                          f"--output_dir={tmp_path / 'other'}"], check=True, capture_output=True, text=True).stdout
+    assert "+ " in out

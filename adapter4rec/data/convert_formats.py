@@ -50,6 +50,17 @@ def _tsv_with_header(path: Path, required: list[str]) -> tuple[list[int], Iterat
     return _columns(path, header, required, recbole=True), lines
 
 
+def _item_lines(path: Path, lines, id_col: int, log: ReadLog):
+    """(item id, columns) of the lines whose item id is usable; the others are counted as malformed."""
+    for number, cols in lines:
+        item = cols[id_col].strip() if id_col < len(cols) else ""
+        problem = item_id_problem(item)
+        if problem:
+            log.malformed(f"{path}:{number}", problem)
+            continue
+        yield item, cols
+
+
 def _ids(path: Path, number: int, user: str, item: str, log: ReadLog) -> bool:
     """True when both ids are usable; otherwise the line is counted as malformed."""
     problem = user_id_problem(user) or item_id_problem(item)
@@ -93,12 +104,7 @@ def _atomic_items(path: Path, text_fields: list[str] | None, log: ReadLog) -> di
         text_fields = [name for name in DEFAULT_ATOMIC_TEXT if name in names] or ["title"]
     id_col, *text_cols = _columns(path, header, ["item_id", *text_fields], recbole=True)
     titles: dict[str, str] = {}
-    for number, cols in lines:
-        item = cols[id_col].strip() if id_col < len(cols) else ""
-        problem = item_id_problem(item)
-        if problem:
-            log.malformed(f"{path}:{number}", problem)
-            continue
+    for item, cols in _item_lines(path, lines, id_col, log):
         # a short line only lacks trailing (possibly empty) text fields
         _add_text(titles, item, join_text([cols[j] if j < len(cols) else "" for j in text_cols]), log)
     return titles
@@ -162,12 +168,7 @@ def _split_text(path: Path, log: ReadLog) -> dict[str, str]:
     id_col, text_col = _columns(path, header, ["item_id", "text"], recbole=True)
     last = text_col == len(header) - 1
     titles: dict[str, str] = {}
-    for number, cols in lines:
-        item = cols[id_col].strip() if id_col < len(cols) else ""
-        problem = item_id_problem(item)
-        if problem:
-            log.malformed(f"{path}:{number}", problem)
-            continue
+    for item, cols in _item_lines(path, lines, id_col, log):
         # text is the last column in UniSRec files: a stray tab inside it must not cut it short
         text = " ".join(cols[text_col:]) if last else (cols[text_col] if text_col < len(cols) else "")
         _add_text(titles, item, join_text([text]), log)

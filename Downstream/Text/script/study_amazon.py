@@ -5,7 +5,8 @@ SHARED below, and converted once with Dataset/convert.py into Dataset/amazon/{of
 Origin: Amazon Review Data 2018 (McAuley lab), 5-core; Office in the MiniOneRec preprocessing, Scientific in
 the UniSRec preprocessing (item text = title. categories. brand.). Runs: source pretraining (SASRec + MiniLM),
 then on the target ID-SASRec, text SASRec from scratch, full fine-tuning, Houlsby, LoRA; the report adds the
-popularity baseline. Extra arguments are passed to every run (e.g. `--epochs=1` for a try-out).
+popularity baseline. Extra arguments are passed to every run (e.g. `--epochs=1` for a try-out);
+`--skip_done` continues an interrupted study.
 """
 import subprocess
 import sys
@@ -19,7 +20,7 @@ OFFICE, SCIENTIFIC = ROOT / "Dataset" / "amazon" / "office", ROOT / "Dataset" / 
 PRETRAIN_RUN = ROOT / "Pretraining" / "Text" / "run.py"
 COMMON = dict(item_encoder="all-MiniLM-L6-v2", loss="inbatch", batch_size=64, max_seq_len=20, embedding_dim=64,
               precision="bf16", max_title_tokens=32, lr=1e-3, item_encoder_lr=5e-5, seed=12345)
-SOURCE_EPOCHS, TARGET_EPOCHS = 5, 3
+SOURCE_EPOCHS, TARGET_EPOCHS = 5, 2
 TARGET = dict(COMMON, dataset=str(SCIENTIFIC), epochs=TARGET_EPOCHS,
               source_checkpoint="runs/amazon-office-sasrec/best.pt")
 RUNS = {  # run name -> overrides of TARGET

@@ -1,0 +1,105 @@
+"""Exact resume: what `last.pt` holds and how a run continues from it, mid-epoch included.
+
+last.pt = model weights (only the trainable ones for PEFT runs: the frozen rest is rebuilt from the source
+checkpoint), optimizer, grad scaler, progress (epoch, batches done in it, running loss, best metric so far,
+early-stopping counter, training seconds) and, for EVERY rank, its random-number state: python, numpy,
+torch CPU (dropout), CUDA, the negative-sampling generator, and the sampler generator as it was at the
+start of the epoch (the epoch's order is regenerated from it and the batches already done are skipped).
+With the same seed on CPU in one process, a killed-and-resumed run ends with bit-identical metrics.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adapter4rec import dist
+from adapter4rec.adapters.trainable import trainable_state
+from adapter4rec.checkpoint import FORMAT, CheckpointError, load_run_weights, read_checkpoint, save_atomic
+
+log = logging.getLogger(__name__)
+
+# config keys that may differ between the interrupted run and the resumed one
+MAY_CHANGE = {"resume", "epochs", "progress", "num_workers", "save_every_steps", "patience", "device"}
+
+
+@dataclass
+class Progress:
+    epoch: int = 0
+    step: int = 0              # batches finished in `epoch`
+    loss_sum: float = 0.0      # summed loss of those batches
+    best: float = -math.inf
+    best_epoch: int = -1
+    stale: int = 0             # evaluations without improvement
+    seconds: float = 0.0       # training time spent before this process started
+
+
+def rng_state(negatives: torch.Generator, sampler_epoch_state: torch.Tensor | None) -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached]  # weights_only-safe
+    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "negatives": negatives.get_state(), "sampler_epoch": sampler_epoch_state}
+
+
+def set_rng_state(state: dict, negatives: torch.Generator) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    negatives.set_state(state["negatives"])
+
+
+def save_last(path: Path, model, optimizer, scaler, cfg, progress: Progress, rng: dict) -> None:
+    """Collective: every rank sends its RNG state; rank 0 writes last.pt atomically."""
+    all_rng = dist.all_gather_objects(rng)
+    if not dist.is_main():
+        return
+    peft = cfg.tune == "peft"
+    save_atomic({"format": FORMAT, "config": dataclasses.asdict(cfg), "kind": "trainable" if peft else "full",
+                 "model": trainable_state(model) if peft else model.state_dict(),
+                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                 "progress": dataclasses.asdict(progress), "rng": all_rng}, path)
+
+
+def find_resume(run_dir: Path, cfg) -> dict | None:
+    """The checkpoint to continue from: resume=none -> None; auto -> run_dir/last.pt when it exists and the run
+    has not finished; a path -> that file (errors are reported, never silently ignored)."""
+    if cfg.resume == "none":
+        return None
+    path = run_dir / "last.pt" if cfg.resume == "auto" else cfg.resolve(cfg.resume)
+    if cfg.resume == "auto" and (not path.is_file() or (run_dir / "results.json").is_file()):
+        return None  # nothing to continue, or a finished run that is being run again from the start
+    ckpt = read_checkpoint(path)
+    if "progress" not in ckpt or "rng" not in ckpt:
+        raise CheckpointError(f"{path} is not a resumable checkpoint (no progress / rng state)")
+    stored = ckpt["config"]
+    changed = {k: (stored.get(k), v) for k, v in dataclasses.asdict(cfg).items()
+               if k not in MAY_CHANGE and stored.get(k) != v}
+    if changed:
+        raise CheckpointError(f"{path} was written by a different configuration; resuming would mix runs: "
+                              + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items())[:5]))
+    if len(ckpt["rng"]) != dist.world_size():
+        raise CheckpointError(f"{path} was written by {len(ckpt['rng'])} process(es), this run has "
+                              f"{dist.world_size()}: the data order cannot be continued exactly")
+    return ckpt
+
+
+def restore(ckpt: dict, model, optimizer, scaler, negatives: torch.Generator) -> tuple[Progress, dict]:
+    """Load weights, optimizer and scaler; return the progress and this rank's RNG state (applied later,
+    right before training continues, so nothing in between consumes random numbers)."""
+    load_run_weights(model, ckpt)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    progress = Progress(**ckpt["progress"])
+    log.info("resuming at epoch %d after %d batches (best %s = %.4f at epoch %d)", progress.epoch, progress.step,
+             ckpt["config"].get("select_metric"), progress.best, progress.best_epoch)
+    return progress, ckpt["rng"][dist.rank()]

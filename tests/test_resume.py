@@ -1,0 +1,87 @@
+"""Exact resume: a run interrupted mid-epoch and continued from last.pt ends with the metrics of an
+uninterrupted run (bit-exact on CPU in one process), and resuming refuses a different configuration."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import adapter4rec.train as train
+from adapter4rec.checkpoint import CheckpointError
+from adapter4rec.config import REPO_ROOT, parse_args
+from tests.conftest import tiny_args
+
+RUN_PY = REPO_ROOT / "Pretraining" / "Text" / "run.py"
+
+
+def args(tiny_bert, tiny_data, out, **extra):
+    base = dict(epochs=3, max_steps_per_epoch=7, save_every_steps=2, loss="bce", precision="fp32", run_name="r")
+    base.update(extra)
+    return tiny_args(tiny_bert, tiny_data / "source", out, **base)
+
+
+def epochs_of(run_dir):
+    """metrics.jsonl without the wall-clock column."""
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k != "seconds"} for line in lines]
+
+
+def test_crash_mid_epoch_then_resume_equals_uninterrupted(tiny_bert, tiny_data, tmp_path, monkeypatch):
+    straight = train.run(parse_args(args(tiny_bert, tiny_data, tmp_path / "a")))
+    saves = []
+    real_save = train.save_last
+
+    def crash_after_third_save(*a, **k):
+        real_save(*a, **k)
+        saves.append(a[5].step)  # progress.step at the save
+        if len(saves) == 3:
+            raise KeyboardInterrupt("simulated kill")
+    monkeypatch.setattr(train, "save_last", crash_after_third_save)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(parse_args(args(tiny_bert, tiny_data, tmp_path / "b")))
+    assert saves[-1] > 0, "the crash should happen in the middle of an epoch"
+    monkeypatch.setattr(train, "save_last", real_save)
+    resumed = train.run(parse_args(args(tiny_bert, tiny_data, tmp_path / "b")))
+    assert resumed["test"] == straight["test"]
+    assert epochs_of(tmp_path / "b" / "r") == epochs_of(tmp_path / "a" / "r")
+    assert "resuming at epoch" in (tmp_path / "b" / "r" / "log.txt").read_text()
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tiny_bert, tiny_data, tmp_path):
+    cmd = [sys.executable, str(RUN_PY), *args(tiny_bert, tiny_data, tmp_path / "k", epochs=4,
+                                              max_steps_per_epoch=0, save_every_steps=3)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "k" / "r" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # at whatever point it has reached: any point must resume exactly
+    proc.wait()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    straight = [sys.executable, str(RUN_PY), *args(tiny_bert, tiny_data, tmp_path / "s", epochs=4,
+                                                   max_steps_per_epoch=0, save_every_steps=3)]
+    subprocess.run(straight, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    got = json.loads((tmp_path / "k" / "r" / "results.json").read_text())["test"]
+    want = json.loads((tmp_path / "s" / "r" / "results.json").read_text())["test"]
+    assert got == want
+    assert epochs_of(tmp_path / "k" / "r") == epochs_of(tmp_path / "s" / "r")
+
+
+def test_resume_refuses_a_different_configuration(tiny_bert, tiny_data, tmp_path, monkeypatch):
+    def crash(*a, **k):
+        raise KeyboardInterrupt("stop after the first save")
+    real_save = train.save_last
+    monkeypatch.setattr(train, "save_last", lambda *a, **k: (real_save(*a, **k), crash()))
+    with pytest.raises(KeyboardInterrupt):
+        train.run(parse_args(args(tiny_bert, tiny_data, tmp_path)))
+    monkeypatch.setattr(train, "save_last", real_save)
+    with pytest.raises(CheckpointError, match="lr"):
+        train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, lr=0.5)))
+    # resume=none starts afresh instead
+    assert train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, lr=0.5, resume="none")))["test"]["users"] > 0
