@@ -151,7 +151,7 @@ def model_scorer(model, chunk: int = 512) -> Callable[[torch.Tensor], torch.Tens
 
 def popularity_vectors(item_counts: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
     """Popularity as a dot-product scorer: every user is the vector [1], item i the vector [count_i]."""
-    table = item_counts.double().float().unsqueeze(1)  # (N+1, 1); counts are exact in fp32 below 2**24
+    table = item_counts.float().unsqueeze(1)  # (N+1, 1); counts are exact in fp32 below 2**24
     return (lambda history: torch.ones(history.shape[0], 1, device=history.device)), table
 
 

@@ -19,6 +19,13 @@ from torch import nn
 from adapter4rec.data.text import TokenTable, gather_tokens
 
 
+def encode_catalogue(encode, num_items: int, device: torch.device, chunk: int = 512) -> torch.Tensor:
+    """(num_items+1, h) fp32 rows encode(items) for items 1..num_items in chunks; row 0 (padding) = zeros."""
+    ids = torch.arange(1, num_items + 1, device=device)
+    parts = [encode(ids[i:i + chunk]).float() for i in range(0, len(ids), chunk)]
+    return torch.cat([parts[0].new_zeros(1, parts[0].shape[1])] + parts)
+
+
 class TextItemEncoder(nn.Module):
     def __init__(self, backbone: nn.Module, tokens: TokenTable, d: int):
         super().__init__()
@@ -49,9 +56,7 @@ class TextItemEncoder(nn.Module):
             return False
         was_training = self.backbone.training
         self.backbone.eval()
-        ids = torch.arange(1, self.num_items + 1, device=self.token_ids.device)
-        parts = [self.encode_cls(ids[i:i + chunk]).float() for i in range(0, len(ids), chunk)]
-        self.cls_cache = torch.cat([parts[0].new_zeros(1, parts[0].shape[1])] + parts)
+        self.cls_cache = encode_catalogue(self.encode_cls, self.num_items, self.token_ids.device, chunk)
         self.backbone.train(was_training)
         return True
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adapter4rec.models.item_encoders import encode_catalogue
 from adapter4rec.models.user_encoder import SASRecEncoder
 
 
@@ -82,10 +83,7 @@ class Recommender(nn.Module):
     @torch.no_grad()
     def item_table(self, chunk: int = 512) -> torch.Tensor:
         """(num_items+1, d) embeddings of every item (row 0 = padding = zeros), encoded in chunks."""
-        device = next(self.parameters()).device
-        ids = torch.arange(1, self.num_items + 1, device=device)
-        parts = [self.item_encoder(ids[i:i + chunk]).float() for i in range(0, len(ids), chunk)]
-        return torch.cat([parts[0].new_zeros(1, parts[0].shape[1])] + parts)
+        return encode_catalogue(self.item_encoder, self.num_items, next(self.parameters()).device, chunk)
 
     def user_states_from_table(self, history: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """Like user_states, but gathering item embeddings from a precomputed item table (evaluation)."""
