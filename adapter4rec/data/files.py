@@ -2,6 +2,7 @@
 
 users file: `user_id<TAB>item item item ...` (time-ordered, space-separated, no header)
 items file: `item_id<TAB>title[<TAB>abstract]` (MIND has 3 columns, Adressa 2)
+image items file: `item_id` per line (HM `v<int>`, Amazon ASIN); further columns are ignored
 CRLF line endings are accepted; blank lines are skipped.
 """
 from __future__ import annotations
@@ -75,6 +76,27 @@ def read_items(path: Path) -> ItemCatalog:
         raise DataError(f"{path}: no items")
     if catalog.duplicates_skipped:
         log.warning("%s: skipped %d identical duplicate item lines", path, catalog.duplicates_skipped)
+    return catalog
+
+
+def read_item_names(path: Path) -> ItemCatalog:
+    """Read an image items file (first column = item name; the image lives in the LMDB under that name).
+    Repeated names are skipped (counted): a name carries no other content that could conflict."""
+    catalog = ItemCatalog([], [], [])
+    for number, cols in iter_tsv_lines(path):
+        item_id = cols[0].strip()
+        if not item_id:
+            raise DataError(f"{path}:{number}: empty item id")
+        if item_id in catalog.index:
+            catalog.duplicates_skipped += 1
+            continue
+        catalog.ids.append(item_id)
+        catalog.index[item_id] = len(catalog.ids)
+    if not catalog.ids:
+        raise DataError(f"{path}: no items")
+    if catalog.duplicates_skipped:
+        log.warning("%s: skipped %d repeated item names", path, catalog.duplicates_skipped)
+    catalog.titles = catalog.abstracts = [""] * len(catalog.ids)
     return catalog
 
 

@@ -78,7 +78,7 @@ def vocabulary() -> list[str]:
 
 # ---------------------------------------------------------------- latent structure
 
-def _transition_matrix(rng: np.random.Generator, n_topics: int,
+def transition_matrix(rng: np.random.Generator, n_topics: int,
                        successor_mass: float) -> tuple[np.ndarray, list[list[int]]]:
     """Each topic sends most of its mass to 1-2 other topics; the rest is spread uniformly."""
     matrix = np.zeros((n_topics, n_topics))
@@ -185,7 +185,7 @@ def _sequence(rng: np.random.Generator, spec: DomainSpec, length: int, pref_cdf:
     return seq
 
 
-def _users(rng: np.random.Generator, spec: DomainSpec, transition: np.ndarray,
+def draw_users(rng: np.random.Generator, spec: DomainSpec, transition: np.ndarray,
            item_topic: np.ndarray, user_ids: list[str]) -> dict[str, list[int]]:
     n_topics = transition.shape[0]
     topic_items = [np.flatnonzero(item_topic == t) for t in range(n_topics)]
@@ -213,7 +213,7 @@ def _domain(rng: np.random.Generator, spec: DomainSpec, transition: np.ndarray,
         item_ids, user_ids = _source_ids(rng, n_items, spec.n_users)
     else:
         item_ids, user_ids = _hex_ids(rng, n_items, 6, ""), _hex_ids(rng, spec.n_users, 8, "cx:")
-    users = _users(rng, spec, transition, item_topic, user_ids)
+    users = draw_users(rng, spec, transition, item_topic, user_ids)
     # Drop users the no-repeat rule left too short, so every user keeps >= min_len items.
     users = {u: s for u, s in users.items() if len(s) >= spec.min_len}
     return _Domain(item_ids, item_topic, titles, abstracts, users)
@@ -225,7 +225,7 @@ def _build_world(seed: int, preset: str) -> _World:
     spec = PRESETS[preset]
     # Independent streams, so changing a target size never changes the source data.
     structure_seq, source_seq, target_seq = np.random.SeedSequence(seed).spawn(3)
-    transition, successors = _transition_matrix(np.random.default_rng(structure_seq), len(TOPICS),
+    transition, successors = transition_matrix(np.random.default_rng(structure_seq), len(TOPICS),
                                                 spec.successor_mass)
     taken: set[str] = set()  # shared, so target titles never repeat a source title
     source = _domain(np.random.default_rng(source_seq), spec.source, transition, taken, True)
