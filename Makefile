@@ -1,4 +1,5 @@
-# Adapter4Rec: `make demo` sets up and runs the default pretrain -> transfer job; `make test` sets up and tests.
+# Adapter4Rec: `make demo` sets up and runs the default pretrain -> transfer job (text; `make demo-cv`: images);
+# `make test` sets up and tests.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,7 +7,7 @@ PIP := $(PY) -m pip -q --disable-pip-version-check
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup data models demo test adapters bench clean-runs
+.PHONY: setup data models demo demo-cv test adapters bench clean-runs
 
 setup: $(VENV)/.installed models
 
@@ -26,6 +27,9 @@ data: $(VENV)/.installed
 
 demo: setup
 	$(PY) -m adapter4rec.demo
+
+demo-cv: setup
+	$(PY) -m adapter4rec.demo --modality image
 
 adapters: setup Dataset/default/target/users.tsv runs/sm_base_sasrec/best.pt
 	$(PY) Downstream/Text/script/benchmark_adapters.py

@@ -1,15 +1,19 @@
 """From a Config to data and a model: files -> catalog, interactions, split -> Recommender."""
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 
+from adapter4rec import dist
 from adapter4rec.config import Config
-from adapter4rec.data.files import ItemCatalog, read_items, read_users
+from adapter4rec.data.files import DataError, ItemCatalog, read_item_names, read_items, read_users
+from adapter4rec.data.images import ImageSpec, PixelTable, build_pixel_cache, cache_path, summary
 from adapter4rec.data.split import LeaveOneOut, leave_one_out
-from adapter4rec.data.text import build_token_table
-from adapter4rec.models.item_encoders import IdItemEncoder, TextItemEncoder
-from adapter4rec.models.pretrained import checkpoint_dir, load_text_backbone, load_tokenizer
+from adapter4rec.checkpoint import save_atomic
+from adapter4rec.data.text import TokenTable, build_token_table, cached_token_table, token_cache_path
+from adapter4rec.models.item_encoders import IdItemEncoder, ImageItemEncoder, TextItemEncoder
+from adapter4rec.models.pretrained import checkpoint_dir, image_spec, load_backbone, load_tokenizer
 from adapter4rec.models.recommender import Recommender
 from adapter4rec.models.user_encoder import SASRecEncoder
 
@@ -26,7 +30,7 @@ class Data:
 
 def load_data(cfg: Config) -> Data:
     folder = cfg.resolve(cfg.dataset)
-    catalog = read_items(folder / cfg.items_file)
+    catalog = read_items(folder / cfg.items_file) if cfg.modality == "text" else read_item_names(folder / cfg.items_file)
     interactions = read_users(folder / cfg.users_file, catalog.index, cfg.min_seq_len, cfg.unknown_items)
     split = leave_one_out(interactions, cfg.max_seq_len, cfg.eval_repeats)
     stats = dict(interactions.stats, items=len(catalog), item_duplicates_skipped=catalog.duplicates_skipped,
@@ -39,11 +43,48 @@ def load_data(cfg: Config) -> Data:
 def build_model(cfg: Config, data: Data) -> Recommender:
     if cfg.item_tower == "id":
         item_encoder = IdItemEncoder(len(data.catalog), cfg.embedding_dim)
+    elif cfg.modality == "image":
+        folder = checkpoint_dir(cfg)
+        backbone = load_backbone(folder, "image")
+        spec = image_spec(folder, backbone.config)
+        item_encoder = ImageItemEncoder(backbone, pixel_table(cfg, data, spec), spec, cfg.embedding_dim)
     else:
         folder = checkpoint_dir(cfg)
-        tokens = build_token_table(data.catalog, load_tokenizer(folder), cfg.text_field_list(), cfg.max_title_tokens)
-        item_encoder = TextItemEncoder(load_text_backbone(folder), tokens, cfg.embedding_dim)
-        log.info("item encoder %s: %d items, mean %.1f tokens", folder, len(data.catalog),
-                 tokens.lengths[1:].float().mean())
+        tokens = token_table(cfg, data, folder)
+        item_encoder = TextItemEncoder(load_backbone(folder, "text"), tokens, cfg.embedding_dim)
     user_encoder = SASRecEncoder(cfg.embedding_dim, cfg.max_seq_len, cfg.num_blocks, cfg.num_heads, cfg.dropout)
     return Recommender(item_encoder, user_encoder, cfg.arch, cfg.loss, data.split.item_counts)
+
+
+def token_table(cfg: Config, data: Data, folder) -> TokenTable:
+    """Every item's tokens, tokenised once per dataset and tokenizer and kept under cache_dir."""
+    items_file = cfg.resolve(cfg.dataset) / cfg.items_file
+    path = token_cache_path(cfg.resolve(cfg.cache_dir), items_file, folder, cfg.text_field_list(),
+                            cfg.max_title_tokens)
+
+    def build() -> TokenTable:
+        return build_token_table(data.catalog, load_tokenizer(folder), cfg.text_field_list(), cfg.max_title_tokens)
+
+    save = save_atomic if dist.is_main() else (lambda obj, where: None)  # one writer; an atomic rename
+    tokens, cached = cached_token_table(path, build, save)
+    log.info("item tokens %s (%s): %d items, mean %.1f tokens", path.name, "cached" if cached else "tokenised now",
+             len(data.catalog), tokens.lengths[1:].float().mean())
+    return tokens
+
+
+def pixel_table(cfg: Config, data: Data, spec: ImageSpec) -> PixelTable:
+    """The decoded-pixel cache of the run's items at the encoder's input size: built once (by rank 0, with
+    DataLoader workers over the LMDB), then reused by every run and rank that needs the same pixels."""
+    store = cfg.resolve(cfg.dataset) / cfg.images_lmdb  # an absolute images_lmdb replaces the folder
+    if not store.exists():
+        raise DataError(f"image LMDB {store} does not exist: build it with Dataset/build_lmdb.py, or set "
+                        f"images_lmdb")
+    path = cache_path(cfg.resolve(cfg.cache_dir), store, data.catalog.ids, spec, cfg.missing_images)
+    if dist.is_main() and not path.is_file():
+        log.info("decoding %d item images from %s into %s", len(data.catalog), store, path)
+        build_pixel_cache(store, data.catalog.ids, spec, path, cfg.missing_images, cfg.num_workers)
+    dist.barrier()
+    report = json.loads(path.with_suffix(".json").read_text())
+    log.info("item images: %s", summary(report))
+    data.stats.update(images_missing=len(report["missing"]), images_corrupt=len(report["corrupt"]))
+    return PixelTable(path)

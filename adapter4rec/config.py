@@ -24,7 +24,8 @@ class Config:
     # --- what is run
     stage: str = _opt("pretrain", "pretrain: source-domain training; downstream: target-domain transfer",
                       ("pretrain", "downstream"))
-    modality: str = _opt("text", "item content: text titles (images come with the CV tree)", ("text",))
+    modality: str = _opt("text", "item content: text (titles, BERT-like encoders) or image (LMDB store, ViT/MAE "
+                         "encoders)", ("text", "image"))
     # --- data (paper format: users file 'user<TAB>item item ...', items file 'item<TAB>title[<TAB>abstract]')
     dataset: str = _opt("Dataset/default/source", "dataset folder (absolute, or relative to the repository root)")
     users_file: str = _opt("users.tsv", "users file inside the dataset folder")
@@ -35,11 +36,18 @@ class Config:
                               "error (stop, naming file and line) or drop (remove it, counted)", ("error", "drop"))
     text_fields: str = _opt("title", "comma list of item text fields to encode: title, abstract")
     max_title_tokens: int = _opt(30, "token budget per item text (batches pad only to their longest title)")
+    images_lmdb: str = _opt("images.lmdb", "image LMDB (Dataset/build_lmdb.py, or the original builder's) inside "
+                            "the dataset folder, or a path")
+    missing_images: str = _opt("error", "an item whose image is missing or undecodable: error (stop, listing "
+                               "them) or blank (mean-colour image, counted)", ("error", "blank"))
+    cache_dir: str = _opt("Dataset/cache", "where decoded per-item pixels are cached (rebuilt when the store, "
+                          "the items or the encoder's input size change)")
     # --- item tower
     item_tower: str = _opt("modal", "modal: encode item content; id: learned item-ID embedding baseline",
                            ("modal", "id"))
     item_encoder: str = _opt("all-MiniLM-L6-v2", "Hugging Face checkpoint folder under pretrained_models_dir "
-                             "(or a path): bert_base_uncased, roberta_base, all-MiniLM-L6-v2, ...")
+                             "(or a path): bert_base_uncased, roberta_base, all-MiniLM-L6-v2, ...; images: "
+                             "vit-base-patch16-224, mae, vit-tiny-demo, ...")
     pretrained_models_dir: str = _opt("pretrained_models", "where item-encoder checkpoints live")
     # --- user encoder (SASRec, post-LN, learned positions, left padding)
     embedding_dim: int = _opt(64, "d: item and user embedding size")
@@ -111,6 +119,11 @@ class Config:
     resume: str = _opt("auto", "auto: continue an unfinished run from runs/<name>/last.pt (mid-epoch included); "
                        "none: start afresh; or the path of a last.pt")
     save_every_steps: int = _opt(200, "also write last.pt every this many batches (0 = at epoch ends only)")
+    keep_last: int = _opt(1, "keep epoch-N.pt (same format as best.pt) of the newest this many epochs; older "
+                          "ones are deleted once the new one is written (0 = no per-epoch files)")
+    nonfinite: str = _opt("stop", "a NaN/inf loss (or gradient norm, when grad_clip > 0): stop (raise, naming "
+                          "epoch and step; checkpoints on disk stay as they were) or skip (no update for that "
+                          "batch, warned and counted in metrics.jsonl and results.json)", ("stop", "skip"))
     num_workers: int = _opt(0, "DataLoader worker processes")
     device: str = _opt("auto", "auto (cuda if available), cpu or cuda")
     progress: bool = _opt(True, "tqdm progress bars on rank 0")
@@ -142,7 +155,7 @@ class Config:
             if not getattr(self, key) > 0:
                 _bad(key, getattr(self, key), "a positive number")
         for key in ("weight_decay", "grad_clip", "max_steps_per_epoch", "patience", "num_workers", "save_every_steps",
-                    "adapter_layers", "phm_init_range"):
+                    "adapter_layers", "phm_init_range", "keep_last"):
             if getattr(self, key) < 0:
                 _bad(key, getattr(self, key), "a number >= 0")
         if self.min_seq_len < 3:

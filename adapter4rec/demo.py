@@ -1,7 +1,10 @@
-"""`make demo`: embedded default data -> source pretraining -> target transfer -> results table.
+"""`make demo` / `make demo-cv`: embedded default data -> source pretraining -> target transfer -> results table.
 
-Runs the real launchers (Pretraining/Text/script/sm_base_sasrec.py, Downstream/Text/script/finetune.py)
-with their own constants, so the demo is exactly what a user gets from `python <launcher>.py`.
+Runs the real launchers with their own constants, so the demo is exactly what a user gets from
+`python <launcher>.py`:
+  text  (make demo):    Pretraining/Text/script/sm_base_sasrec.py, Downstream/Text/script/finetune.py
+  image (make demo-cv): Pretraining/CV/script/sm_vit_sasrec.py, Downstream/CV/script/sm_vit.py and
+                        sm_vit_adapter.py (Houlsby), over a small ViT built from a ViTConfig
 `python -m adapter4rec.demo --help` lists the options.
 """
 from __future__ import annotations
@@ -11,21 +14,51 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from adapter4rec.config import REPO_ROOT
 from adapter4rec.data.synthetic import generate
+from adapter4rec.data.synthetic_images import generate_images
+from adapter4rec.models.vit_init import write_vit_folder
 
-PRETRAIN = REPO_ROOT / "Pretraining" / "Text" / "script" / "sm_base_sasrec.py"
-FINETUNE = REPO_ROOT / "Downstream" / "Text" / "script" / "finetune.py"
+
+@dataclass(frozen=True)
+class Demo:
+    data: Path                   # folder of the generated default data
+    generator: object            # generate(out, seed=, preset=)
+    scripts: Path                # Pretraining/<X>/script; Downstream/<X>/script is its mirror
+    pretrain: str                # launcher (and run) names
+    finetune: str
+    adapter: str | None          # an adapter launcher run next to full fine-tuning, or None
+    encoder: str                 # shown in the table
+    domains: tuple[str, str]     # (source, target) descriptions
 
 
-def ensure_data(out: Path, seed: int) -> None:
-    stamp = out / "generated.json"
+DEMOS = {
+    "text": Demo(REPO_ROOT / "Dataset" / "default", generate, REPO_ROOT / "Pretraining" / "Text" / "script",
+                 "sm_base_sasrec", "finetune", None, "MiniLM",
+                 ("synthetic MIND-format news", "synthetic Adressa-format news")),
+    "image": Demo(REPO_ROOT / "Dataset" / "default_cv", generate_images, REPO_ROOT / "Pretraining" / "CV" / "script",
+                  "sm_vit_sasrec", "sm_vit", "sm_vit_adapter", "small ViT",
+                  ("synthetic HM-format images", "synthetic Amazon-format images")),
+}
+DEMO_VIT = REPO_ROOT / "pretrained_models" / "vit-tiny-demo"
+
+
+def ensure_data(demo: Demo, seed: int) -> None:
+    stamp = demo.data / "generated.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("seed") == seed:
         return
-    summary = generate(out, seed=seed, preset="default")
+    summary = demo.generator(demo.data, seed=seed, preset="default")
     stamp.write_text(json.dumps(summary, indent=1))
+
+
+def ensure_vit() -> None:
+    """The demo's image encoder: a randomly initialised small ViT (no weights can be downloaded here); the
+    source pretraining is what teaches it to see."""
+    if not (DEMO_VIT / "config.json").is_file():
+        write_vit_folder(DEMO_VIT)
 
 
 def launch(script: Path, extra: list[str]) -> None:
@@ -36,45 +69,61 @@ def results_of(runs: Path, name: str) -> dict:
     return json.loads((runs / name / "results.json").read_text())
 
 
-def table(runs: Path) -> str:
+def table(runs: Path, demo: Demo) -> str:
     """Markdown table of the target-domain test metrics (plus the source run for reference)."""
-    scratch, transfer = results_of(runs, "finetune-scratch"), results_of(runs, "finetune")
-    source = results_of(runs, "sm_base_sasrec")
+    scratch, transfer = results_of(runs, f"{demo.finetune}-scratch"), results_of(runs, demo.finetune)
+    source = results_of(runs, demo.pretrain)
     rows = [("Popularity (target train counts)", transfer["popularity_test"], "-", 0, None),
-            ("SASRec + MiniLM, target only (scratch)", scratch["test"], "target", scratch["trainable_params"],
+            (f"SASRec + {demo.encoder}, target only (scratch)", scratch["test"], "target", scratch["trainable_params"],
              scratch["train_seconds"]),
-            ("SASRec + MiniLM, source -> target full fine-tuning", transfer["test"], "source+target",
+            (f"SASRec + {demo.encoder}, source -> target full fine-tuning", transfer["test"], "source+target",
              transfer["trainable_params"], transfer["train_seconds"])]
-    lines = [f"Target domain (synthetic Adressa-format news), {transfer['data']['test_users']} test users, "
+    if demo.adapter:
+        adapted = results_of(runs, demo.adapter)
+        rows.append((f"SASRec + {demo.encoder}, source -> target Houlsby adapters", adapted["test"], "source+target",
+                     adapted["trainable_params"], adapted["train_seconds"]))
+    lines = [f"Target domain ({demo.domains[1]}), {transfer['data']['test_users']} test users, "
              f"{transfer['data']['items']} items. Protocol: {transfer['protocol']}.", "",
              "| method | trained on | trainable params | HR@10 | NDCG@10 | HR@20 | NDCG@20 | train s |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, m, data, params, secs in rows:
         lines.append(f"| {name} | {data} | {params:,} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} | {m['hr@20']:.4f} | "
                      f"{m['ndcg@20']:.4f} | {'-' if secs is None else f'{secs:.0f}'} |")
-    lines += ["", f"Source pretraining (synthetic MIND-format news, {source['data']['test_users']} test users): "
+    lines += ["", f"Source pretraining ({demo.domains[0]}, {source['data']['test_users']} test users): "
               f"test HR@10 {source['test']['hr@10']:.4f}, NDCG@10 {source['test']['ndcg@10']:.4f} "
               f"(popularity HR@10 {source['popularity_test']['hr@10']:.4f}), {source['train_seconds']:.0f} s."]
     return "\n".join(lines)
 
 
+def run_demo(demo: Demo, seed: int) -> None:
+    ensure_data(demo, seed)
+    downstream = demo.scripts.parent.parent.parent / "Downstream" / demo.scripts.parent.name / "script"
+    launch(demo.scripts / f"{demo.pretrain}.py", [])
+    launch(downstream / f"{demo.finetune}.py", [])
+    launch(downstream / f"{demo.finetune}.py", ["--source_checkpoint=", f"--run_name={demo.finetune}-scratch"])
+    if demo.adapter:
+        launch(downstream / f"{demo.adapter}.py", [])
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modality", choices=sorted(DEMOS), default="text", help="text (make demo) or image "
+                        "(make demo-cv)")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the synthetic data")
     parser.add_argument("--table_only", action="store_true", help="print the table of existing runs")
     opts = parser.parse_args(argv)
-    runs = REPO_ROOT / "runs"
+    demo, runs = DEMOS[opts.modality], REPO_ROOT / "runs"
     started = time.time()
     if not opts.table_only:
-        ensure_data(REPO_ROOT / "Dataset" / "default", opts.seed)
-        launch(PRETRAIN, [])
-        launch(FINETUNE, [])
-        launch(FINETUNE, ["--source_checkpoint=", "--run_name=finetune-scratch"])
-    text = table(runs)
-    (runs / "demo_results.md").write_text(text + "\n")
+        if opts.modality == "image":
+            ensure_vit()
+        run_demo(demo, opts.seed)
+    text = table(runs, demo)
+    out = runs / ("demo_results.md" if opts.modality == "text" else "demo_cv_results.md")
+    out.write_text(text + "\n")
     print("\n" + text)
     if not opts.table_only:
-        print(f"\ndemo finished in {time.time() - started:.0f} s; table saved to {runs / 'demo_results.md'}")
+        print(f"\ndemo finished in {time.time() - started:.0f} s; table saved to {out}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,11 @@ CONFIGS = {  # name -> (extra run arguments, per-slot reference path?, processes
     "optimised bf16, full FT": (["--precision=bf16"], False, 1),
     "optimised bf16, full FT, 2 processes": (["--precision=bf16"], False, 2),
     "optimised bf16, Houlsby": (["--precision=bf16", "--tune=peft", "--adapter=houlsby"], False, 1),
+    "optimised bf16, Houlsby in the top 2 of 6 item layers, no prefix cache":
+        (["--precision=bf16", "--tune=peft", "--adapter=houlsby", "--adapter_layers=2",
+          "--cache_frozen_backbone=false"], False, 1),
+    "optimised bf16, Houlsby in the top 2 of 6 item layers, frozen-prefix cache":
+        (["--precision=bf16", "--tune=peft", "--adapter=houlsby", "--adapter_layers=2"], False, 1),
     "optimised bf16, frozen + head (cached backbone)": (["--precision=bf16", "--tune=peft", "--train_head=true"],
                                                         False, 1),
     "optimised bf16, full FT, in-batch loss": (["--precision=bf16", "--loss=inbatch"], False, 1),
@@ -62,7 +67,7 @@ def run_one(name: str, steps: int, warmup: int) -> dict:
     set_trainable(model, cfg)
     if per_slot:
         model = PerSlotRecommender(model, cfg.max_title_tokens)
-    cached = model.item_encoder.cache_backbone()
+    cached = model.item_encoder.cache_backbone() if cfg.cache_frozen_backbone else ""
     ddp = dist.wrap_ddp(model, device)
     optimizer = build_optimizer(model, cfg)
     timers = {"data": 0.0, "item encoder": 0.0, "user encoder + loss": 0.0, "backward": 0.0, "optimizer": 0.0}

@@ -52,6 +52,7 @@ def tiny_data(tmp_path_factory) -> Path:
 def tiny_args(tiny_bert: Path, dataset: Path, out: Path, **overrides) -> list[str]:
     """Command-line arguments of a fast CPU run over the tiny data and the tiny BERT."""
     args = dict(dataset=str(dataset), item_encoder=str(tiny_bert), output_dir=str(out), epochs=1,
-                batch_size=16, max_seq_len=8, embedding_dim=16, progress="false", max_title_tokens=16)
+                batch_size=16, max_seq_len=8, embedding_dim=16, progress="false", max_title_tokens=16,
+                cache_dir=str(out / "cache"))
     args.update(overrides)
     return [f"--{k}={v}" for k, v in args.items()]

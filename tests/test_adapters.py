@@ -217,3 +217,24 @@ def test_frozen_backbone_cache_is_exact_in_eval(base_model, tiny_bert, tiny_data
     cfg = config(tiny_bert, tiny_data, tmp_path, adapter="houlsby", adapter_where="item")
     model, _ = adapted(base_model, cfg)
     assert not model.item_encoder.cache_backbone() and model.item_encoder.cls_cache is None
+
+
+@pytest.mark.parametrize("method", ["houlsby", "lora"])
+def test_frozen_prefix_cache_is_exact_in_eval_and_trains(method, base_model, tiny_bert, tiny_data, tmp_path):
+    """Adapters in the top layer only: the embeddings and layer 0 are encoded once per item."""
+    cfg = config(tiny_bert, tiny_data, tmp_path, adapter=method, adapter_layers=1, adapter_where="item")
+    model, _ = adapted(base_model, cfg)
+    with torch.no_grad():  # leave the identity init, so the top layer's adapter matters
+        for param in (p for p in model.parameters() if p.requires_grad):
+            param.add_(torch.randn_like(param) * 0.05)
+    want = outputs(model, base_model[1])
+    assert "1 frozen bottom layer" in model.item_encoder.cache_backbone()
+    assert model.item_encoder.cls_cache is None and model.item_encoder.prefix.states.shape[:2] == \
+        model.item_encoder.token_ids.shape
+    for got, exp in zip(outputs(model, base_model[1]), want):
+        torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-6)
+    model.train()
+    seqs = base_model[1].split.train[:8]
+    model(seqs, sample_negatives(seqs, model.num_items, torch.Generator().manual_seed(0))).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)

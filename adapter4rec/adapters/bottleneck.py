@@ -7,6 +7,8 @@ Placement, as wrappers that hold the original module and call it (never re-imple
   SerialAdapter(dense):  y = dense(h);  y + delta(y)                    -> Houlsby, Pfeiffer, Compacter
   ParallelAdapter(out):  out(h, x + delta(x))  where out(h, x) = LN(Drop(h) + x), i.e. the delta of the
                          sub-layer INPUT x is added once, next to the residual (the original added x twice).
+  OutputParallelAdapter(out): out(h, x) + delta(x), for ViT's output modules, whose residual is added
+                         outside (ViTSelfOutput ignores x, so the form above would silently do nothing).
 delta = up(drop(act(down(.)))) with `up` zero-initialised, so every wrapper is the identity at init.
 """
 from __future__ import annotations
@@ -61,3 +63,16 @@ class ParallelAdapter(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
         return self.base(hidden_states, input_tensor + self.adapter(input_tensor))
+
+
+class OutputParallelAdapter(nn.Module):
+    """For ViT's sub-layer output modules out(hidden, input_tensor): adds adapter(input_tensor) to the output.
+    ViTSelfOutput = Drop(dense(hidden)) (input_tensor = the attention's input, residual added by ViTLayer);
+    ViTOutput = Drop(dense(hidden)) + input_tensor."""
+
+    def __init__(self, base: nn.Module, adapter: nn.Module):
+        super().__init__()
+        self.base, self.adapter = base, adapter
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        return self.base(hidden_states, input_tensor) + self.adapter(input_tensor)

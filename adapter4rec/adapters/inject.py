@@ -3,8 +3,8 @@
 Patterns are full matches over `named_modules()` names relative to the encoder, with the layer index as
 the first group. Slots:
   attention / ffn          the Linear that ends the attention / feed-forward sub-layer (serial adapters)
-  attention_out / ffn_out  the sub-layer output module out(hidden, input_tensor) = LN(Drop(hidden) + input)
-                           (parallel adapters)
+  attention_out / ffn_out  the sub-layer output module out(hidden, input_tensor), BERT/SASRec:
+                           LN(Drop(hidden) + input) (parallel adapters)
   query / value            attention projections (LoRA)
 Names are those of transformers 4.x (pinned); transformers 5 renames ViT modules — the injection counts
 below fail loudly if names drift.
@@ -25,6 +25,14 @@ TARGETS: dict[str, dict[str, str]] = {
         "query": r"encoder\.layer\.(\d+)\.attention\.self\.query",
         "value": r"encoder\.layer\.(\d+)\.attention\.self\.value",
     },
+    "vit": {  # ViTModel, ViTMAEModel (pre-LN; the sub-layer residuals are added by ViTLayer / ViTOutput)
+        "attention": r"encoder\.layer\.(\d+)\.attention\.output\.dense",
+        "ffn": r"encoder\.layer\.(\d+)\.output\.dense",
+        "attention_out": r"encoder\.layer\.(\d+)\.attention\.output",
+        "ffn_out": r"encoder\.layer\.(\d+)\.output",
+        "query": r"encoder\.layer\.(\d+)\.attention\.attention\.query",
+        "value": r"encoder\.layer\.(\d+)\.attention\.attention\.value",
+    },
     "sasrec": {  # adapter4rec.models.user_encoder.SASRecEncoder
         "attention": r"blocks\.(\d+)\.attention\.out",
         "ffn": r"blocks\.(\d+)\.feed_forward\.fc2",
@@ -34,7 +42,10 @@ TARGETS: dict[str, dict[str, str]] = {
         "value": r"blocks\.(\d+)\.attention\.value",
     },
 }
-HF_FAMILIES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert"}
+HF_FAMILIES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "vit": "vit", "vit_mae": "vit"}
+# Families whose *_out modules do NOT add their input back (ViTSelfOutput ignores `input_tensor`; ViTLayer
+# adds the residual): a parallel adapter must add its delta to their output instead (see bottleneck.py).
+PARALLEL_ADDS_TO_OUTPUT = {"vit"}
 
 
 def family_of(encoder: nn.Module) -> str:

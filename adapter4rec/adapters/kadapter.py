@@ -46,13 +46,14 @@ class KAdapter(AdapterModule):
         nn.init.zeros_(self.fuse.weight)
         nn.init.zeros_(self.fuse.bias)
 
-    def forward(self, hidden_states: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        """hidden_states[k]: output of layer k (index 0 = the embeddings' output... see callers);
-        mask: (B, 1, L, L) bool, True = may attend."""
+    def forward(self, hidden_states: list[torch.Tensor], mask: torch.Tensor,
+                last: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden_states[k]: output of layer k; mask: (B, 1, L, L) bool, True = may attend; last: the
+        encoder's final output when it differs from the last layer's (ViT applies a final LayerNorm)."""
         side = torch.zeros_like(hidden_states[-1])
         for k, adapter in zip(self.layers, self.adapters):
             side = adapter(hidden_states[k] + side, mask)
-        return hidden_states[-1] + self.fuse(side)
+        return (hidden_states[-1] if last is None else last) + self.fuse(side)
 
 
 class KAdapterBackbone(nn.Module):
@@ -66,8 +67,11 @@ class KAdapterBackbone(nn.Module):
         self.base, self.kadapter = base, kadapter
         self.config = base.config
 
-    def forward(self, input_ids=None, attention_mask=None, **kwargs):
-        out = self.base(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, **kwargs)
+    def forward(self, attention_mask=None, **inputs):
+        """inputs: input_ids (text) or pixel_values (images, no padding: every token valid)."""
+        if attention_mask is not None:
+            inputs["attention_mask"] = attention_mask
+        out = self.base(output_hidden_states=True, **inputs)
         hidden = list(out.hidden_states[1:])  # hidden[k] = output of layer k
         if attention_mask is None:
             attention_mask = torch.ones(hidden[-1].shape[:2], dtype=torch.long, device=hidden[-1].device)
@@ -75,5 +79,5 @@ class KAdapterBackbone(nn.Module):
         # token padding only (bidirectional); each token also attends to itself so no row is empty
         eye = torch.eye(valid.shape[1], dtype=torch.bool, device=valid.device)
         mask = (valid[:, None, None, :] | eye).contiguous()
-        out.last_hidden_state = self.kadapter(hidden, mask)
+        out.last_hidden_state = self.kadapter(hidden, mask, out.last_hidden_state)
         return out

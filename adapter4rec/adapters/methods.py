@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adapter4rec.adapters.bottleneck import Bottleneck, ParallelAdapter, SerialAdapter
+from adapter4rec.adapters.bottleneck import Bottleneck, OutputParallelAdapter, ParallelAdapter, SerialAdapter
 from adapter4rec.adapters.compacter import CompacterBottleneck, PHMRule
-from adapter4rec.adapters.inject import family_of, inject
+from adapter4rec.adapters.inject import PARALLEL_ADDS_TO_OUTPUT, family_of, inject
 from adapter4rec.adapters.kadapter import KAdapter, KAdapterBackbone
 from adapter4rec.adapters.lora import to_lora
-from adapter4rec.adapters.prompt import PromptBackbone
+from adapter4rec.adapters.prompt import PromptBackbone, VisualPromptBackbone
 from adapter4rec.config import Config
 from adapter4rec.models.user_encoder import KAdapterUserEncoder
 
@@ -81,8 +81,9 @@ def _add(model: nn.Module, site: Site, layers: set[int], cfg: Config, rule: PHMR
                       lambda m: SerialAdapter(m, Bottleneck(d, r, cfg.adapter_activation, cfg.adapter_dropout)))
     if cfg.adapter == "parallel":
         slots = [s + "_out" for s in sublayer_slots(cfg)]
+        wrapper = OutputParallelAdapter if site.family in PARALLEL_ADDS_TO_OUTPUT else ParallelAdapter
         return inject(site.encoder, site.family, slots, layers,
-                      lambda m: ParallelAdapter(m, Bottleneck(d, r, cfg.adapter_activation, cfg.adapter_dropout)))
+                      lambda m: wrapper(m, Bottleneck(d, r, cfg.adapter_activation, cfg.adapter_dropout)))
     if cfg.adapter == "compacter":
         return inject(site.encoder, site.family, sublayer_slots(cfg), layers,
                       lambda m: SerialAdapter(m, CompacterBottleneck(d, r, rule)))
@@ -101,7 +102,8 @@ def _add(model: nn.Module, site: Site, layers: set[int], cfg: Config, rule: PHMR
         if site.side == "user":
             raise SystemExit("adapter4rec: prompt tuning is defined for the item encoder; set adapter_where=item")
         generator = torch.Generator().manual_seed(cfg.seed)
-        model.item_encoder.backbone = PromptBackbone(site.encoder, cfg.prompt_tokens, generator)
+        kind = VisualPromptBackbone if site.family == "vit" else PromptBackbone
+        model.item_encoder.backbone = kind(site.encoder, cfg.prompt_tokens, generator)
         return ["item_encoder.backbone"]
     raise ValueError(f"unknown adapter {cfg.adapter!r}")
 

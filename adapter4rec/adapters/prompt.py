@@ -1,11 +1,17 @@
-"""Prompt tuning for the text item encoder (Lester et al. 2021): n learned token embeddings inserted right
-after [CLS], with every title token kept (the original overwrote the first n title tokens, so with its
-defaults all items had the same input). The CLS state, which the item tower reads, attends to them.
+"""Prompt tuning of the item encoder: n learned tokens inserted right after [CLS]; the CLS state, which the
+item tower reads, attends to them.
+
+Text (Lester et al. 2021): every title token is kept (the original overwrote the first n title tokens, so
+with its defaults all items had the same input). Images (VPT-shallow, Jia et al. 2022): the prompts join
+the patch tokens after the position embeddings, before the first layer.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
 
 from adapter4rec.adapters.bottleneck import AdapterModule
 
@@ -37,3 +43,25 @@ class PromptBackbone(nn.Module):
         ones = attention_mask.new_ones(attention_mask.shape[0], prompt.shape[1])
         attention_mask = torch.cat([attention_mask[:, :1], ones, attention_mask[:, 1:]], dim=1)
         return self.base(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
+
+
+class VisualPromptBackbone(nn.Module):
+    """Wraps a ViTModel / ViTMAEModel; same call signature (pixel_values, and noise for MAE)."""
+
+    def __init__(self, base: nn.Module, n_tokens: int, generator: torch.Generator | None = None):
+        super().__init__()
+        self.base = base
+        self.config = base.config
+        patch, hidden = base.config.patch_size, base.config.hidden_size
+        bound = math.sqrt(6.0 / (3 * patch * patch + hidden))  # VPT's Xavier-uniform range over a patch
+        init = (torch.rand(n_tokens, hidden, generator=generator) * 2 - 1) * bound
+        self.prompt = PromptTokens(init)
+
+    def forward(self, pixel_values=None, noise=None, **kwargs):
+        if self.config.model_type == "vit_mae":
+            embeds = self.base.embeddings(pixel_values, noise=noise)[0]  # (embeddings, mask, ids_restore)
+        else:
+            embeds = self.base.embeddings(pixel_values)                  # (n, 1 + patches, h)
+        prompt = self.prompt.embeddings.to(embeds.dtype).expand(embeds.shape[0], -1, -1)
+        hidden = self.base.encoder(torch.cat([embeds[:, :1], prompt, embeds[:, 1:]], dim=1))[0]
+        return BaseModelOutput(last_hidden_state=self.base.layernorm(hidden))

@@ -2,11 +2,15 @@
 
 Row i of the table holds the token ids of item i (row 0: the padding item, length 0). A batch of item ids
 is turned into model input by gathering rows and trimming to the batch's longest text, so short titles
-are not padded to the paper's fixed 30 tokens.
+are not padded to the paper's fixed 30 tokens. `cached_token_table` tokenises a dataset once and keeps the
+table on disk (keyed by the items file, the tokenizer files, the fields and the budget).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -50,3 +54,23 @@ def gather_tokens(table_ids: torch.Tensor, table_lengths: torch.Tensor, items: t
     input_ids = table_ids[items, :width].long()
     attention_mask = (torch.arange(width, device=items.device) < lengths.unsqueeze(1)).long()
     return input_ids, attention_mask
+
+
+def token_cache_path(cache_dir: Path, items_file: Path, tokenizer_dir: Path, fields: list[str],
+                     max_tokens: int) -> Path:
+    """A name that changes whenever the items file, the tokenizer's files, the fields or the budget change."""
+    files = [items_file] + sorted(p for p in tokenizer_dir.iterdir() if "token" in p.name or "vocab" in p.name
+                                  or p.suffix in (".model", ".txt"))
+    key = json.dumps([str(items_file.resolve()), [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files],
+                      fields, max_tokens])
+    return cache_dir / f"tokens-{items_file.stem}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+
+
+def cached_token_table(path: Path, build, save) -> tuple[TokenTable, bool]:
+    """(table, whether it came from the cache): load `path` if present, else `build()` and `save(obj, path)`."""
+    if path.is_file():
+        obj = torch.load(path, weights_only=True)
+        return TokenTable(obj["ids"], obj["lengths"], int(obj["pad_id"])), True
+    table = build()
+    save({"ids": table.ids, "lengths": table.lengths, "pad_id": table.pad_id}, path)
+    return table, False

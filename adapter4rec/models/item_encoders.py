@@ -3,11 +3,13 @@
 TextItemEncoder: HF encoder over the item's tokens -> CLS hidden state -> Linear(hidden, d) -> GELU
 (paper reference §2.4). The token table is a non-persistent buffer: it moves with the model but is not
 saved in checkpoints (it is rebuilt from the items file and the tokenizer).
+ImageItemEncoder: the same over ViT/MAE and the item's pixels (§2.5): CLS of the final-LayerNorm output.
 
 Frozen-backbone cache: when no backbone parameter trains (the frozen baseline, user-encoder-only adapters),
 `cache_backbone()` runs the backbone once over every item and later calls only gather the cached CLS states
-(the trainable head still runs). The cache is computed in eval mode, so the frozen backbone applies no
-dropout; that is exact for evaluation and drops only the frozen part's dropout noise in training.
+(the trainable head still runs); when only its top layers train, it keeps the hidden states below them
+(models/prefix_cache.py). Caches are computed in eval mode, so the frozen part applies no dropout; that is
+exact for evaluation and drops only the frozen part's dropout noise in training.
 IdItemEncoder: a learned embedding per item (baseline; cannot transfer to new items).
 """
 from __future__ import annotations
@@ -16,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adapter4rec.data.images import ImageSpec, PixelTable
 from adapter4rec.data.text import TokenTable, gather_tokens
+from adapter4rec.models.prefix_cache import PrefixCache, frozen_prefix_depth
 
 
 def encode_catalogue(encode, num_items: int, device: torch.device, chunk: int = 512) -> torch.Tensor:
@@ -26,14 +30,56 @@ def encode_catalogue(encode, num_items: int, device: torch.device, chunk: int = 
     return torch.cat([parts[0].new_zeros(1, parts[0].shape[1])] + parts)
 
 
-class TextItemEncoder(nn.Module):
-    def __init__(self, backbone: nn.Module, tokens: TokenTable, d: int):
+class ContentItemEncoder(nn.Module):
+    """backbone(content of items) -> CLS state -> Linear(hidden, d) -> GELU. Subclasses say how an item's
+    content reaches the backbone (`encode_cls`)."""
+
+    def __init__(self, backbone: nn.Module, d: int):
         super().__init__()
         self.backbone = backbone
         self.proj = nn.Linear(backbone.config.hidden_size, d)
+        self.cls_cache: torch.Tensor | None = None  # (num_items+1, hidden) when the backbone is frozen
+        self.prefix: PrefixCache | None = None       # when only its top layers train
+
+    def encode_cls(self, items: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        if self.cls_cache is not None:
+            hidden = self.cls_cache[items]
+        elif self.prefix is not None:
+            hidden = self.prefix.finish(items)
+        else:
+            hidden = self.encode_cls(items)
+        return F.gelu(self.proj(hidden))  # (n, d) from the CLS token
+
+    @torch.no_grad()
+    def cache_backbone(self, chunk: int = 512, limit_bytes: int = 4 << 30) -> str:
+        """Encode the frozen part once: every item's CLS state when no backbone parameter trains, else the
+        hidden states below the lowest trainable layer (models/prefix_cache.py). Returns what was cached."""
+        self.cls_cache, self.prefix = None, None
+        if not any(p.requires_grad for p in self.backbone.parameters()):
+            was_training = self.backbone.training
+            self.backbone.eval()
+            self.cls_cache = encode_catalogue(self.encode_cls, self.num_items, self.proj.weight.device, chunk)
+            self.backbone.train(was_training)
+            return "the whole backbone (CLS states)"
+        depth = frozen_prefix_depth(self.backbone)
+        if depth > 0:
+            prefix = PrefixCache(self, depth)
+            if prefix.build(limit_bytes):
+                self.prefix = prefix
+                return f"the embeddings and the {depth} frozen bottom layer(s)"
+        return ""
+
+
+class TextItemEncoder(ContentItemEncoder):
+    """Items' token rows (a non-persistent buffer: rebuilt from the items file, never saved)."""
+
+    def __init__(self, backbone: nn.Module, tokens: TokenTable, d: int):
+        super().__init__(backbone, d)
         self.register_buffer("token_ids", tokens.ids, persistent=False)
         self.register_buffer("token_lengths", tokens.lengths, persistent=False)
-        self.cls_cache: torch.Tensor | None = None  # (num_items+1, hidden) when the backbone is frozen
 
     @property
     def num_items(self) -> int:
@@ -44,21 +90,57 @@ class TextItemEncoder(nn.Module):
         input_ids, attention_mask = gather_tokens(self.token_ids, self.token_lengths, items)
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
-        hidden = self.cls_cache[items] if self.cls_cache is not None else self.encode_cls(items)
-        return F.gelu(self.proj(hidden))  # (n, d) from the CLS token
+    # --- for the frozen-prefix cache
+    def sequence_width(self) -> int:
+        return self.token_ids.shape[1]
 
-    @torch.no_grad()
-    def cache_backbone(self, chunk: int = 512) -> bool:
-        """Cache every item's CLS state if no backbone parameter trains; returns whether it did."""
-        if any(p.requires_grad for p in self.backbone.parameters()):
-            self.cls_cache = None
-            return False
-        was_training = self.backbone.training
-        self.backbone.eval()
-        self.cls_cache = encode_catalogue(self.encode_cls, self.num_items, self.token_ids.device, chunk)
-        self.backbone.train(was_training)
-        return True
+    def embed(self, items: torch.Tensor):
+        input_ids, attention_mask = gather_tokens(self.token_ids, self.token_lengths, items)
+        return self.backbone.embeddings(input_ids=input_ids), attention_mask
+
+    def attention_mask(self, items: torch.Tensor) -> torch.Tensor:
+        return gather_tokens(self.token_ids, self.token_lengths, items)[1]
+
+
+class ImageItemEncoder(ContentItemEncoder):
+    """Items' pixels from a memory-mapped uint8 table (kept on the host: a catalogue of 224px images does not
+    belong in GPU memory); only the rows of the batch's distinct items are copied to the device."""
+
+    def __init__(self, backbone: nn.Module, pixels: PixelTable, spec: ImageSpec, d: int):
+        super().__init__(backbone, d)
+        self.pixels = pixels
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def num_items(self) -> int:
+        return len(self.pixels) - 1
+
+    def pixel_inputs(self, items: torch.Tensor) -> dict:
+        device = self.mean.device
+        raw = self.pixels.gather(items).to(device, non_blocking=True)      # (n, 3, H, W) uint8
+        inputs = {"pixel_values": (raw.float() / 255.0 - self.mean) / self.std}
+        if self.backbone.config.model_type == "vit_mae":
+            # increasing noise keeps every patch in its own order: no random shuffle, deterministic
+            inputs["noise"] = torch.arange(self.patches(), device=device, dtype=torch.float).expand(len(items), -1)
+        return inputs
+
+    def patches(self) -> int:
+        return (self.backbone.config.image_size // self.backbone.config.patch_size) ** 2
+
+    def encode_cls(self, items: torch.Tensor) -> torch.Tensor:
+        return self.backbone(**self.pixel_inputs(items)).last_hidden_state[:, 0]
+
+    # --- for the frozen-prefix cache (no padding in images: every token attends to every token)
+    def sequence_width(self) -> int:
+        return 1 + self.patches()
+
+    def embed(self, items: torch.Tensor):
+        out = self.backbone.embeddings(**self.pixel_inputs(items))
+        return (out[0] if isinstance(out, tuple) else out), None  # MAE: (embeddings, mask, ids_restore)
+
+    def attention_mask(self, items: torch.Tensor) -> None:
+        return None
 
 
 class IdItemEncoder(nn.Module):

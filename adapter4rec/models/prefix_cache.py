@@ -1,0 +1,98 @@
+"""Frozen-prefix cache: encode the frozen bottom of the item encoder once per item, not once per step.
+
+When the lowest trainable part of a backbone is encoder layer k (adapters or LoRA in the top layers only,
+LayerNorm-only tuning of a ViT's final norm, ...), the embeddings and layers 0..k-1 compute the same function
+all run long. `PrefixCache.build` runs them once over every item (eval mode, no grad) and keeps the hidden
+states entering layer k: (num_items+1, T, hidden) — T = the longest title, or 1 + patches for images. A step
+then gathers the rows of its distinct items (trimmed to the batch's longest title) and runs only layers
+k.. (and the ViT's final LayerNorm) on them.
+
+Exact in eval mode (tested). In training the frozen prefix applies no dropout (it was computed in eval mode),
+the same rule as the full frozen-backbone cache; the trainable layers keep theirs. Only plain Hugging Face
+encoders (`embeddings` + `encoder.layer`) qualify: prompt tuning changes the embeddings' output and K-Adapter
+reads every layer, so their backbones are never prefix-cached. A cache larger than `limit_bytes` is not built.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask_for_sdpa
+
+log = logging.getLogger(__name__)
+
+
+def layers_of(backbone: nn.Module) -> nn.ModuleList | None:
+    encoder = getattr(backbone, "encoder", None)
+    if not hasattr(backbone, "embeddings") or not isinstance(getattr(encoder, "layer", None), nn.ModuleList):
+        return None
+    return encoder.layer
+
+
+def frozen_prefix_depth(backbone: nn.Module) -> int:
+    """How many bottom layers (with the embeddings) hold no trainable parameter; 0 = nothing to cache."""
+    layers = layers_of(backbone)
+    if layers is None or any(p.requires_grad for p in backbone.embeddings.parameters()):
+        return 0
+    for i, layer in enumerate(layers):
+        if any(p.requires_grad for p in layer.parameters()):
+            return i
+    return len(layers)
+
+
+def extended_mask(backbone: nn.Module, attention_mask: torch.Tensor | None, dtype: torch.dtype):
+    """The 4-D additive mask the backbone's own forward would build (None for images: no padding)."""
+    if attention_mask is None:
+        return None
+    if getattr(backbone.config, "_attn_implementation", "eager") == "sdpa":
+        return _prepare_4d_attention_mask_for_sdpa(attention_mask, dtype, tgt_len=attention_mask.shape[1])
+    return backbone.get_extended_attention_mask(attention_mask, attention_mask.shape, dtype=dtype)
+
+
+def run_layers(layers, hidden: torch.Tensor, mask) -> torch.Tensor:
+    for layer in layers:
+        out = layer(hidden, attention_mask=mask) if mask is not None else layer(hidden)
+        hidden = out[0] if isinstance(out, tuple) else out  # BertLayer returns a tuple, ViTLayer a tensor
+    return hidden
+
+
+class PrefixCache:
+    """Hidden states entering layer `depth` for every item; `finish(items)` runs the rest of the backbone."""
+
+    def __init__(self, encoder, depth: int):
+        self.encoder, self.depth = encoder, depth
+        self.layers = layers_of(encoder.backbone)
+        self.states: torch.Tensor | None = None  # (num_items+1, T, hidden) fp32
+
+    def build(self, limit_bytes: int, chunk: int = 256) -> bool:
+        backbone, n = self.encoder.backbone, self.encoder.num_items
+        width, hidden = self.encoder.sequence_width(), backbone.config.hidden_size
+        if (n + 1) * width * hidden * 4 > limit_bytes:
+            log.info("frozen-prefix cache of %d items x %d x %d floats exceeds the limit: not built", n + 1, width,
+                     hidden)
+            return False
+        device = self.encoder.proj.weight.device
+        states = torch.zeros(n + 1, width, hidden, device=device)
+        was_training = backbone.training
+        backbone.eval()
+        with torch.no_grad():
+            for start in range(1, n + 1, chunk):
+                items = torch.arange(start, min(start + chunk, n + 1), device=device)
+                embedded, mask = self.encoder.embed(items)
+                out = run_layers(self.layers[:self.depth], embedded, extended_mask(backbone, mask, embedded.dtype))
+                states[items, :out.shape[1]] = out.float()
+        backbone.train(was_training)
+        self.states = states
+        return True
+
+    def finish(self, items: torch.Tensor) -> torch.Tensor:
+        """(n, hidden) CLS states for `items`, running only the trainable top of the backbone."""
+        mask = self.encoder.attention_mask(items)  # (n, T_batch) or None
+        hidden = self.states[items] if mask is None else self.states[items, :mask.shape[1]]
+        backbone = self.encoder.backbone
+        dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) \
+            else hidden.dtype
+        out = run_layers(self.layers[self.depth:], hidden, extended_mask(backbone, mask, dtype))
+        norm = getattr(backbone, "layernorm", None)  # ViT / MAE end with a LayerNorm; BERT does not
+        return (norm(out) if norm is not None else out)[:, 0]
