@@ -5,34 +5,86 @@ A checkpoint is a plain dict: {"format", "config" (asdict, plain types), "model"
 """
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
 FORMAT = "adapter4rec/1"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+EPOCH_FILE = re.compile(r"epoch-(\d+)\.pt")
 
 
 class CheckpointError(RuntimeError):
     pass
 
 
+class ForeignCheckpointError(CheckpointError):
+    """A readable torch file that is not in our format (e.g. the original code's `epoch-N.pt`)."""
+
+
 def save_atomic(obj: dict, path: Path) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`: a crash at any moment
-    leaves either the old file or the new one, never a torn one."""
+    leaves either the old file or the new one, never a torn one. The temporary file is removed on failure;
+    a full disk is reported as such (OSError ENOSPC), naming the file and the free space."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno in DISK_FULL:
+            raise OSError(err.errno, f"disk full (no space left on device) while writing checkpoint {path}; "
+                                     f"{_free_space(path.parent)} free in {path.parent}. The previous "
+                                     f"{path.name}, if any, is intact: free space, lower keep_last, or set "
+                                     f"output_dir elsewhere, then start the run again to resume") from err
         raise
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
+    except OSError:
+        return "unknown space"
+
+
+def epoch_path(run_dir: Path, epoch: int) -> Path:
+    return run_dir / f"epoch-{epoch}.pt"
+
+
+def prune_epoch_checkpoints(run_dir: Path, newest: int, keep: int) -> list[Path]:
+    """Delete the epoch-N.pt files outside the `keep` epochs ending at `newest`; returns what was deleted.
+
+    Call only once epoch-{newest}.pt is written, so a failed save never leaves fewer files than before.
+    A number above `newest` can only come from an earlier run in the same folder that was trained afresh
+    (a resumed run never gets ahead of its files); it is deleted too, or it would pass for the newest.
+    Only our own files go: the original code also names its checkpoints epoch-N.pt, and one placed here
+    is left alone."""
+    removed = []
+    for path in sorted(run_dir.glob("epoch-*.pt")):
+        match = EPOCH_FILE.fullmatch(path.name)
+        if match and not newest - keep < int(match.group(1)) <= newest and _is_ours(path):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _is_ours(path: Path) -> bool:
+    try:  # mmap: the tensors are not read, only the pickled structure
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # unreadable: not provably ours, so not ours to delete
+        return False
+    return isinstance(ckpt, dict) and ckpt.get("format") == FORMAT
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -44,8 +96,8 @@ def read_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
                               f"is it truncated or not a torch checkpoint?") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not an adapter4rec checkpoint (format {FORMAT!r} "
-                              f"with a 'model' entry)")
+        raise ForeignCheckpointError(f"checkpoint {path} is not an adapter4rec checkpoint (format {FORMAT!r} "
+                                     f"with a 'model' entry)")
     return ckpt
 
 

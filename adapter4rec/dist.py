@@ -6,6 +6,7 @@ The same code runs as one plain process (no RANK/WORLD_SIZE in the environment) 
 """
 from __future__ import annotations
 
+import functools
 import os
 from datetime import timedelta
 
@@ -48,6 +49,19 @@ def setup(requested_device: str = "auto") -> torch.device:
     return device
 
 
+def record_errors(fn):
+    """Under torchrun, an uncaught exception is also written to the error file torchrun reads, so its
+    failure summary names the failing rank's exception and traceback (instead of "error_file: <N/A>");
+    outside torchrun `fn` runs as is (torch's `record` would also re-enable faulthandler on every call)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if "TORCHELASTIC_ERROR_FILE" not in os.environ:
+            return fn(*args, **kwargs)
+        from torch.distributed.elastic.multiprocessing.errors import record
+        return record(fn)(*args, **kwargs)
+    return wrapper
+
+
 def cleanup() -> None:
     if torch_dist.is_initialized():
         torch_dist.destroy_process_group()
@@ -71,6 +85,14 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     else:
         torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
     return tensor
+
+
+def nonfinite_ranks(value: torch.Tensor) -> int:
+    """How many ranks hold a non-finite `value` (0 or 1 in a single process). Every rank gets the same count,
+    so all take the same branch: a rank that skipped backward while another ran it would leave the other
+    waiting in DDP's gradient all-reduce."""
+    bad = (~torch.isfinite(value.detach())).any().float().reshape(1)  # on value's device: no extra copy
+    return int(all_reduce_sum(bad).item())
 
 
 def all_gather_objects(obj) -> list:

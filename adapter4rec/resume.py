@@ -26,7 +26,9 @@ from adapter4rec.checkpoint import FORMAT, CheckpointError, load_run_weights, re
 log = logging.getLogger(__name__)
 
 # config keys that may differ between the interrupted run and the resumed one
-MAY_CHANGE = {"resume", "epochs", "progress", "num_workers", "save_every_steps", "patience", "device"}
+# (nonfinite: a run stopped by a NaN loss may be continued with nonfinite=skip)
+MAY_CHANGE = {"resume", "epochs", "progress", "num_workers", "save_every_steps", "patience", "device", "keep_last",
+              "nonfinite"}
 
 
 @dataclass
@@ -38,6 +40,8 @@ class Progress:
     best_epoch: int = -1
     stale: int = 0             # evaluations without improvement
     seconds: float = 0.0       # training time spent before this process started
+    skipped: int = 0           # batches of `epoch` whose update was skipped (nonfinite=skip)
+    skipped_total: int = 0     # the same over the whole run
 
 
 def rng_state(negatives: torch.Generator, sampler_epoch_state: torch.Tensor | None) -> dict:

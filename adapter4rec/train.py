@@ -3,7 +3,7 @@
 run(cfg): data -> model -> (source checkpoint) -> set_trainable -> DDP -> epochs of (train, validate,
 keep best) -> test the best checkpoint -> results.json. Each run writes its own directory:
 config.json, environment.json (versions, git commit), log.txt, metrics.jsonl (one line per epoch), best.pt,
-last.pt (resume state), results.json.
+epoch-N.pt (the newest keep_last epochs), last.pt (resume state), results.json.
 """
 from __future__ import annotations
 
@@ -26,11 +26,14 @@ from adapter4rec.adapters.methods import add_adapters
 from adapter4rec.adapters.trainable import (adapter_parameter_names, group_learning_rates, lr_group, set_trainable,
                                             trainable_state, trainable_summary)
 from adapter4rec.build import build_model, load_data
-from adapter4rec.checkpoint import FORMAT, load_run_weights, load_source, read_checkpoint, save_atomic
+from adapter4rec.checkpoint import (FORMAT, ForeignCheckpointError, epoch_path, load_run_weights, load_source,
+                                    prune_epoch_checkpoints, read_checkpoint, save_atomic)
 from adapter4rec.config import Config
 from adapter4rec.data.split import sample_negatives
 from adapter4rec.evaluate import evaluate_embeddings, model_user_fn, popularity_vectors
+from adapter4rec.original import is_original_checkpoint, load_original
 from adapter4rec.resume import Progress, find_resume, restore, rng_state, save_last, set_rng_state
+from adapter4rec.rundir import prepare_run_dir
 
 log = logging.getLogger("adapter4rec")
 
@@ -103,26 +106,63 @@ def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, pr
     for step in range(progress.step, limit):
         (seqs,) = next(batches)
         negs = sample_negatives(seqs, model.num_items, negatives).to(device) if cfg.loss == "bce" else None
-        with autocast(cfg, device):
-            loss = ddp_model(seqs.to(device), negs)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {progress.epoch} step {step}; "
-                                     f"the last good checkpoint is left untouched")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        progress.loss_sum += loss.item()
+        loss, fault = train_step(model, ddp_model, seqs.to(device), negs, optimizer, scaler, cfg, device)
+        if fault:
+            skip_or_stop(fault, cfg, progress, step)
+        else:
+            progress.loss_sum += loss
         progress.step = step + 1
         bar.update(1)
-        bar.set_postfix(loss=f"{progress.loss_sum / progress.step:.4f}")
+        bar.set_postfix(loss=f"{progress.loss_sum / max(progress.step - progress.skipped, 1):.4f}")
         if cfg.save_every_steps and progress.step % cfg.save_every_steps == 0 and progress.step < limit:
             checkpoint()
     bar.close()
-    return progress.loss_sum / max(progress.step, 1)
+    return progress.loss_sum / max(progress.step - progress.skipped, 1)  # mean over the updates made
+
+
+def train_step(model, ddp_model, seqs, negs, optimizer, scaler, cfg, device) -> tuple[float, str | None]:
+    """One update. Returns (loss, None), or (loss, what was non-finite) when the update was NOT made (then
+    parameters and optimizer state are untouched): a NaN/inf loss on any rank, checked before backward so
+    no rank enters DDP's gradient all-reduce alone, or a NaN/inf gradient norm, checked before the step so
+    one bad batch cannot turn every weight into NaN. With fp16 the grad scaler owns inf gradients: it
+    skips such a step itself and lowers the loss scale (the normal dynamic-scaling path, not counted)."""
+    with autocast(cfg, device):
+        loss = ddp_model(seqs, negs)
+    ranks = dist.nonfinite_ranks(loss)
+    if ranks:
+        where = f" on {ranks} of {dist.world_size()} processes (here {loss.item()})" if dist.world_size() > 1 \
+            else f" {loss.item()}"
+        return loss.item(), f"non-finite loss{where}"
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if scaler.is_enabled():
+        if cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    else:
+        norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else
+                torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None]))
+        if dist.nonfinite_ranks(norm):
+            # no optimizer.step: AdamW would otherwise still decay the weights and advance its step count
+            optimizer.zero_grad(set_to_none=True)
+            return loss.item(), f"non-finite gradient norm {norm.item()}"
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item(), None
+
+
+def skip_or_stop(fault: str, cfg: Config, progress: Progress, step: int) -> None:
+    """nonfinite=stop: raise (nothing is saved after the fault, so best.pt / last.pt stay as they were);
+    skip: count the batch and warn. Every rank gets here together (the fault was all-reduced)."""
+    if cfg.nonfinite == "stop":
+        raise FloatingPointError(f"{fault} at epoch {progress.epoch} step {step}; stopped (nonfinite=stop). "
+                                 f"The last good checkpoints (best.pt, last.pt) are left untouched: start the "
+                                 f"run again with nonfinite=skip to skip such batches, or lower the learning rate")
+    progress.skipped += 1
+    progress.skipped_total += 1
+    if dist.is_main():
+        log.warning("%s at epoch %d step %d: update skipped (nonfinite=skip; %d skipped in this epoch)", fault,
+                    progress.epoch, step, progress.skipped)
 
 
 def validate(model, split, cfg, device, desc) -> dict:
@@ -134,6 +174,7 @@ def validate(model, split, cfg, device, desc) -> dict:
                                    device, cfg.eval_item_chunk, cfg.progress, desc)
 
 
+@dist.record_errors
 def run(cfg: Config) -> dict:
     """Train and evaluate one configuration; returns the results dict (also written to results.json)."""
     device = dist.setup(cfg.device)
@@ -146,12 +187,7 @@ def run(cfg: Config) -> dict:
 def _run(cfg: Config, device: torch.device) -> dict:
     if cfg.precision == "fp16" and device.type != "cuda":
         raise SystemExit("adapter4rec: precision=fp16 needs a CUDA device; use bf16 on CPU")
-    run_dir = run_dir_of(cfg)
-    if dist.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-        (run_dir / "environment.json").write_text(json.dumps(environment(), indent=1))
-    dist.barrier()
+    run_dir = prepare_run_dir(run_dir_of(cfg), cfg)
     setup_logging(run_dir)
     log.info("run %s on %s, world size %d", run_dir, device, dist.world_size())
     seed_everything(cfg.seed)  # same init on every rank; per-rank streams below
@@ -187,15 +223,14 @@ def _run(cfg: Config, device: torch.device) -> dict:
         epoch_start = [gen.get_state() for gen in generators]  # = the next epoch's start
         checkpoint()
     dist.barrier()
-    return finish(model, data, cfg, device, run_dir, progress.best, progress.best_epoch, time.time() - started)
+    return finish(model, data, cfg, device, run_dir, progress, time.time() - started)
 
 
 def prepare_model(cfg: Config, data, device: torch.device) -> torch.nn.Module:
     """Build the model, load the source checkpoint, add adapters, decide what trains, move it to `device`."""
     model = build_model(cfg, data)
     if cfg.source_checkpoint:
-        source = load_source(model, cfg.resolve(cfg.source_checkpoint), dataclasses.asdict(cfg))
-        log.info("loaded source checkpoint %s (source dataset %s)", cfg.source_checkpoint, source.get("dataset"))
+        load_any_source(model, cfg)
     changed = add_adapters(model, cfg)
     for side, names in changed.items():
         log.info("adapter %s in the %s encoder: %d module(s) changed, e.g. %s", cfg.adapter, side, len(names),
@@ -205,9 +240,26 @@ def prepare_model(cfg: Config, data, device: torch.device) -> torch.nn.Module:
     model.to(device)
     if hasattr(model.item_encoder, "cache_backbone") and cfg.cache_frozen_backbone:
         with autocast(cfg, device):
-            if model.item_encoder.cache_backbone():
-                log.info("item-encoder backbone is frozen: its CLS states are computed once and cached")
+            cached = model.item_encoder.cache_backbone()
+            if cached:
+                log.info("item encoder: %s computed once per item and cached (frozen)", cached)
     return model
+
+
+def load_any_source(model: torch.nn.Module, cfg: Config) -> None:
+    """Our source checkpoint, or one released with the original code (`epoch-N.pt`, keys mapped)."""
+    path = cfg.resolve(cfg.source_checkpoint)
+    try:
+        source = load_source(model, path, dataclasses.asdict(cfg))
+        log.info("loaded source checkpoint %s (source dataset %s)", cfg.source_checkpoint, source.get("dataset"))
+    except ForeignCheckpointError as ours_failed:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not is_original_checkpoint(ckpt):
+            raise ours_failed from None
+        report = load_original(model, path)
+        log.info("loaded an ORIGINAL Adapter4Rec checkpoint %s: %d tensors mapped, dropped on purpose %s, ignored "
+                 "%s; the file does not record num_heads or the objective: this run uses num_heads=%d arch=%s",
+                 path, report["loaded"], report["dropped"][:4], report["ignored_entries"], cfg.num_heads, cfg.arch)
 
 
 def make_loader(train: torch.Tensor, cfg: Config) -> tuple[DataLoader, list[torch.Generator]]:
@@ -230,25 +282,35 @@ def end_of_epoch(model, data, cfg: Config, device, run_dir: Path, progress: Prog
     epoch, improved = progress.epoch, valid[cfg.select_metric] > progress.best
     if improved:
         progress.best, progress.best_epoch, progress.stale = valid[cfg.select_metric], epoch, 0
-        if dist.is_main():
-            save_atomic(checkpoint_of(model, cfg, epoch, valid), run_dir / "best.pt")
     else:
         progress.stale += 1
     if dist.is_main():
+        save_epoch_checkpoints(checkpoint_of(model, cfg, epoch, valid), cfg, run_dir, epoch, improved)
         with open(run_dir / "metrics.jsonl", "a" if epoch else "w") as handle:
-            handle.write(json.dumps({"epoch": epoch, "loss": loss, "seconds": round(seconds, 1), **valid}) + "\n")
+            handle.write(json.dumps({"epoch": epoch, "loss": loss, "seconds": round(seconds, 1),
+                                     "nonfinite_skipped": progress.skipped, **valid}) + "\n")
     log.info("epoch %d loss %.4f valid %s %s", epoch, loss,
              " ".join(f"{k}={v:.4f}" for k, v in valid.items() if "@" in k), "(best)" if improved else "")
-    progress.epoch, progress.step, progress.loss_sum = epoch + 1, 0, 0.0
+    progress.epoch, progress.step, progress.loss_sum, progress.skipped = epoch + 1, 0, 0.0, 0
     if cfg.patience and progress.stale >= cfg.patience:
         log.info("early stop: no improvement of %s for %d epochs", cfg.select_metric, progress.stale)
         return True
     return False
 
 
-def finish(model, data, cfg: Config, device, run_dir: Path, best: float, best_epoch: int,
-           train_seconds: float) -> dict:
+def save_epoch_checkpoints(ckpt: dict, cfg: Config, run_dir: Path, epoch: int, improved: bool) -> None:
+    """Rank 0: best.pt when the epoch improved; epoch-N.pt, then (only once it is written) delete the files
+    of epochs older than the newest keep_last. keep_last=0 writes and deletes no epoch file."""
+    if improved:
+        save_atomic(ckpt, run_dir / "best.pt")
+    if cfg.keep_last:
+        save_atomic(ckpt, epoch_path(run_dir, epoch))
+        prune_epoch_checkpoints(run_dir, epoch, cfg.keep_last)
+
+
+def finish(model, data, cfg: Config, device, run_dir: Path, progress: Progress, train_seconds: float) -> dict:
     """Test the best checkpoint (and the popularity baseline on the same users); write results.json."""
+    best, best_epoch = progress.best, progress.best_epoch
     load_run_weights(model, read_checkpoint(run_dir / "best.pt"))
     test = validate(model, data.split.test, cfg, device, "test")
     users, counts = popularity_vectors(data.split.item_counts)
@@ -258,30 +320,13 @@ def finish(model, data, cfg: Config, device, run_dir: Path, best: float, best_ep
                "test": test, "popularity_test": popularity, "train_seconds": round(train_seconds, 1),
                "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
                "total_params": sum(p.numel() for p in model.parameters()), "data": data.stats,
-               "protocol": protocol(cfg)}
+               "nonfinite_skipped": progress.skipped_total, "protocol": protocol(cfg)}
     if dist.is_main():
         (run_dir / "results.json").write_text(json.dumps(results, indent=1))
     log.info("test (best epoch %d): %s | popularity: %s", best_epoch,
              " ".join(f"{k}={v:.4f}" for k, v in test.items() if "@" in k),
              " ".join(f"{k}={v:.4f}" for k, v in popularity.items() if "@" in k))
     return results
-
-
-def environment() -> dict:
-    """What produced a run: library versions, the code's git commit (when available), processes."""
-    import platform
-    import subprocess
-
-    import numpy
-    import transformers
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "numpy": numpy.__version__, "git_commit": commit, "world_size": dist.world_size(),
-            "cuda": torch.version.cuda, "threads": torch.get_num_threads()}
 
 
 def checkpoint_of(model: torch.nn.Module, cfg: Config, epoch: int, metrics: dict) -> dict:

@@ -1,4 +1,7 @@
-"""Bad input gives a clear error naming the file and the line (or the key / what is missing)."""
+"""Bad input gives a clear error naming the file and the line (or the key / what is missing).
+
+More cases: checkpoints in test_checkpoint.py; non-finite loss, unwritable output directory and
+per-epoch checkpoints in test_faults.py (the README table "Bad input" names the test of each row)."""
 from __future__ import annotations
 
 import shutil
@@ -90,6 +93,15 @@ def test_identical_duplicate_item_skipped_and_counted(tmp_path):
     assert cat.ids == ["i1", "i2"] and cat.duplicates_skipped == 1
 
 
+def test_over_long_title_is_truncated(tiny_bert, tmp_path):
+    # not an error: like every title it is cut to max_title_tokens tokens ([CLS] and [SEP] included)
+    from adapter4rec.data.text import build_token_table
+    from adapter4rec.models.pretrained import load_tokenizer
+    path = _write(tmp_path, "items.tsv", "i1\t" + "football " * 20000 + "\ni2\tmarkets\n")
+    table = build_token_table(read_items(path), load_tokenizer(tiny_bert), ["title"], max_tokens=16)
+    assert table.lengths.tolist() == [0, 16, 3] and table.ids.shape == (3, 16)
+
+
 @pytest.mark.parametrize("name", ["items.tsv", "users.tsv"])
 def test_non_utf8_bytes(tmp_path, name):
     good = b"i1\tTitle one\n" if name == "items.tsv" else b"u1\ti1 i2 i3\n"
@@ -168,6 +180,9 @@ def test_weights_missing_parameters(tiny_bert, tmp_path):
     ({"loss": "hinge"}, "loss"),
     ({"text_fields": "title,body"}, "text_fields"),
     ({"source_checkpoint": "x.pt"}, "source_checkpoint"),  # stage=pretrain by default
+    ({"keep_last": -1}, "keep_last"),
+    ({"nonfinite": "ignore"}, "nonfinite"),
+    ({"save_every_steps": -5}, "save_every_steps"),
 ])
 def test_config_out_of_range(tiny_bert, tiny_data, tmp_path, override, key):
     with pytest.raises(SystemExit) as err:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
+import shutil
 
 import pytest
 import torch
@@ -66,6 +69,26 @@ def test_crash_during_save_keeps_previous_file(tmp_path, monkeypatch, exc):
     assert path.read_bytes() == before
     assert torch.equal(read_checkpoint(path)["model"]["w"], torch.ones(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]  # the temp file was removed
+
+
+def test_disk_full_during_save(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_atomic(_ckpt({"w": torch.ones(3)}), path)
+    before = path.read_bytes()
+
+    def filling_save(obj, handle, *args, **kwargs):
+        handle.write(b"PK\x03\x04" + bytes(4096))  # some bytes land, then the device is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", filling_save)
+    with pytest.raises(OSError) as err:
+        save_atomic(_ckpt({"w": torch.zeros(3)}), path)
+    monkeypatch.undo()
+    msg = str(err.value)
+    assert err.value.errno == errno.ENOSPC and "disk full" in msg and str(path) in msg and "free in" in msg
+    assert path.read_bytes() == before  # the previous checkpoint is intact and loadable
+    assert torch.equal(read_checkpoint(path)["model"]["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temp file left behind
 
 
 # ------------------------------------------------------------------------------------------ load_source
@@ -143,6 +166,26 @@ def test_different_item_encoder_is_refused(tiny_bert, tiny_data, tmp_path, sourc
     assert str(tiny_bert) in msg and str(other) in msg  # names both encoders
     # nothing was loaded half-way
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_other_encoder_family_is_refused(tiny_bert, tiny_data, tmp_path, source_data):
+    # a BERT source checkpoint into a model built on a RoBERTa encoder of the same width and depth
+    from transformers import RobertaConfig, RobertaModel
+    _save_model(_config(tiny_bert, tiny_data, tmp_path), source_data, tmp_path / "best.pt")
+    roberta = tmp_path / "tiny-roberta"
+    shutil.copytree(tiny_bert, roberta)  # the word-level tokenizer files are reused; the model is RoBERTa
+    vocab = len((tiny_bert / "vocab.txt").read_text().split())
+    RobertaModel(RobertaConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=66, type_vocab_size=1,
+                               pad_token_id=0)).save_pretrained(str(roberta))
+    cfg = _config(roberta, tiny_data, tmp_path)
+    model = build_model(cfg, source_data)
+    assert type(model.item_encoder.backbone).__name__ == "RobertaModel"
+    with pytest.raises(CheckpointError) as err:
+        load_source(model, tmp_path / "best.pt", dataclasses.asdict(cfg))
+    msg = str(err.value)
+    assert "does not fit this model" in msg and "shape mismatch" in msg and "position_embeddings" in msg
+    assert str(tiny_bert) in msg and str(roberta) in msg
 
 
 def test_id_tower_checkpoint_is_refused(tiny_bert, tiny_data, tmp_path, source_data):

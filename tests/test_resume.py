@@ -12,7 +12,7 @@ import time
 import pytest
 
 import adapter4rec.train as train
-from adapter4rec.checkpoint import CheckpointError
+from adapter4rec.checkpoint import CheckpointError, read_checkpoint, save_atomic
 from adapter4rec.config import REPO_ROOT, parse_args
 from tests.conftest import tiny_args
 
@@ -85,3 +85,16 @@ def test_resume_refuses_a_different_configuration(tiny_bert, tiny_data, tmp_path
         train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, lr=0.5)))
     # resume=none starts afresh instead
     assert train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, lr=0.5, resume="none")))["test"]["users"] > 0
+
+
+def test_resume_refuses_another_process_count_and_a_non_resumable_file(tiny_bert, tiny_data, tmp_path):
+    train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, epochs=1)))
+    run_dir = tmp_path / "r"
+    ckpt = read_checkpoint(run_dir / "last.pt")
+    ckpt["rng"] = ckpt["rng"] * 2  # as if written by 2 processes
+    save_atomic(ckpt, tmp_path / "two.pt")
+    with pytest.raises(CheckpointError, match="written by 2 process"):
+        train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, epochs=2, resume=tmp_path / "two.pt")))
+    # best.pt holds weights only: no optimizer, progress or random-number state to continue from
+    with pytest.raises(CheckpointError, match="not a resumable checkpoint"):
+        train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, epochs=2, resume=run_dir / "best.pt")))

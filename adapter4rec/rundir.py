@@ -1,0 +1,46 @@
+"""The run directory: created and checked before any work, with the record of what produced the run."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from adapter4rec import dist
+from adapter4rec.config import Config
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config) -> Path:
+    """Create the run directory and write config.json / environment.json before any work, so an output_dir
+    that cannot take files fails in a second with its name, not at the first checkpoint after an epoch.
+    Every rank gets rank 0's verdict, so none is left waiting in a collective for a rank that stopped."""
+    error = None
+    if dist.is_main():
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+            (run_dir / "environment.json").write_text(json.dumps(environment(), indent=1))
+        except OSError as err:
+            error = (f"adapter4rec: output directory {run_dir} is not writable ({err.strerror or err}"
+                     f"{f': {err.filename}' if err.filename else ''}); set output_dir to a writable folder")
+    error = dist.broadcast_object(error)
+    if error:
+        raise SystemExit(error)
+    return run_dir
+
+
+def environment() -> dict:
+    """What produced a run: library versions, the code's git commit (when available), processes."""
+    import numpy
+    import transformers
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": numpy.__version__, "git_commit": commit, "world_size": dist.world_size(),
+            "cuda": torch.version.cuda, "threads": torch.get_num_threads()}
