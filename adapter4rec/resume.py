@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # config keys that may differ between the interrupted run and the resumed one
 # (nonfinite: a run stopped by a NaN loss may be continued with nonfinite=skip)
 MAY_CHANGE = {"resume", "epochs", "progress", "num_workers", "save_every_steps", "patience", "device", "keep_last",
-              "nonfinite"}
+              "nonfinite", "tensorboard", "cache_dir"}
 
 
 @dataclass
@@ -86,8 +86,9 @@ def find_resume(run_dir: Path, cfg) -> dict | None:
     if "progress" not in ckpt or "rng" not in ckpt:
         raise CheckpointError(f"{path} is not a resumable checkpoint (no progress / rng state)")
     stored = ckpt["config"]
-    changed = {k: (stored.get(k), v) for k, v in dataclasses.asdict(cfg).items()
-               if k not in MAY_CHANGE and stored.get(k) != v}
+    defaults = dataclasses.asdict(type(cfg)())  # a key newer than the checkpoint counts as its default
+    changed = {k: (stored.get(k, defaults[k]), v) for k, v in dataclasses.asdict(cfg).items()
+               if k not in MAY_CHANGE and stored.get(k, defaults[k]) != v}
     if changed:
         raise CheckpointError(f"{path} was written by a different configuration; resuming would mix runs: "
                               + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items())[:5]))

@@ -34,6 +34,7 @@ from adapter4rec.evaluate import evaluate_embeddings, model_user_fn, popularity_
 from adapter4rec.original import is_original_checkpoint, load_original
 from adapter4rec.resume import Progress, find_resume, restore, rng_state, save_last, set_rng_state
 from adapter4rec.rundir import prepare_run_dir
+from adapter4rec.tb import Board
 
 log = logging.getLogger("adapter4rec")
 
@@ -187,6 +188,7 @@ def run(cfg: Config) -> dict:
 def _run(cfg: Config, device: torch.device) -> dict:
     if cfg.precision == "fp16" and device.type != "cuda":
         raise SystemExit("adapter4rec: precision=fp16 needs a CUDA device; use bf16 on CPU")
+    board = Board(cfg, run_dir_of(cfg))  # tensorboard=true without the package stops here, before any work
     run_dir = prepare_run_dir(run_dir_of(cfg), cfg)
     setup_logging(run_dir)
     log.info("run %s on %s, world size %d", run_dir, device, dist.world_size())
@@ -218,10 +220,11 @@ def _run(cfg: Config, device: torch.device) -> dict:
         loss = train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, progress, negatives,
                                resume_rng, checkpoint)
         resume_rng = None
-        if end_of_epoch(model, data, cfg, device, run_dir, progress, loss, time.time() - started):
+        if end_of_epoch(model, data, cfg, device, run_dir, progress, loss, time.time() - started, board):
             break
         epoch_start = [gen.get_state() for gen in generators]  # = the next epoch's start
         checkpoint()
+    board.close()
     dist.barrier()
     return finish(model, data, cfg, device, run_dir, progress, time.time() - started)
 
@@ -276,7 +279,7 @@ def make_loader(train: torch.Tensor, cfg: Config) -> tuple[DataLoader, list[torc
 
 
 def end_of_epoch(model, data, cfg: Config, device, run_dir: Path, progress: Progress, loss: float,
-                 seconds: float) -> bool:
+                 seconds: float, board: Board | None = None) -> bool:
     """Validate, keep the best checkpoint, log the epoch, advance `progress`; True when early stopping."""
     valid = validate(model, data.split.valid, cfg, device, "valid")
     epoch, improved = progress.epoch, valid[cfg.select_metric] > progress.best
@@ -289,6 +292,8 @@ def end_of_epoch(model, data, cfg: Config, device, run_dir: Path, progress: Prog
         with open(run_dir / "metrics.jsonl", "a" if epoch else "w") as handle:
             handle.write(json.dumps({"epoch": epoch, "loss": loss, "seconds": round(seconds, 1),
                                      "nonfinite_skipped": progress.skipped, **valid}) + "\n")
+        if board is not None:
+            board.epoch(epoch, loss, valid)
     log.info("epoch %d loss %.4f valid %s %s", epoch, loss,
              " ".join(f"{k}={v:.4f}" for k, v in valid.items() if "@" in k), "(best)" if improved else "")
     progress.epoch, progress.step, progress.loss_sum, progress.skipped = epoch + 1, 0, 0.0, 0
