@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from adapter4rec import dist
 from adapter4rec.config import Config
-from adapter4rec.data.files import DataError, ItemCatalog, read_item_names, read_items, read_users
+from adapter4rec.data.files import (DataError, ItemCatalog, read_item_names, read_items, read_users,
+                                    subsample_users)
 from adapter4rec.data.images import ImageSpec, PixelTable, build_pixel_cache, cache_path, summary
 from adapter4rec.data.split import LeaveOneOut, leave_one_out
 from adapter4rec.checkpoint import save_atomic
@@ -32,6 +33,7 @@ def load_data(cfg: Config) -> Data:
     folder = cfg.resolve(cfg.dataset)
     catalog = read_items(folder / cfg.items_file) if cfg.modality == "text" else read_item_names(folder / cfg.items_file)
     interactions = read_users(folder / cfg.users_file, catalog.index, cfg.min_seq_len, cfg.unknown_items)
+    interactions = subsample_users(interactions, cfg.user_fraction, cfg.user_fraction_seed)
     split = leave_one_out(interactions, cfg.max_seq_len, cfg.eval_repeats)
     stats = dict(interactions.stats, items=len(catalog), item_duplicates_skipped=catalog.duplicates_skipped,
                  valid_users=len(split.valid), test_users=len(split.test),

@@ -32,6 +32,9 @@ class Config:
     items_file: str = _opt("items.tsv", "items file inside the dataset folder")
     min_seq_len: int = _opt(5, "users with fewer items are dropped (counted in the log)")
     max_seq_len: int = _opt(20, "history length L fed to the user encoder (paper: 20 text, 10 image)")
+    user_fraction: float = _opt(1.0, "use this share (0, 1] of the users, chosen by a seeded permutation so that a "
+                                "larger fraction contains every smaller one (data-scaling studies)")
+    user_fraction_seed: int = _opt(0, "seed of that permutation (independent of the run's seed)")
     unknown_items: str = _opt("error", "a users line naming an item missing from the items file: "
                               "error (stop, naming file and line) or drop (remove it, counted)", ("error", "drop"))
     text_fields: str = _opt("title", "comma list of item text fields to encode: title, abstract")
@@ -127,6 +130,8 @@ class Config:
     num_workers: int = _opt(0, "DataLoader worker processes")
     device: str = _opt("auto", "auto (cuda if available), cpu or cuda")
     progress: bool = _opt(True, "tqdm progress bars on rank 0")
+    tensorboard: bool = _opt(False, "also write TensorBoard scalars to runs/<name>/tb (needs the tensorboard "
+                             "package, not installed by default)")
 
     # ----------------------------------------------------------------------------------------------
     def topk_list(self) -> list[int]:
@@ -160,6 +165,8 @@ class Config:
                 _bad(key, getattr(self, key), "a number >= 0")
         if self.min_seq_len < 3:
             _bad("min_seq_len", self.min_seq_len, "an integer >= 3 (a training pair, a validation and a test item)")
+        if not 0 < self.user_fraction <= 1:
+            _bad("user_fraction", self.user_fraction, "a number in (0, 1]")
         for key in ("dropout", "adapter_dropout"):
             if not 0 <= getattr(self, key) < 1:
                 _bad(key, getattr(self, key), "a number in [0, 1)")

@@ -148,3 +148,20 @@ def read_users(path: Path, item_index: dict[str, int], min_seq_len: int, unknown
     stats["users"] = len(users)
     stats["interactions"] = int(sum(len(s) for s in seqs))
     return Interactions(users, seqs, len(item_index), stats)
+
+
+def subsample_users(interactions: Interactions, fraction: float, seed: int) -> Interactions:
+    """Keep ceil(fraction x users) users chosen by one seeded permutation of the user list, in file order.
+
+    Nested by construction: for the same seed, the users kept at a fraction f are all kept at any f' > f,
+    so a scaling curve compares growing data sets, not different samples."""
+    if fraction >= 1.0:
+        return interactions
+    n = len(interactions.user_ids)
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.random.default_rng(seed).permutation(n)] = np.arange(n)  # user i's position in the permutation
+    keep = np.flatnonzero(rank < max(1, int(np.ceil(round(fraction * n, 6)))))  # round: 0.1 * 30 = 3.0000000000000004
+    stats = dict(interactions.stats, users_before_fraction=n, users=len(keep),
+                 interactions=int(sum(len(interactions.sequences[i]) for i in keep)))
+    return Interactions([interactions.user_ids[i] for i in keep], [interactions.sequences[i] for i in keep],
+                        interactions.num_items, stats)

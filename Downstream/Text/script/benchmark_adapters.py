@@ -1,19 +1,18 @@
-"""Study: every transfer method on the target domain, one table and one figure (HR@10 vs trainable %).
+"""Study: every transfer method on the target domain, one table and figures (HR@10 vs trainable %, learning
+curves): runs/report_text_adapters.{md,csv}, Fig/text_adapters_hr10.png (+ _curves.png).
 
-Runs each launcher of this folder as it is (their constants, target.py's data and source checkpoint), then
-`python -m adapter4rec.report` over the run directories: runs/report_text_adapters.{md,csv} and
-Fig/text_adapters_hr10.png. Extra arguments are passed to every launcher (e.g. `--epochs=1` for a try-out).
-Needs the source checkpoint of Pretraining/Text/script/sm_base_sasrec.py.
+Runs each launcher of this folder as it is (their constants, target.py's data and source checkpoint).
+Extra arguments go to every launcher: `--epochs=1` for a try-out, `--seeds 1,2,3` for mean ± std over seeds,
+`--skip_done` to continue. Needs the source checkpoint of Pretraining/Text/script/sm_base_sasrec.py.
 """
-import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[2]
-RUNS = [  # (launcher, extra arguments, run directory)
+from adapter4rec.studies import run_study
+
+RUNS = [  # (launcher, extra arguments, run name)
     ("finetune.py", [], "finetune"),
-    ("finetune.py", ["--source_checkpoint=", "--run_name=finetune-scratch"], "finetune-scratch"),
+    ("finetune.py", ["--source_checkpoint="], "finetune-scratch"),
     ("frozen.py", [], "frozen"),
     ("adapter_houlsby.py", [], "adapter_houlsby"),
     ("adapter_houlsby_parallel.py", [], "adapter_houlsby_parallel"),
@@ -26,11 +25,5 @@ RUNS = [  # (launcher, extra arguments, run directory)
 ]
 
 if __name__ == "__main__":
-    extra = sys.argv[1:]
-    for launcher, args, _ in RUNS:
-        subprocess.run([sys.executable, str(HERE / launcher), *args, *extra], check=True)
-    subprocess.run([sys.executable, "-m", "adapter4rec.report", *[str(ROOT / "runs" / name) for *_, name in RUNS],
-                    "--out", str(ROOT / "runs" / "report_text_adapters"),
-                    "--fig", str(ROOT / "Fig" / "text_adapters_hr10.png"),
-                    "--title", "Text transfer on the default target data: HR@10 vs trainable parameters"],
-                   check=True)
+    run_study(Path(__file__).resolve().parent, RUNS, sys.argv[1:], "report_text_adapters", "text_adapters_hr10",
+              "Text transfer on the default target data: HR@10 vs trainable parameters")
