@@ -1,0 +1,41 @@
+"""Study scripts are wired to the launchers: --dry_run prints every run they would start, with their arguments."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from adapter4rec.config import REPO_ROOT
+
+
+def dry_run(script: str, *args: str) -> list[str]:
+    out = subprocess.run([sys.executable, str(REPO_ROOT / script), "--dry_run", *args], capture_output=True,
+                         text=True, check=True, cwd=REPO_ROOT).stdout
+    return [line for line in out.splitlines() if line.startswith("+ ")]
+
+
+@pytest.mark.parametrize("tree", ["Text", "CV"])
+def test_placement_study_covers_every_variant(tree):
+    commands = dry_run(f"Downstream/{tree}/script/study_placement.py", "--seeds", "1,2")
+    assert len(commands) == 9 * 2
+    joined = "\n".join(commands)
+    for variant in ("--adapter_where=item", "--adapter_where=user", "--adapter_sublayers=attention",
+                    "--adapter_sublayers=ffn", "--adapter=parallel", "--adapter_layers=2", "--tune_layernorm=true"):
+        assert variant in joined, variant
+    assert "placement-item-only-seed2" in joined and "--seed=2" in joined
+
+
+def test_source_scaling_pretrains_each_fraction_and_transfers_from_it():
+    commands = dry_run("Pretraining/CV/script/study_source_scaling.py")
+    pretrain = [c for c in commands if "Pretraining/CV/run.py" in c]
+    assert [c.split("--user_fraction=")[1].split()[0] for c in pretrain] == ["0.1", "0.25", "0.5", "1.0"]
+    transfers = [c for c in commands if "Downstream/CV/run.py" in c]
+    assert len(transfers) == 8 and "--source_checkpoint=runs/cv-source-scaling-f0.1-seed12345/best.pt" in transfers[0]
+    assert all("--user_fraction" not in c for c in transfers)  # the whole target
+
+
+def test_target_scaling_scales_only_the_target():
+    commands = dry_run("Downstream/Text/script/study_target_scaling.py")
+    assert len(commands) == 4 * 3 and all("Downstream/Text/run.py" in c for c in commands)
+    assert sum("--source_checkpoint= " in c + " " for c in commands) == 4  # from scratch at every fraction
