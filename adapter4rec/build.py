@@ -75,14 +75,15 @@ def token_table(cfg: Config, data: Data, folder) -> TokenTable:
 
 
 def pixel_table(cfg: Config, data: Data, spec: ImageSpec) -> PixelTable:
-    """The decoded-pixel cache of the run's items at the encoder's input size: built once (by rank 0, with
-    DataLoader workers over the LMDB), then reused by every run and rank that needs the same pixels."""
+    """The decoded-pixel cache of the run's items at the encoder's input size: built once (by local rank 0 of
+    each node, with DataLoader workers over the LMDB; written under a temporary name and renamed, so nodes
+    sharing a file system cannot tear it), then reused by every run and rank that needs the same pixels."""
     store = cfg.resolve(cfg.dataset) / cfg.images_lmdb  # an absolute images_lmdb replaces the folder
     if not store.exists():
         raise DataError(f"image LMDB {store} does not exist: build it with Dataset/build_lmdb.py, or set "
                         f"images_lmdb")
     path = cache_path(cfg.resolve(cfg.cache_dir), store, data.catalog.ids, spec, cfg.missing_images)
-    if dist.is_main() and not path.is_file():
+    if dist.local_rank() == 0 and not path.is_file():  # one builder per node (the cache may be node-local)
         log.info("decoding %d item images from %s into %s", len(data.catalog), store, path)
         build_pixel_cache(store, data.catalog.ids, spec, path, cfg.missing_images, cfg.num_workers)
     dist.barrier()

@@ -11,6 +11,9 @@ def _pyplot():
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+    from cycler import cycler
+    # 20 distinct colours: a study can have more methods than the default cycle's 10
+    plt.rcParams["axes.prop_cycle"] = cycler(color=plt.cm.tab20.colors)
     return plt
 
 
