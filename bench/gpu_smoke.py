@@ -1,10 +1,11 @@
 """GPU smoke check (not a test; CI has no GPU): the CUDA paths of training and evaluation on tiny data.
 
-    python bench/gpu_smoke.py [--out DIR]
+    python bench/gpu_smoke.py [--out DIR] [--parts text,image] [--device cuda]
 
-Runs, on cuda: pretraining in fp32 / bf16 / fp16 (grad scaler), then every adapter method downstream in
+Runs, on cuda: text pretraining in fp32 / bf16 / fp16 (grad scaler), then every adapter method downstream in
 bf16, and checks that evaluating one checkpoint on CPU and on CUDA gives the same metrics (within float
-tolerance). Prints one line per run and `N passed, M failed` at the end.
+tolerance); images: a tiny ViT pretrained in bf16 and fp16, every adapter downstream in bf16, and a tiny MAE.
+Prints one line per run and `N passed, M failed` at the end. `--device cpu` checks the script itself.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from adapter4rec.build import build_model, load_data  # noqa: E402
 from adapter4rec.checkpoint import read_checkpoint  # noqa: E402
 from adapter4rec.config import parse_args  # noqa: E402
 from adapter4rec.data.synthetic import generate  # noqa: E402
+from adapter4rec.data.synthetic_images import generate_images  # noqa: E402
+from adapter4rec.models.vit_init import write_vit_folder  # noqa: E402
 from adapter4rec.train import run, validate  # noqa: E402
 from tests.conftest import make_tiny_bert, tiny_args  # noqa: E402
 
@@ -34,11 +37,11 @@ ADAPTERS = [dict(adapter="houlsby"), dict(adapter="parallel"), dict(adapter="pfe
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="a4r-gpu-")))
+    parser.add_argument("--parts", default="text,image")
+    parser.add_argument("--device", default="cuda")
     opts = parser.parse_args()
-    assert torch.cuda.is_available(), "no CUDA device"
-    data, bert = opts.out / "data", make_tiny_bert(opts.out / "bert", hidden=64)
-    generate(data, seed=11, preset="tiny")
-    common = dict(device="cuda", epochs=2, item_adapter_size=16, user_adapter_size=8)
+    assert opts.device == "cpu" or torch.cuda.is_available(), "no CUDA device"
+    common = dict(device=opts.device, epochs=2, item_adapter_size=16, user_adapter_size=8)
     passed, failed = 0, 0
 
     def attempt(name, argv):
@@ -54,6 +57,13 @@ def main() -> None:
             print(f"FAIL {name}: {type(err).__name__}: {err}", flush=True)
             failed += 1
 
+    if "image" in opts.parts:
+        image_part(opts.out, common, attempt, precisions=("bf16", "fp16") if opts.device == "cuda" else ("bf16",))
+    if "text" not in opts.parts:
+        print(f"{passed} passed, {failed} failed")
+        return
+    data, bert = opts.out / "data", make_tiny_bert(opts.out / "bert", hidden=64)
+    generate(data, seed=11, preset="tiny")
     for precision in ("fp32", "bf16", "fp16"):
         attempt(f"pretrain {precision}", tiny_args(bert, data / "source", opts.out, run_name=f"src-{precision}",
                                                     precision=precision, **common))
@@ -75,6 +85,24 @@ def main() -> None:
           f"cuda hr@10={on_gpu['hr@10']:.4f}")
     passed, failed = passed + same, failed + (not same)
     print(f"{passed} passed, {failed} failed")
+
+
+def image_part(out: Path, common: dict, attempt, precisions: tuple[str, ...]) -> None:
+    """Tiny ViT (and MAE) over the tiny synthetic image data: pretraining, then every adapter downstream."""
+    data = out / "image_data"
+    generate_images(data, seed=5, preset="tiny")
+    image = dict(common, modality="image", max_seq_len=10, cache_dir=str(out / "cache"))
+    for name, mae in (("vit", False), ("mae", True)):
+        folder = write_vit_folder(out / name, hidden=64, layers=2, heads=2, image_size=32, patch_size=8, mae=mae)
+        for precision in precisions if name == "vit" else precisions[:1]:
+            attempt(f"image pretrain {name} {precision}", tiny_args(folder, data / "source", out, precision=precision,
+                                                                     run_name=f"img-src-{name}-{precision}", **image))
+    source = out / f"img-src-vit-{precisions[0]}" / "best.pt"
+    for extra in ADAPTERS:
+        name = extra["adapter"] if extra["adapter"] != "none" else "bitfit"
+        attempt(f"image downstream {name} bf16", tiny_args(out / "vit", data / "target", out, run_name=f"img-tgt-{name}",
+                                                            stage="downstream", tune="peft", precision="bf16",
+                                                            source_checkpoint=source, **image, **extra))
 
 
 if __name__ == "__main__":
