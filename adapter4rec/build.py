@@ -69,8 +69,10 @@ def token_table(cfg: Config, data: Data, folder) -> TokenTable:
 
     save = save_atomic if dist.is_main() else (lambda obj, where: None)  # one writer; an atomic rename
     tokens, cached = cached_token_table(path, build, save)
-    log.info("item tokens %s (%s): %d items, mean %.1f tokens", path.name, "cached" if cached else "tokenised now",
-             len(data.catalog), tokens.lengths[1:].float().mean())
+    log.info("item tokens %s (%s): %d items, mean %.1f tokens, %d text(s) longer than max_title_tokens=%d cut",
+             path.name, "cached" if cached else "tokenised now", len(data.catalog), tokens.lengths[1:].float().mean(),
+             tokens.truncated, cfg.max_title_tokens)
+    data.stats["texts_truncated"] = tokens.truncated
     return tokens
 
 

@@ -94,12 +94,13 @@ def test_identical_duplicate_item_skipped_and_counted(tmp_path):
 
 
 def test_over_long_title_is_truncated(tiny_bert, tmp_path):
-    # not an error: like every title it is cut to max_title_tokens tokens ([CLS] and [SEP] included)
+    # not an error: like every title it is cut to max_title_tokens tokens ([CLS] and [SEP] included), counted
     from adapter4rec.data.text import build_token_table
     from adapter4rec.models.pretrained import load_tokenizer
     path = _write(tmp_path, "items.tsv", "i1\t" + "football " * 20000 + "\ni2\tmarkets\n")
     table = build_token_table(read_items(path), load_tokenizer(tiny_bert), ["title"], max_tokens=16)
     assert table.lengths.tolist() == [0, 16, 3] and table.ids.shape == (3, 16)
+    assert table.truncated == 1
 
 
 @pytest.mark.parametrize("name", ["items.tsv", "users.tsv"])

@@ -22,6 +22,7 @@ class TokenTable:
     ids: torch.Tensor      # (num_items+1, T) int32, right-padded with pad_id
     lengths: torch.Tensor  # (num_items+1,) int64; 0 for the padding row
     pad_id: int
+    truncated: int = 0     # items whose text was longer than the token budget (cut, counted)
 
 
 def item_texts(catalog: ItemCatalog, fields: list[str]) -> tuple[list[str], list[str] | None]:
@@ -44,7 +45,9 @@ def build_token_table(catalog: ItemCatalog, tokenizer, fields: list[str], max_to
     for i, row in enumerate(enc, start=1):
         table[i, :len(row)] = torch.tensor(row, dtype=torch.int32)
         lengths[i] = len(row)
-    return TokenTable(table, lengths, pad_id)
+    full = tokenizer(first, second, truncation=False, padding=False, return_length=True,
+                     return_attention_mask=False, verbose=False)["length"]
+    return TokenTable(table, lengths, pad_id, sum(int(n) > max_tokens for n in full))
 
 
 def gather_tokens(table_ids: torch.Tensor, table_lengths: torch.Tensor, items: torch.Tensor):
@@ -70,7 +73,7 @@ def cached_token_table(path: Path, build, save) -> tuple[TokenTable, bool]:
     """(table, whether it came from the cache): load `path` if present, else `build()` and `save(obj, path)`."""
     if path.is_file():
         obj = torch.load(path, weights_only=True)
-        return TokenTable(obj["ids"], obj["lengths"], int(obj["pad_id"])), True
+        return TokenTable(obj["ids"], obj["lengths"], int(obj["pad_id"]), int(obj.get("truncated", 0))), True
     table = build()
-    save({"ids": table.ids, "lengths": table.lengths, "pad_id": table.pad_id}, path)
+    save({"ids": table.ids, "lengths": table.lengths, "pad_id": table.pad_id, "truncated": table.truncated}, path)
     return table, False
