@@ -17,6 +17,9 @@ import torch
 from adapter4rec.data.files import ItemCatalog
 
 
+TOKEN_CACHE_VERSION = 2  # bump when what a cached table holds changes (2: the truncation count)
+
+
 @dataclass
 class TokenTable:
     ids: torch.Tensor      # (num_items+1, T) int32, right-padded with pad_id
@@ -64,7 +67,7 @@ def token_cache_path(cache_dir: Path, items_file: Path, tokenizer_dir: Path, fie
     """A name that changes whenever the items file, the tokenizer's files, the fields or the budget change."""
     files = [items_file] + sorted(p for p in tokenizer_dir.iterdir() if "token" in p.name or "vocab" in p.name
                                   or p.suffix in (".model", ".txt"))
-    key = json.dumps([str(items_file.resolve()), [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files],
+    key = json.dumps([TOKEN_CACHE_VERSION, str(items_file.resolve()), [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files],
                       fields, max_tokens])
     return cache_dir / f"tokens-{items_file.stem}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 
