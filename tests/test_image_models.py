@@ -220,3 +220,26 @@ def test_vit_frozen_prefix_cache_is_exact_in_eval(vit_model, layernorm_only):
     assert f"the {2 if layernorm_only else 1} frozen bottom layer" in cached
     got, _ = outputs(model, vit_model[1])
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_two_process_image_run_shares_one_pixel_cache(tiny_vit, tiny_image_data, tmp_path):
+    """Under torchrun with 2 processes: one process decodes the images (2 DataLoader workers over the LMDB),
+    the other waits for the cache; both train and every test user is counted once."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    args = [f"--dataset={tiny_image_data / 'source'}", f"--item_encoder={tiny_vit}", f"--output_dir={tmp_path}",
+            f"--cache_dir={tmp_path / 'cache'}", "--run_name=ddp", "--epochs=1", "--max_steps_per_epoch=2",
+            "--num_workers=2", "--batch_size=16", "--embedding_dim=16", "--progress=false", "--device=cpu"]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(REPO_ROOT / "Pretraining" / "CV" / "run.py"), *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(list((tmp_path / "cache").glob("pixels-*.npy"))) == 1
+    results = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert results["test"]["users"] == results["data"]["test_users"] > 0
+    assert "world size 2" in (tmp_path / "ddp" / "log.txt").read_text()
