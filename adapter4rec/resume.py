@@ -42,6 +42,7 @@ class Progress:
     seconds: float = 0.0       # training time spent before this process started
     skipped: int = 0           # batches of `epoch` whose update was skipped (nonfinite=skip)
     skipped_total: int = 0     # the same over the whole run
+    skipped_in_a_row: int = 0  # consecutive skipped updates (a diverged run skips every batch: stop it)
 
 
 def rng_state(negatives: torch.Generator, sampler_epoch_state: torch.Tensor | None) -> dict:

@@ -37,6 +37,7 @@ from adapter4rec.rundir import prepare_run_dir
 from adapter4rec.tb import Board
 
 log = logging.getLogger("adapter4rec")
+MAX_SKIPS_IN_A_ROW = 20  # nonfinite=skip: this many consecutive non-finite updates end the run
 
 
 def seed_everything(seed: int) -> None:
@@ -112,6 +113,7 @@ def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, pr
             skip_or_stop(fault, cfg, progress, step)
         else:
             progress.loss_sum += loss
+            progress.skipped_in_a_row = 0
         progress.step = step + 1
         bar.update(1)
         bar.set_postfix(loss=f"{progress.loss_sum / max(progress.step - progress.skipped, 1):.4f}")
@@ -161,6 +163,11 @@ def skip_or_stop(fault: str, cfg: Config, progress: Progress, step: int) -> None
                                  f"run again with nonfinite=skip to skip such batches, or lower the learning rate")
     progress.skipped += 1
     progress.skipped_total += 1
+    progress.skipped_in_a_row += 1
+    if progress.skipped_in_a_row >= MAX_SKIPS_IN_A_ROW:
+        raise FloatingPointError(f"{fault} at epoch {progress.epoch} step {step}: {progress.skipped_in_a_row} "
+                                 f"updates in a row were skipped (nonfinite=skip stops there: the run has "
+                                 f"diverged, it is not meeting a rare bad batch); lower the learning rate")
     if dist.is_main():
         log.warning("%s at epoch %d step %d: update skipped (nonfinite=skip; %d skipped in this epoch)", fault,
                     progress.epoch, step, progress.skipped)

@@ -186,3 +186,12 @@ def test_read_only_output_dir(tiny_bert, tiny_data, tmp_path, monkeypatch):
             train.run(parse_args(args(tiny_bert, tiny_data, out)))
     finally:
         out.chmod(0o700)
+
+
+def test_nonfinite_skip_stops_a_diverged_run(tiny_bert, tiny_data, tmp_path, monkeypatch):
+    """Every batch non-finite: skipping would go on forever; after MAX_SKIPS_IN_A_ROW the run stops."""
+    monkeypatch.setattr(train, "MAX_SKIPS_IN_A_ROW", 3)
+    real = Recommender.forward
+    monkeypatch.setattr(Recommender, "forward", lambda self, *a, **k: real(self, *a, **k) * float("nan"))
+    with pytest.raises(FloatingPointError, match="3 updates in a row were skipped"):
+        train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, nonfinite="skip")))
