@@ -33,9 +33,13 @@ def load_data(cfg: Config) -> Data:
     folder = cfg.resolve(cfg.dataset)
     catalog = read_items(folder / cfg.items_file) if cfg.modality == "text" else read_item_names(folder / cfg.items_file)
     interactions = read_users(folder / cfg.users_file, catalog.index, cfg.min_seq_len, cfg.unknown_items)
-    interactions = subsample_users(interactions, cfg.user_fraction, cfg.user_fraction_seed)
     split = leave_one_out(interactions, cfg.max_seq_len, cfg.eval_repeats)
-    stats = dict(interactions.stats, items=len(catalog), item_duplicates_skipped=catalog.duplicates_skipped,
+    if cfg.user_fraction < 1:  # train on a nested share of the users; validate and test on all of them
+        trained = leave_one_out(subsample_users(interactions, cfg.user_fraction, cfg.user_fraction_seed),
+                                cfg.max_seq_len, cfg.eval_repeats)
+        split = LeaveOneOut(trained.train, split.valid, split.test, trained.item_counts)
+    stats = dict(interactions.stats, train_users=len(split.train), items=len(catalog),
+                 item_duplicates_skipped=catalog.duplicates_skipped,
                  valid_users=len(split.valid), test_users=len(split.test),
                  valid_repeats_skipped=split.valid.repeats_skipped, test_repeats_skipped=split.test.repeats_skipped)
     log.info("data %s: %s", folder, ", ".join(f"{k}={v}" for k, v in stats.items()))

@@ -32,8 +32,9 @@ class Config:
     items_file: str = _opt("items.tsv", "items file inside the dataset folder")
     min_seq_len: int = _opt(5, "users with fewer items are dropped (counted in the log)")
     max_seq_len: int = _opt(20, "history length L fed to the user encoder (paper: 20 text, 10 image)")
-    user_fraction: float = _opt(1.0, "use this share (0, 1] of the users, chosen by a seeded permutation so that a "
-                                "larger fraction contains every smaller one (data-scaling studies)")
+    user_fraction: float = _opt(1.0, "train on this share (0, 1] of the users, chosen by a seeded permutation so "
+                                "that a larger fraction contains every smaller one (data-scaling studies); "
+                                "validation and test keep every user, so all fractions are measured alike")
     user_fraction_seed: int = _opt(0, "seed of that permutation (independent of the run's seed)")
     unknown_items: str = _opt("error", "a users line naming an item missing from the items file: "
                               "error (stop, naming file and line) or drop (remove it, counted)", ("error", "drop"))

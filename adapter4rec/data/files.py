@@ -161,7 +161,7 @@ def subsample_users(interactions: Interactions, fraction: float, seed: int) -> I
     rank = np.empty(n, dtype=np.int64)
     rank[np.random.default_rng(seed).permutation(n)] = np.arange(n)  # user i's position in the permutation
     keep = np.flatnonzero(rank < max(1, int(np.ceil(round(fraction * n, 6)))))  # round: 0.1 * 30 = 3.0000000000000004
-    stats = dict(interactions.stats, users_before_fraction=n, users=len(keep),
-                 interactions=int(sum(len(interactions.sequences[i]) for i in keep)))
+    stats = dict(interactions.stats, users=len(keep), interactions=int(sum(len(interactions.sequences[i])
+                                                                         for i in keep)))
     return Interactions([interactions.user_ids[i] for i in keep], [interactions.sequences[i] for i in keep],
                         interactions.num_items, stats)
