@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from adapter4rec.launch import sweep
+from adapter4rec.studies import report
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -44,14 +45,16 @@ def convert() -> None:
 
 
 if __name__ == "__main__":
-    convert()
     extra = sys.argv[1:]
+    if any(a.startswith("--seeds") for a in extra):
+        raise SystemExit("study_amazon.py: --seeds is not supported here (every transfer starts from the one "
+                         "source run runs/amazon-office-sasrec); for another seed edit COMMON['seed'] and move runs/ "
+                         "aside first")
+    convert()
     sweep(__file__, dict(COMMON, dataset=str(OFFICE), epochs=SOURCE_EPOCHS, arch="sasrec"), {},
           name="amazon-office-sasrec", argv=extra, run_py=PRETRAIN_RUN)
     for name, overrides in RUNS.items():
         sweep(__file__, dict(TARGET, **overrides), {}, name=name, argv=extra)
     if "--dry_run" in extra or "--dry-run" in extra:
         sys.exit(0)
-    subprocess.run([sys.executable, "-m", "adapter4rec.report", *[str(ROOT / "runs" / n) for n in RUNS],
-                    "--out", str(ROOT / "runs" / "report_amazon"), "--fig", str(ROOT / "Fig" / "amazon_hr10.png"),
-                    "--title", "Amazon Office -> Scientific: HR@10 vs trainable parameters"], check=True)
+    report(list(RUNS), "report_amazon", "amazon_hr10", "Amazon Office -> Scientific: HR@10 vs trainable parameters")
