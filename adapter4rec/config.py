@@ -120,6 +120,9 @@ class Config:
     output_dir: str = _opt("runs", "root of run directories (absolute, or relative to the repository root)")
     run_name: str = _opt("", "run directory name (default: derived from stage, arch, encoder and seed)")
     seed: int = _opt(12345, "random seed (each rank adds its rank)")
+    deterministic: bool = _opt(True, "bitwise-reproducible runs: deterministic kernels (torch."
+                               "use_deterministic_algorithms, warn-only); without it the gradient scatter of "
+                               "item embeddings adds in thread order and CPU runs drift apart in the 7th digit")
     resume: str = _opt("auto", "auto: continue an unfinished run from runs/<name>/last.pt (mid-epoch included); "
                        "none: start afresh; or the path of a last.pt")
     save_every_steps: int = _opt(200, "also write last.pt every this many batches (0 = at epoch ends only)")

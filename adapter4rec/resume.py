@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # config keys that may differ between the interrupted run and the resumed one
 # (nonfinite: a run stopped by a NaN loss may be continued with nonfinite=skip)
 MAY_CHANGE = {"resume", "epochs", "progress", "num_workers", "save_every_steps", "patience", "device", "keep_last",
-              "nonfinite", "tensorboard", "cache_dir"}
+              "nonfinite", "tensorboard", "cache_dir", "deterministic"}
 
 
 @dataclass

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import random
 import sys
 import time
@@ -40,10 +41,13 @@ log = logging.getLogger("adapter4rec")
 MAX_SKIPS_IN_A_ROW = 20  # nonfinite=skip: this many consecutive non-finite updates end the run
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = True) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    if deterministic and torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)  # an op without one warns, never fails
 
 
 def run_dir_of(cfg: Config) -> Path:
@@ -199,7 +203,7 @@ def _run(cfg: Config, device: torch.device) -> dict:
     run_dir = prepare_run_dir(run_dir_of(cfg), cfg)
     setup_logging(run_dir)
     log.info("run %s on %s, world size %d", run_dir, device, dist.world_size())
-    seed_everything(cfg.seed)  # same init on every rank; per-rank streams below
+    seed_everything(cfg.seed, cfg.deterministic)  # same init on every rank; per-rank streams below
     data = load_data(cfg)
     model = prepare_model(cfg, data, device)
     ddp_model = dist.wrap_ddp(model, device)

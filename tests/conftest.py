@@ -56,3 +56,28 @@ def tiny_args(tiny_bert: Path, dataset: Path, out: Path, **overrides) -> list[st
                 cache_dir=str(out / "cache"))
     args.update(overrides)
     return [f"--{k}={v}" for k, v in args.items()]
+
+
+@pytest.fixture(scope="session")
+def tiny_image_data(tmp_path_factory):
+    from adapter4rec.data.synthetic_images import generate_images
+
+    root = tmp_path_factory.mktemp("image_data")
+    generate_images(root, seed=5, preset="tiny")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory):
+    from adapter4rec.models.vit_init import write_vit_folder
+
+    return write_vit_folder(tmp_path_factory.mktemp("models") / "vit", hidden=32, layers=2, heads=2, image_size=32,
+                            patch_size=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_mae(tmp_path_factory):
+    from adapter4rec.models.vit_init import write_vit_folder
+
+    return write_vit_folder(tmp_path_factory.mktemp("models") / "mae", hidden=32, layers=2, heads=2, image_size=32,
+                            patch_size=8, mae=True)

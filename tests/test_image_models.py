@@ -16,7 +16,6 @@ from adapter4rec.build import build_model, load_data
 from adapter4rec.config import REPO_ROOT, parse_args
 from adapter4rec.data.split import sample_negatives
 from adapter4rec.models.pretrained import CheckpointFolderError, image_spec, load_backbone
-from adapter4rec.models.vit_init import write_vit_folder
 from adapter4rec.train import build_optimizer
 from tests.test_end_to_end import launch
 
@@ -25,27 +24,6 @@ EXPECTED_CHANGES = {"houlsby": 4, "parallel": 4, "pfeiffer": 2, "compacter": 4, 
 TRAINABLE = {"houlsby": r"\.adapter\.(down|up)\.", "parallel": r"\.adapter\.(down|up)\.",
              "compacter": r"(\.adapter\.(down|up)\.(left|right|bias)$|^compacter_rule\.weight$)",
              "lora": r"\.lora_[AB]$", "kadapter": r"\.kadapter\.", "prompt": r"\.prompt\.embeddings$"}
-
-
-@pytest.fixture(scope="session")
-def tiny_image_data(tmp_path_factory):
-    from adapter4rec.data.synthetic_images import generate_images
-
-    root = tmp_path_factory.mktemp("image_data")
-    generate_images(root, seed=5, preset="tiny")
-    return root
-
-
-@pytest.fixture(scope="session")
-def tiny_vit(tmp_path_factory):
-    return write_vit_folder(tmp_path_factory.mktemp("models") / "vit", hidden=32, layers=2, heads=2, image_size=32,
-                            patch_size=8)
-
-
-@pytest.fixture(scope="session")
-def tiny_mae(tmp_path_factory):
-    return write_vit_folder(tmp_path_factory.mktemp("models") / "mae", hidden=32, layers=2, heads=2, image_size=32,
-                            patch_size=8, mae=True)
 
 
 def image_config(encoder, data, out, **overrides):

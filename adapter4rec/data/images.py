@@ -117,8 +117,10 @@ def build_pixel_cache(store_path: Path, names: list[str], spec: ImageSpec, out: 
                       num_workers: int = 0, batch_size: int = 64) -> dict:
     """Decode every item's image into `out` ((len(names)+1, 3, H, W) uint8, row 0 padding); returns counts."""
     store = ImageLmdb(store_path)
+    # its own generator: building the cache (first run only) must not move the global RNG, or the model
+    # initialised next would differ between the run that built the cache and later runs
     loader = DataLoader(_DecodeItems(store, names, spec), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_collate)
+                        collate_fn=_collate, generator=torch.Generator().manual_seed(0))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(names) + 1, 3, spec.height,
