@@ -1,16 +1,24 @@
-"""The run directory: created and checked before any work, with the record of what produced the run."""
+"""A run's surroundings: its directory (created and checked before any work, with the record of what
+produced the run), its log handlers and its random state."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
 import platform
+import random
 import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from adapter4rec import dist
 from adapter4rec.config import Config
+
+log = logging.getLogger("adapter4rec")  # the package's logger: module loggers are its children
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config) -> Path:
@@ -44,3 +52,31 @@ def environment() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "numpy": numpy.__version__, "git_commit": commit, "world_size": dist.world_size(),
             "cuda": torch.version.cuda, "threads": torch.get_num_threads()}
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic and torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)  # an op without one warns, never fails
+
+
+def run_dir_of(cfg: Config) -> Path:
+    encoder = "id" if cfg.item_tower == "id" else Path(cfg.item_encoder).name
+    name = cfg.run_name or "-".join([cfg.stage, cfg.arch, cfg.loss, encoder, cfg.tune, f"seed{cfg.seed}"])
+    return cfg.resolve(cfg.output_dir) / name
+
+
+def setup_logging(run_dir: Path) -> None:
+    log.handlers.clear()
+    log.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if dist.is_main():
+        handlers.append(logging.FileHandler(run_dir / "log.txt", mode="a"))  # a resumed run continues the log
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        log.addHandler(handler)
+    log.setLevel(logging.INFO if dist.is_main() else logging.WARNING)  # module loggers are its children

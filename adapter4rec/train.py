@@ -11,13 +11,9 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
-import random
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset
 from tqdm import tqdm
@@ -34,39 +30,11 @@ from adapter4rec.data.split import sample_negatives
 from adapter4rec.evaluate import evaluate_embeddings, model_user_fn, popularity_vectors
 from adapter4rec.original import is_original_checkpoint, load_original
 from adapter4rec.resume import Progress, find_resume, restore, rng_state, save_last, set_rng_state
-from adapter4rec.rundir import prepare_run_dir
+from adapter4rec.rundir import prepare_run_dir, run_dir_of, seed_everything, setup_logging
 from adapter4rec.tb import Board
 
 log = logging.getLogger("adapter4rec")
 MAX_SKIPS_IN_A_ROW = 20  # nonfinite=skip: this many consecutive non-finite updates end the run
-
-
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic and torch.cuda.is_available():
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)  # an op without one warns, never fails
-
-
-def run_dir_of(cfg: Config) -> Path:
-    encoder = "id" if cfg.item_tower == "id" else Path(cfg.item_encoder).name
-    name = cfg.run_name or "-".join([cfg.stage, cfg.arch, cfg.loss, encoder, cfg.tune, f"seed{cfg.seed}"])
-    return cfg.resolve(cfg.output_dir) / name
-
-
-def setup_logging(run_dir: Path) -> None:
-    log.handlers.clear()
-    log.propagate = False
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    handlers = [logging.StreamHandler(sys.stdout)]
-    if dist.is_main():
-        handlers.append(logging.FileHandler(run_dir / "log.txt", mode="a"))  # a resumed run continues the log
-    for handler in handlers:
-        handler.setFormatter(fmt)
-        log.addHandler(handler)
-    log.setLevel(logging.INFO if dist.is_main() else logging.WARNING)  # module loggers are its children
 
 
 def autocast(cfg: Config, device: torch.device):
