@@ -24,7 +24,12 @@ class CheckpointError(RuntimeError):
 
 
 class ForeignCheckpointError(CheckpointError):
-    """A readable torch file that is not in our format (e.g. the original code's `epoch-N.pt`)."""
+    """A readable torch file that is not in our format (e.g. the original code's `epoch-N.pt`); `contents`
+    holds what was read, so a caller that knows the other format need not read the file again."""
+
+    def __init__(self, message: str, contents=None):
+        super().__init__(message)
+        self.contents = contents
 
 
 def save_atomic(obj: dict, path: Path) -> None:
@@ -97,7 +102,7 @@ def read_checkpoint(path: Path) -> dict:
                               f"is it truncated or not a torch checkpoint?") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or ckpt.get("format") != FORMAT:
         raise ForeignCheckpointError(f"checkpoint {path} is not an adapter4rec checkpoint (format {FORMAT!r} "
-                                     f"with a 'model' entry)")
+                                     f"with a 'model' entry)", ckpt)
     return ckpt
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from adapter4rec.config import REPO_ROOT
 from adapter4rec.data.synthetic import generate
 from adapter4rec.data.synthetic_images import generate_images
 from adapter4rec.models.vit_init import write_vit_folder
+from adapter4rec.studies import launch
 
 
 @dataclass(frozen=True)
@@ -61,10 +60,6 @@ def ensure_vit() -> None:
         write_vit_folder(DEMO_VIT)
 
 
-def launch(script: Path, extra: list[str]) -> None:
-    subprocess.run([sys.executable, str(script), *extra], check=True)
-
-
 def results_of(runs: Path, name: str) -> dict:
     return json.loads((runs / name / "results.json").read_text())
 
@@ -98,11 +93,11 @@ def table(runs: Path, demo: Demo) -> str:
 def run_demo(demo: Demo, seed: int) -> None:
     ensure_data(demo, seed)
     downstream = demo.scripts.parent.parent.parent / "Downstream" / demo.scripts.parent.name / "script"
-    launch(demo.scripts / f"{demo.pretrain}.py", [])
-    launch(downstream / f"{demo.finetune}.py", [])
-    launch(downstream / f"{demo.finetune}.py", ["--source_checkpoint=", f"--run_name={demo.finetune}-scratch"])
+    launch(demo.scripts / f"{demo.pretrain}.py", [], [])
+    launch(downstream / f"{demo.finetune}.py", [], [])
+    launch(downstream / f"{demo.finetune}.py", ["--source_checkpoint=", f"--run_name={demo.finetune}-scratch"], [])
     if demo.adapter:
-        launch(downstream / f"{demo.adapter}.py", [])
+        launch(downstream / f"{demo.adapter}.py", [], [])
 
 
 def main(argv: list[str] | None = None) -> None:

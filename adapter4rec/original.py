@@ -213,6 +213,11 @@ def read_original(path: Path) -> dict:
     except Exception as err:  # torch raises several types for truncated or non-torch files
         raise OriginalCheckpointError(f"{path} cannot be read ({type(err).__name__}: {err}); is it truncated "
                                       f"or not a torch checkpoint?") from None
+    return checked_original(ckpt, path)
+
+
+def checked_original(ckpt, path: Path) -> dict:
+    """`ckpt` (what a torch.load of `path` gave) if it is an original checkpoint with a state dict."""
     if not is_original_checkpoint(ckpt):
         what = "an adapter4rec checkpoint (use source_checkpoint)" if isinstance(ckpt, dict) and "format" in ckpt \
             else f"a {type(ckpt).__name__} without a '{ORIGINAL_STATE}' entry"
@@ -237,13 +242,14 @@ def _fit_error(path: Path, mapped: _Mapping, model: nn.Module, state: dict) -> O
         f"before adding adapters, with the original's num_blocks): " + "; ".join(parts))
 
 
-def load_original(model: nn.Module, path: Path) -> dict:
+def load_original(model: nn.Module, path: Path, contents: dict | None = None) -> dict:
     """Load an original `epoch-N.pt` into `model` (plain, before adapters) with checked strictness.
 
     Returns {path, loaded (tensors), dropped (original keys dropped on purpose), ignored_entries (optimizer,
     rng states), max_seq_len, embedding_dim, num_blocks}. num_heads and arch are not in the file: the
-    caller must build the model with the original's (2 heads; SASRec or CPC)."""
-    ckpt = read_original(Path(path))
+    caller must build the model with the original's (2 heads; SASRec or CPC). `contents`: the file as
+    already read (weights_only) by the caller, so a large checkpoint is not read twice."""
+    ckpt = read_original(Path(path)) if contents is None else checked_original(contents, Path(path))
     state = ckpt[ORIGINAL_STATE]
     try:
         mapped = _map(state, model)

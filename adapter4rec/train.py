@@ -235,10 +235,9 @@ def load_any_source(model: torch.nn.Module, cfg: Config) -> None:
         source = load_source(model, path, dataclasses.asdict(cfg))
         log.info("loaded source checkpoint %s (source dataset %s)", cfg.source_checkpoint, source.get("dataset"))
     except ForeignCheckpointError as ours_failed:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if not is_original_checkpoint(ckpt):
+        if not is_original_checkpoint(ours_failed.contents):
             raise ours_failed from None
-        report = load_original(model, path)
+        report = load_original(model, path, ours_failed.contents)  # read once: these files reach ~0.5 GB
         log.info("loaded an ORIGINAL Adapter4Rec checkpoint %s: %d tensors mapped, dropped on purpose %s, ignored "
                  "%s; the file does not record num_heads or the objective: this run uses num_heads=%d arch=%s",
                  path, report["loaded"], report["dropped"][:4], report["ignored_entries"], cfg.num_heads, cfg.arch)

@@ -53,13 +53,17 @@ def build_token_table(catalog: ItemCatalog, tokenizer, fields: list[str], max_to
     return TokenTable(table, lengths, pad_id, sum(int(n) > max_tokens for n in full))
 
 
-def gather_tokens(table_ids: torch.Tensor, table_lengths: torch.Tensor, items: torch.Tensor):
-    """(input_ids, attention_mask), each (n, T_batch), for item indices `items` (n,) (no padding item)."""
+def token_mask(table_lengths: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """(n, T_batch) attention mask of items `items` (n,), T_batch = their longest text."""
     lengths = table_lengths[items]
     width = int(lengths.max()) if len(items) else 1
-    input_ids = table_ids[items, :width].long()
-    attention_mask = (torch.arange(width, device=items.device) < lengths.unsqueeze(1)).long()
-    return input_ids, attention_mask
+    return (torch.arange(width, device=items.device) < lengths.unsqueeze(1)).long()
+
+
+def gather_tokens(table_ids: torch.Tensor, table_lengths: torch.Tensor, items: torch.Tensor):
+    """(input_ids, attention_mask), each (n, T_batch), for item indices `items` (n,) (no padding item)."""
+    attention_mask = token_mask(table_lengths, items)
+    return table_ids[items, :attention_mask.shape[1]].long(), attention_mask
 
 
 def token_cache_path(cache_dir: Path, items_file: Path, tokenizer_dir: Path, fields: list[str],

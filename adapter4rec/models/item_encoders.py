@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adapter4rec.data.images import ImageSpec, PixelTable
-from adapter4rec.data.text import TokenTable, gather_tokens
+from adapter4rec.data.text import TokenTable, gather_tokens, token_mask
 from adapter4rec.models.prefix_cache import PrefixCache, frozen_prefix_depth
 
 
@@ -99,7 +99,7 @@ class TextItemEncoder(ContentItemEncoder):
         return self.backbone.embeddings(input_ids=input_ids), attention_mask
 
     def attention_mask(self, items: torch.Tensor) -> torch.Tensor:
-        return gather_tokens(self.token_ids, self.token_lengths, items)[1]
+        return token_mask(self.token_lengths, items)  # per step: the token ids are not needed
 
 
 class ImageItemEncoder(ContentItemEncoder):
