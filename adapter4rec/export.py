@@ -1,43 +1,87 @@
 """Export a run's best model as one self-contained checkpoint (every weight, adapters included).
 
-    python -m adapter4rec.export runs/adapter_houlsby [--out runs/adapter_houlsby/full.pt]
+    python -m adapter4rec.export runs/adapter_houlsby [--out runs/adapter_houlsby/full.pt] [--device cpu]
 
 A PEFT run's best.pt stores only the trainable parameters and names its source checkpoint; this rebuilds
-the model exactly as the run did (data, source checkpoint, adapters), loads the adapters and writes the
-full state dict ("kind": "full"), which needs no source checkpoint to load.
+the model exactly as the run did (seed, data, model, source checkpoint, adapters: train.prepare_model, the
+same function the run called), loads the adapters and writes the full state dict ("kind": "full"), which needs
+no source checkpoint to load.
+
+The frozen weights of a rebuilt PEFT model are not in best.pt: they come from the source checkpoint (which may
+have changed since the run) or, without one, from the seeded random initialisation (which holds only while the
+code and data build the model with the same random draws). So before writing, the export recomputes the
+validation metrics stored in best.pt and refuses to write a model that does not reproduce them (--no-verify
+skips the check).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from pathlib import Path
 
-from adapter4rec.adapters.methods import add_adapters
-from adapter4rec.adapters.trainable import set_trainable
-from adapter4rec.build import build_model, load_data
-from adapter4rec.checkpoint import FORMAT, load_run_weights, load_source, read_checkpoint, save_atomic
+import torch
+
+from adapter4rec.build import load_data
+from adapter4rec.checkpoint import FORMAT, CheckpointError, load_run_weights, read_checkpoint, save_atomic
 from adapter4rec.config import from_dict
+from adapter4rec.rundir import seed_everything
+from adapter4rec.train import prepare_model, validate
+
+log = logging.getLogger("adapter4rec")
+# stored vs recomputed validation metric: equal on the run's device; another device or precision (GPU bf16 run,
+# CPU fp32 export) moves a few near-tied ranks, a different model moves them all
+METRIC_ATOL, METRIC_RTOL = 1e-3, 0.02
 
 
-def export(run_dir: Path, out: Path) -> Path:
+def export(run_dir: Path, out: Path, device: str = "cpu", verify: bool = True) -> Path:
     ckpt = read_checkpoint(run_dir / "best.pt")
     cfg = from_dict(ckpt["config"])
-    model = build_model(cfg, load_data(cfg))
-    if ckpt.get("kind") == "trainable" and cfg.source_checkpoint:
-        load_source(model, cfg.resolve(cfg.source_checkpoint), dataclasses.asdict(cfg))
-    add_adapters(model, cfg)
-    set_trainable(model, cfg)
+    # the run's order of random draws: seed, data, model, adapters (train._run); the backbone cache is only
+    # a speed-up and is left out (it draws nothing, and the check below must see the model itself)
+    seed_everything(cfg.seed, cfg.deterministic)
+    data = load_data(cfg)
+    model = prepare_model(dataclasses.replace(cfg, cache_frozen_backbone=False), data, torch.device(device))
     load_run_weights(model, ckpt)
+    if verify and ckpt.get("kind") == "trainable":
+        check_reproduces(model, data, cfg, ckpt, torch.device(device))
     save_atomic({**ckpt, "format": FORMAT, "kind": "full", "model": model.state_dict()}, out)
     return out
+
+
+def check_reproduces(model, data, cfg, ckpt: dict, device: torch.device) -> None:
+    """Raise CheckpointError unless the rebuilt model gives the validation metrics best.pt was saved with."""
+    stored = {k: v for k, v in ckpt.get("metrics", {}).items() if "@" in k}
+    if not stored:
+        raise CheckpointError("best.pt holds no validation metrics, so the rebuilt frozen weights cannot be checked; "
+                              "rerun with --no-verify to export unchecked")
+    if device.type != "cuda" and cfg.precision == "fp16":
+        cfg = dataclasses.replace(cfg, precision="fp32")  # fp16 autocast is a CUDA thing (train refuses it too)
+    got = validate(model, data.split.valid, cfg, device, "export check")
+    off = [f"{k}: stored {v:.4f}, rebuilt {got[k]:.4f}" if k in got else f"{k}: not recomputed"
+           for k, v in sorted(stored.items()) if k not in got or abs(got[k] - v) > METRIC_ATOL + METRIC_RTOL * abs(v)]
+    if off:
+        origin = f"the source checkpoint {cfg.source_checkpoint}" if cfg.source_checkpoint else \
+            f"the seeded initialisation (seed {cfg.seed}; no source checkpoint)"
+        raise CheckpointError(f"the rebuilt model does not reproduce the run's validation metrics ({'; '.join(off)}). "
+                              f"Its frozen weights come from {origin}, which no longer gives the trained run's "
+                              f"weights (changed file, data or code?); nothing was written. --no-verify exports "
+                              f"anyway")
+    drift = max(abs(got[k] - v) for k, v in stored.items())
+    if drift:
+        log.warning("export: validation metrics reproduced up to %.2g (device or precision differs from the run)",
+                    drift)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, help="default: <run_dir>/full.pt")
+    parser.add_argument("--device", default="cpu", help="where the model is rebuilt and checked (default cpu)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="write without checking that the rebuilt model reproduces the stored validation metrics")
     opts = parser.parse_args(argv)
-    out = export(opts.run_dir, opts.out or opts.run_dir / "full.pt")
+    out = export(opts.run_dir, opts.out or opts.run_dir / "full.pt", opts.device, not opts.no_verify)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB)")
 
 

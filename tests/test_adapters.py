@@ -24,7 +24,8 @@ EXPECTED_CHANGES = {"houlsby": 4, "parallel": 4, "pfeiffer": 2, "compacter": 4, 
 
 # what each method may train (names), checked against requires_grad
 TRAINABLE_NAMES = {"houlsby": r"\.adapter\.(down|up)\.", "parallel": r"\.adapter\.(down|up)\.",
-                   "compacter": r"(\.adapter\.(down|up)\.(left|right|bias)$|^compacter_rule\.weight$)",
+                   "compacter": r"(\.adapter\.(down|up)\.(left|right|bias)$"  # one rule per encoder, inside it
+                                 r"|^(item_encoder\.backbone|user_encoder)\.compacter_rule\.weight$)",
                    "lora": r"\.lora_[AB]$", "kadapter": r"\.kadapter\.", "prompt": r"\.prompt\.embeddings$",
                    "none": r"(\.bias$|norm|LayerNorm|^item_encoder\.proj\.)"}
 
@@ -73,7 +74,7 @@ def test_top_k_layers_and_one_encoder_only(base_model, tiny_bert, tiny_data, tmp
     cfg = config(tiny_bert, tiny_data, tmp_path, adapter="houlsby", adapter_layers=1, adapter_where="item")
     _, changed = adapted(base_model, cfg)
     assert list(changed) == ["item"]
-    assert changed["item"] == ["encoder.layer.1.attention.output.dense", "encoder.layer.1.output.dense"]
+    assert changed["item"] == ["encoder.layer.1.attention.output.dropout", "encoder.layer.1.output.dropout"]
 
 
 def test_prompt_keeps_title_tokens(base_model, tiny_bert, tiny_data, tmp_path):

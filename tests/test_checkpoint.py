@@ -199,3 +199,40 @@ def test_id_tower_checkpoint_is_refused(tiny_bert, tiny_data, tmp_path, source_d
     _save_model(cfg, source_data, tmp_path / "text.pt")
     with pytest.raises(CheckpointError, match="ID item tower"):
         load_source(build_model(id_cfg, source_data), tmp_path / "text.pt", dataclasses.asdict(id_cfg))
+
+
+# ------------------------------------------------------------------------------------------ export
+def test_export_of_peft_run_without_source_has_the_trained_weights(tiny_bert, tiny_data, tmp_path, monkeypatch):
+    """No source checkpoint: the frozen weights are the seeded random init, absent from best.pt. The export must
+    rebuild exactly them, whatever the caller's RNG state, and refuse when it cannot (here: another seed)."""
+    from adapter4rec import train
+    from adapter4rec.export import export
+
+    trained = {}
+    real_finish = train.finish
+
+    def keep_best_model(model, *args, **kwargs):  # finish() loads best.pt into the trained model, then tests it
+        results = real_finish(model, *args, **kwargs)
+        trained.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return results
+
+    monkeypatch.setattr(train, "finish", keep_best_model)
+    cfg = _config(tiny_bert, tiny_data, tmp_path, domain="target", stage="downstream", tune="peft",
+                  adapter="houlsby", item_adapter_size=8, user_adapter_size=8, run_name="peft", max_steps_per_epoch=2)
+    train.run(cfg)
+    ckpt = read_checkpoint(tmp_path / "peft" / "best.pt")
+    assert ckpt["kind"] == "trainable" and not ckpt["source_checkpoint"]
+    assert len(ckpt["model"]) < len(trained) / 2  # the frozen weights are not in best.pt
+
+    torch.manual_seed(999)  # the caller's RNG state must not matter
+    full = read_checkpoint(export(tmp_path / "peft", tmp_path / "full.pt"))
+    assert full["kind"] == "full" and set(full["model"]) == set(trained)
+    for key, value in trained.items():
+        assert torch.equal(full["model"][key], value), key
+
+    # a run whose seed no longer gives its weights (here the recorded seed is changed) is refused, nothing written
+    ckpt["config"]["seed"] += 1
+    save_atomic(ckpt, tmp_path / "peft" / "best.pt")
+    with pytest.raises(CheckpointError, match="does not reproduce the run's validation metrics"):
+        export(tmp_path / "peft", tmp_path / "other.pt")
+    assert not (tmp_path / "other.pt").exists()

@@ -22,7 +22,8 @@ from tests.test_end_to_end import launch
 # modules changed per encoder on a 2-layer ViT and a 2-block SASRec
 EXPECTED_CHANGES = {"houlsby": 4, "parallel": 4, "pfeiffer": 2, "compacter": 4, "lora": 4, "kadapter": 1}
 TRAINABLE = {"houlsby": r"\.adapter\.(down|up)\.", "parallel": r"\.adapter\.(down|up)\.",
-             "compacter": r"(\.adapter\.(down|up)\.(left|right|bias)$|^compacter_rule\.weight$)",
+             "compacter": r"(\.adapter\.(down|up)\.(left|right|bias)$"  # one rule per encoder, inside it
+                           r"|^(item_encoder\.backbone|user_encoder)\.compacter_rule\.weight$)",
              "lora": r"\.lora_[AB]$", "kadapter": r"\.kadapter\.", "prompt": r"\.prompt\.embeddings$"}
 
 

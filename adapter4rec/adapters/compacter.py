@@ -1,9 +1,9 @@
 """Compacter (Karimi Mahabadi et al. 2021): a bottleneck whose projections are PHM layers.
 
-PHM weight: W = sum_i kron(S_i, A_i @ B_i), S (n, n, n) the "rule" matrices shared by every PHM layer of the
-model, A_i (in/n, 1) and B_i (1, out/n) rank-1 factors per layer. The up-projection's B starts at zero, so
-the adapter is exactly the identity at init (the original had no skip connection and replaced each
-sub-layer output by ~0 at init).
+PHM weight: W = sum_i kron(S_i, A_i @ B_i), S (n, n, n) the "rule" matrices shared by every PHM layer of one
+encoder (each adapted encoder has its own, trained at its adapter learning rate: methods.py), A_i (in/n, 1)
+and B_i (1, out/n) rank-1 factors per layer. The up-projection's B starts at zero, so the adapter is exactly
+the identity at init (the original had no skip connection and replaced each sub-layer output by ~0 at init).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class PHMLinear(nn.Module):
         if d_in % n or d_out % n:
             raise ValueError(f"Compacter: dimensions {d_in} -> {d_out} must be divisible by "
                              f"compacter_n={n}")
-        # a list, so the shared module is not registered once per layer; inject() registers it on the model
+        # a list, so the shared module is not registered once per layer; add_adapters registers it on the encoder
         self.rule = [rule]
         gain = math.sqrt(2.0)  # glorot-uniform with gain sqrt(2), as the Compacter code
         bound_a = gain * math.sqrt(6.0 / (d_in // n + 1))

@@ -12,7 +12,7 @@ from torch import nn
 
 from adapter4rec.adapters.bottleneck import Bottleneck, OutputParallelAdapter, ParallelAdapter, SerialAdapter
 from adapter4rec.adapters.compacter import CompacterBottleneck, PHMRule
-from adapter4rec.adapters.inject import PARALLEL_ADDS_TO_OUTPUT, family_of, inject
+from adapter4rec.adapters.inject import PARALLEL_ADDS_TO_OUTPUT, PARALLEL_READS, family_of, inject
 from adapter4rec.adapters.kadapter import KAdapter, KAdapterBackbone
 from adapter4rec.adapters.lora import to_lora
 from adapter4rec.adapters.prompt import PromptBackbone, VisualPromptBackbone
@@ -65,31 +65,37 @@ def add_adapters(model: nn.Module, cfg: Config) -> dict[str, list[str]]:
     if cfg.adapter == "none":
         return {}
     changed: dict[str, list[str]] = {}
-    rule = PHMRule(cfg.compacter_n, cfg.phm_init_range) if cfg.adapter == "compacter" else None
-    if rule is not None:
-        model.compacter_rule = rule  # shared by every PHM layer of both encoders (Compacter paper)
     for site in sites(model, cfg):
         layers = chosen_layers(site.num_layers, cfg.adapter_layers)
-        changed[site.side] = _add(model, site, layers, cfg, rule)
+        changed[site.side] = _add(model, site, layers, cfg)
     return changed
 
 
-def _add(model: nn.Module, site: Site, layers: set[int], cfg: Config, rule: PHMRule | None) -> list[str]:
+def _add(model: nn.Module, site: Site, layers: set[int], cfg: Config) -> list[str]:
     d, r = site.width, site.size
     if cfg.adapter in ("houlsby", "pfeiffer"):
         return inject(site.encoder, site.family, sublayer_slots(cfg), layers,
-                      lambda m: SerialAdapter(m, Bottleneck(d, r, cfg.adapter_activation, cfg.adapter_dropout)))
+                      lambda slot, m, parent: SerialAdapter(m, Bottleneck(d, r, cfg.adapter_activation)))
     if cfg.adapter == "parallel":
         slots = [s + "_out" for s in sublayer_slots(cfg)]
-        wrapper = OutputParallelAdapter if site.family in PARALLEL_ADDS_TO_OUTPUT else ParallelAdapter
+        if site.family in PARALLEL_ADDS_TO_OUTPUT:
+            reads = PARALLEL_READS[site.family]
+            return inject(site.encoder, site.family, slots, layers, lambda slot, m, parent: OutputParallelAdapter(
+                m, Bottleneck(d, r, cfg.adapter_activation), getattr(parent, reads[slot]) if reads[slot] else None))
         return inject(site.encoder, site.family, slots, layers,
-                      lambda m: wrapper(m, Bottleneck(d, r, cfg.adapter_activation, cfg.adapter_dropout)))
+                      lambda slot, m, parent: ParallelAdapter(m, Bottleneck(d, r, cfg.adapter_activation)))
     if cfg.adapter == "compacter":
+        # One rule per encoder, shared by every PHM layer in it (the Compacter paper shares it across the layers
+        # of one model). Registered on the encoder, so its name says which encoder it serves and it trains at
+        # that encoder's adapter learning rate (trainable.lr_group); the original shared one rule over both
+        # encoders and trained it at the recommender's `lr`.
+        rule = PHMRule(cfg.compacter_n, cfg.phm_init_range)
+        site.encoder.compacter_rule = rule
         return inject(site.encoder, site.family, sublayer_slots(cfg), layers,
-                      lambda m: SerialAdapter(m, CompacterBottleneck(d, r, rule)))
+                      lambda slot, m, parent: SerialAdapter(m, CompacterBottleneck(d, r, rule)))
     if cfg.adapter == "lora":
         return inject(site.encoder, site.family, ["query", "value"], layers,
-                      lambda m: to_lora(m, r, cfg.lora_alpha))
+                      lambda slot, m, parent: to_lora(m, r, cfg.lora_alpha))
     if cfg.adapter == "kadapter":
         side = KAdapter(d, r, site.heads, sorted(layers) if cfg.adapter_layers else
                         _first_last(site.num_layers), cfg.adapter_dropout)

@@ -27,7 +27,8 @@ def adapter_parameter_names(model: nn.Module) -> set[str]:
 
 def set_trainable(model: nn.Module, cfg: Config) -> None:
     """tune=all: everything trains. tune=peft: pretrained parameters are frozen; adapter modules train, plus
-    the projection head (train_head), LayerNorms (tune_layernorm) and biases (tune_bias) when asked."""
+    the projection head (train_head), LayerNorms (tune_layernorm) and biases (tune_bias) when asked, and a
+    learned temperature (learn_temperature: a scalar the user asked to learn, part of no pretrained model)."""
     if cfg.tune == "all":
         for param in model.parameters():
             param.requires_grad = True
@@ -41,14 +42,23 @@ def set_trainable(model: nn.Module, cfg: Config) -> None:
                 train.update(f"{module_name}.{n}" for n, _ in module.named_parameters())
     if cfg.tune_bias:
         train.update(n for n, _ in model.named_parameters() if n.endswith(".bias"))
+    if cfg.learn_temperature:
+        train.update(n for n, _ in model.named_parameters() if n.startswith("scorer."))
     for name, param in model.named_parameters():
         param.requires_grad = name in train
 
 
 def lr_group(name: str, adapter_names: set[str]) -> str:
-    """The paper's four groups: item/user adapters, the item-encoder backbone, and everything else."""
+    """The paper's four groups: item/user adapters, the item-encoder backbone, and everything else.
+
+    An adapter parameter's encoder is read off its name, so every PEFT module (the Compacter's shared rule
+    included) must live inside the encoder it adapts; one outside both is refused rather than given a guess."""
     if name in adapter_names:
-        return "user_adapter" if name.startswith("user_encoder.") else "item_adapter"
+        for prefix, group in (("user_encoder.", "user_adapter"), ("item_encoder.", "item_adapter")):
+            if name.startswith(prefix):
+                return group
+        raise ValueError(f"adapter parameter {name} is in neither encoder: which adapter learning rate applies "
+                         f"is unknown (register it inside item_encoder or user_encoder)")
     return "backbone" if name.startswith("item_encoder.backbone.") else "rest"
 
 
@@ -78,3 +88,4 @@ def trainable_summary(model: nn.Module) -> str:
     lines = [f"trainable {trainable:,} / total {total:,} ({100.0 * trainable / max(total, 1):.4f}%)"]
     lines += [f"  {group}: {t:,} / {n:,}" for group, (t, n) in sorted(parts.items())]
     return "\n".join(lines)
+

@@ -1,8 +1,9 @@
 """SASRec user encoder (paper reference §2.2): learned absolute positions, post-LN Transformer blocks,
 causal + key-padding mask, no final LayerNorm.
 
-Sub-layers are named Linear modules (attention `query/key/value/out`, feed-forward `fc1/fc2`) so that
-adapters can find and wrap them by name, exactly as in the Hugging Face item encoders.
+Sub-layers are named modules (attention `query/key/value/out`, feed-forward `fc1/fc2`, and each sub-layer's
+residual + LayerNorm `SublayerOutput` with its dropout `drop`) so that adapters can find and wrap them by name,
+exactly as in the Hugging Face item encoders (adapters/inject.py).
 """
 from __future__ import annotations
 
