@@ -15,6 +15,7 @@ from adapter4rec.checkpoint import save_atomic
 from adapter4rec.data.text import TokenTable, build_token_table, cached_token_table, token_cache_path
 from adapter4rec.models.item_encoders import IdItemEncoder, ImageItemEncoder, TextItemEncoder
 from adapter4rec.models.pretrained import checkpoint_dir, image_spec, load_backbone, load_tokenizer
+from adapter4rec.models.losses import Scorer
 from adapter4rec.models.recommender import Recommender
 from adapter4rec.models.user_encoder import SASRecEncoder
 
@@ -33,12 +34,16 @@ def load_data(cfg: Config) -> Data:
     folder = cfg.resolve(cfg.dataset)
     catalog = read_items(folder / cfg.items_file) if cfg.modality == "text" else read_item_names(folder / cfg.items_file)
     interactions = read_users(folder / cfg.users_file, catalog.index, cfg.min_seq_len, cfg.unknown_items)
-    split = leave_one_out(interactions, cfg.max_seq_len, cfg.eval_repeats)
+    split = leave_one_out(interactions, cfg.max_seq_len, cfg.eval_repeats, cfg.eval_candidates, cfg.train_windows)
+    train_users = len(interactions.sequences)
     if cfg.user_fraction < 1:  # train on a nested share of the users; validate and test on all of them
-        trained = leave_one_out(subsample_users(interactions, cfg.user_fraction, cfg.user_fraction_seed),
-                                cfg.max_seq_len, cfg.eval_repeats)
-        split = LeaveOneOut(trained.train, split.valid, split.test, trained.item_counts)
-    stats = dict(interactions.stats, train_users=len(split.train), items=len(catalog),
+        share = subsample_users(interactions, cfg.user_fraction, cfg.user_fraction_seed)
+        trained = leave_one_out(share, cfg.max_seq_len, cfg.eval_repeats, windows=cfg.train_windows)
+        train_users = len(share.sequences)
+        split = LeaveOneOut(trained.train, split.valid, split.test, trained.item_counts, split.test_no_mask)
+    candidates = len(catalog) if split.valid.candidates is None else int(split.valid.candidates.sum())
+    stats = dict(interactions.stats, train_users=train_users, train_windows=len(split.train), items=len(catalog),
+                 ranked_items=candidates,
                  item_duplicates_skipped=catalog.duplicates_skipped,
                  valid_users=len(split.valid), test_users=len(split.test),
                  valid_repeats_skipped=split.valid.repeats_skipped, test_repeats_skipped=split.test.repeats_skipped)
@@ -53,13 +58,16 @@ def build_model(cfg: Config, data: Data) -> Recommender:
         folder = checkpoint_dir(cfg)
         backbone = load_backbone(folder, "image")
         spec = image_spec(folder, backbone.config)
-        item_encoder = ImageItemEncoder(backbone, pixel_table(cfg, data, spec), spec, cfg.embedding_dim)
+        item_encoder = ImageItemEncoder(backbone, pixel_table(cfg, data, spec), spec, cfg.embedding_dim,
+                                        cfg.item_pooling)
     else:
         folder = checkpoint_dir(cfg)
         tokens = token_table(cfg, data, folder)
-        item_encoder = TextItemEncoder(load_backbone(folder, "text"), tokens, cfg.embedding_dim)
+        item_encoder = TextItemEncoder(load_backbone(folder, "text"), tokens, cfg.embedding_dim, cfg.item_pooling)
     user_encoder = SASRecEncoder(cfg.embedding_dim, cfg.max_seq_len, cfg.num_blocks, cfg.num_heads, cfg.dropout)
-    return Recommender(item_encoder, user_encoder, cfg.arch, cfg.loss, data.split.item_counts)
+    scorer = Scorer(cfg.score, cfg.temperature, cfg.learn_temperature)
+    return Recommender(item_encoder, user_encoder, cfg.arch, cfg.loss, data.split.item_counts, scorer,
+                       cfg.inbatch_correction, cfg.softmax_negatives, cfg.gather_negatives)
 
 
 def token_table(cfg: Config, data: Data, folder) -> TokenTable:

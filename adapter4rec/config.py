@@ -61,7 +61,29 @@ class Config:
     arch: str = _opt("sasrec", "sasrec: loss at every position; cpc: loss at the last position only",
                      ("sasrec", "cpc"))
     loss: str = _opt("bce", "bce: one sampled negative per position (paper); inbatch: softmax over the batch's "
-                     "items with log-popularity correction (IDvs.MoRec)", ("bce", "inbatch"))
+                     "distinct items with a sampling correction (IDvs.MoRec); softmax: cross-entropy over the whole "
+                     "catalogue (RecBole's CE), or with softmax_negatives > 0 over the batch's items plus that many "
+                     "shared uniform negatives (models/losses.py)", ("bce", "inbatch", "softmax"))
+    inbatch_correction: str = _opt("multiplicity", "logQ correction of the sampled softmax losses: multiplicity "
+                                   "(sampled softmax over the batch's slots, duplicates merged), inclusion (log "
+                                   "probability of being among the distinct candidates), popularity (-log p, "
+                                   "IDvs.MoRec's; over-corrects popular items), none",
+                                   ("multiplicity", "inclusion", "popularity", "none"))
+    softmax_negatives: int = _opt(0, "loss=softmax: 0 = every item is a candidate (exact; cheap for ID items and "
+                                  "cached frozen backbones); S > 0 = the batch's items + S shared uniform negatives")
+    gather_negatives: bool = _opt(True, "under DDP, the inbatch / sampled softmax candidates are the GLOBAL batch's "
+                                  "items (gathered from every rank, gradients flowing back), as one process with "
+                                  "the whole batch would see; false: each rank's own batch only")
+    score: str = _opt("dot", "user-item score: dot (paper) or cosine / temperature (UniSRec, Recformer)",
+                      ("dot", "cosine"))
+    temperature: float = _opt(0.07, "score=cosine: the temperature tau (logits = cos / tau)")
+    learn_temperature: bool = _opt(False, "score=cosine: learn tau (starting from `temperature`, 1/tau capped at "
+                                   "100); it trains with `lr` (also under tune=peft)")
+    item_pooling: str = _opt("cls", "item vector from the backbone's last layer: cls (paper) or mean over real "
+                             "tokens / patches", ("cls", "mean"))
+    train_windows: str = _opt("last", "training windows per user: last (the newest L+1 items, paper) or all "
+                              "(windows L items apart, so every training interaction is a target once per epoch)",
+                              ("last", "all"))
     # --- optimisation
     epochs: int = _opt(10, "training epochs")
     batch_size: int = _opt(32, "users per step per process")
@@ -73,6 +95,9 @@ class Config:
                           ("fp32", "bf16", "fp16"))
     max_steps_per_epoch: int = _opt(0, "cap on steps per epoch (0 = the whole training set)")
     patience: int = _opt(0, "stop after this many evaluations without improvement (0 = never)")
+    lr_schedule: str = _opt("constant", "learning-rate schedule over the run's steps after warmup: constant, "
+                            "linear (to 0) or cosine (to 0)", ("constant", "linear", "cosine"))
+    warmup_steps: int = _opt(0, "linear learning-rate warmup from 0 over this many steps")
     # --- transfer
     source_checkpoint: str = _opt("", "downstream: the source run's checkpoint (e.g. runs/<name>/best.pt); "
                                   "empty = train on the target from scratch")
@@ -97,7 +122,8 @@ class Config:
     user_adapter_size: int = _opt(16, "user encoder: bottleneck size / LoRA rank / K-Adapter width (paper: 16, "
                                   "LoRA 4)")
     adapter_activation: str = _opt("relu", "bottleneck activation", ("relu", "gelu", "tanh"))
-    adapter_dropout: float = _opt(0.1, "dropout inside bottleneck and K-Adapter modules")
+    adapter_dropout: float = _opt(0.1, "dropout inside K-Adapter modules (bottleneck adapters apply none, as "
+                                   "Houlsby et al. and the original)")
     item_adapter_lr: float = _opt(1.5e-4, "learning rate of item-encoder adapters (paper: adapter_bert_lr)")
     user_adapter_lr: float = _opt(1.5e-4, "learning rate of user-encoder adapters (paper: adapter_sasrec_lr)")
     lora_alpha: float = _opt(1.0, "LoRA scaling numerator: update = (alpha / r) B A (loralib default, as the paper)")
@@ -113,6 +139,9 @@ class Config:
     eval_item_chunk: int = _opt(65536, "items per evaluation chunk (memory: eval_batch_size x eval_item_chunk floats)")
     topk: str = _opt("5,10,20", "comma list of K for HR@K and NDCG@K")
     select_metric: str = _opt("ndcg@10", "validation metric that picks the best checkpoint")
+    eval_candidates: str = _opt("interacted", "items ranked at evaluation: interacted (items occurring in some "
+                                "kept user's sequence, as the original and RecBole rank) or all (every item of "
+                                "the items file)", ("interacted", "all"))
     eval_repeats: str = _opt("skip", "a target item that is already in the user's history: skip (with history "
                              "masking such a user is an automatic miss; the user is left out and counted) or "
                              "no_mask (history is not masked for anyone)", ("skip", "no_mask"))
@@ -160,11 +189,11 @@ class Config:
                 _bad(key, getattr(self, key), "an integer >= 1")
         for key in ("lr", "item_encoder_lr", "item_adapter_lr", "user_adapter_lr", "lora_alpha",
                     "item_adapter_size", "user_adapter_size", "kadapter_item_heads", "kadapter_user_heads",
-                    "compacter_n", "prompt_tokens"):
+                    "compacter_n", "prompt_tokens", "temperature"):
             if not getattr(self, key) > 0:
                 _bad(key, getattr(self, key), "a positive number")
         for key in ("weight_decay", "grad_clip", "max_steps_per_epoch", "patience", "num_workers", "save_every_steps",
-                    "adapter_layers", "phm_init_range", "keep_last"):
+                    "adapter_layers", "phm_init_range", "keep_last", "softmax_negatives", "warmup_steps"):
             if getattr(self, key) < 0:
                 _bad(key, getattr(self, key), "a number >= 0")
         if self.min_seq_len < 3:
@@ -187,8 +216,11 @@ class Config:
         if not ks or min(ks) < 1:
             _bad("topk", self.topk, "a comma list of positive integers, e.g. 5,10,20")
         name, _, k = self.select_metric.partition("@")
-        if name not in ("hr", "ndcg") or not k.isdigit() or int(k) not in ks:
-            _bad("select_metric", self.select_metric, f"hr@K or ndcg@K with K in topk={self.topk}")
+        if name not in ("hr", "ndcg", "mrr") or not k.isdigit() or int(k) not in ks:
+            _bad("select_metric", self.select_metric, f"hr@K, ndcg@K or mrr@K with K in topk={self.topk}")
+        if self.learn_temperature and self.score != "cosine":
+            _bad("learn_temperature", self.learn_temperature, "false unless score=cosine (a dot product has no "
+                 "temperature)")
         bad_fields = set(self.text_field_list()) - {"title", "abstract"}
         if bad_fields or not self.text_field_list():
             _bad("text_fields", self.text_fields, "a comma list of: title, abstract")

@@ -95,6 +95,44 @@ def nonfinite_ranks(value: torch.Tensor) -> int:
     return int(all_reduce_sum(bad).item())
 
 
+class _GatherRows(torch.autograd.Function):
+    """(m, ...) on every rank -> (W, m, ...) stacked in rank order. Backward: rank r's rows fed every rank's
+    loss, so their gradient is the sum over ranks of the gradients of the gathered copy (an all-reduce, which
+    gloo and nccl both have; torch's own autograd all_gather needs all-to-all or reduce-scatter)."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor) -> torch.Tensor:
+        out = [torch.empty_like(rows) for _ in range(world_size())]
+        torch_dist.all_gather(out, rows.contiguous())
+        return torch.stack(out)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        torch_dist.all_reduce(grad, op=torch_dist.ReduceOp.SUM)
+        return grad[rank()]
+
+
+def all_gather_rows(rows: torch.Tensor, differentiable: bool = False) -> list[torch.Tensor]:
+    """[rows of rank 0, rows of rank 1, ...] for tensors whose first dimension differs between ranks (padded
+    to the longest for the collective, cut back after); gradients flow back to each rank's own rows when
+    `differentiable`. [rows] in a single process."""
+    if not torch_dist.is_initialized():
+        return [rows]
+    size = torch.tensor([rows.shape[0]], device=rows.device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size())]
+    torch_dist.all_gather(sizes, size)
+    sizes = [int(n) for n in sizes]
+    padded = torch.cat([rows, rows.new_zeros(max(sizes) - rows.shape[0], *rows.shape[1:])])
+    if differentiable:
+        stacked = _GatherRows.apply(padded)
+    else:
+        parts = [torch.empty_like(padded) for _ in sizes]
+        torch_dist.all_gather(parts, padded.contiguous())
+        stacked = torch.stack(parts)
+    return [stacked[r, :n] for r, n in enumerate(sizes)]
+
+
 def all_gather_objects(obj) -> list:
     """[obj of rank 0, obj of rank 1, ...] on every rank; [obj] in a single process."""
     if not torch_dist.is_initialized():

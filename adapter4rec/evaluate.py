@@ -1,4 +1,4 @@
-"""Full-ranking evaluation: HR@K and NDCG@K over all items, leave-one-out, history masked.
+"""Full-ranking evaluation: HR@K, NDCG@K and MRR@K over the candidate items, leave-one-out, history masked.
 
 `rank_metrics` is a pure function (tested against hand-computed values). Ties are resolved by their
 expectation under a random order: a target tied with t other items, below g items, has a rank uniform in
@@ -6,9 +6,14 @@ g..g+t — so a constant scorer gets chance-level metrics, not a perfect score.
 
 `evaluate` computes the item table once, scores users in chunks by one matrix product, masks each
 user's history with a scatter, and shards users across ranks (each user counted exactly once; sums are
-all-reduced). Protocol of every number: leave-one-out, full ranking over all items, the user's whole
-history masked, users whose target is already in their history skipped and counted (eval_repeats=skip)
-or no masking at all (eval_repeats=no_mask).
+all-reduced). Protocol of every number: leave-one-out, full ranking over the candidate items (eval_candidates: every
+item of the items file, or only the items that occur in the kept users' sequences, as the original and
+RecBole rank), the user's whole history masked, users whose target is already in their history skipped and
+counted (eval_repeats=skip) or no masking at all (eval_repeats=no_mask).
+
+Ties must be ties: a target's score is read from the SAME matrix product as its competitors' (its row is
+appended to every item chunk), because an elementwise product-and-sum rounds differently from a GEMM and
+would turn exact ties (duplicated items, a collapsed model) into arbitrary wins and losses.
 """
 from __future__ import annotations
 
@@ -22,8 +27,11 @@ from adapter4rec import dist
 from adapter4rec.data.split import EvalSplit
 
 
+METRICS = ("hr", "ndcg", "mrr")
+
+
 def rank_metrics(scores: torch.Tensor, target: torch.Tensor, ks: list[int]) -> dict[str, torch.Tensor]:
-    """Per-user HR@K and NDCG@K. scores: (B, N) with excluded items at -inf; target: (B,) column index."""
+    """Per-user HR@K, NDCG@K and MRR@K. scores: (B, N) with excluded items at -inf; target: (B,) column index."""
     scores = scores.float()
     target_score = scores.gather(1, target.unsqueeze(1))  # (B, 1)
     greater = (scores > target_score).sum(1).double()      # g
@@ -32,17 +40,25 @@ def rank_metrics(scores: torch.Tensor, target: torch.Tensor, ks: list[int]) -> d
 
 
 def metrics_from_counts(greater: torch.Tensor, ties: torch.Tensor, ks: list[int]) -> dict[str, torch.Tensor]:
-    """HR@K and NDCG@K of targets with `greater` items above and `ties` other items level, rank by expectation."""
+    """HR@K, NDCG@K and MRR@K of targets with `greater` items above and `ties` other items level.
+
+    The target's rank is uniform over greater+1 .. greater+ties+1, so each metric is the mean of its value over
+    those ranks: with cumulative sums D[r] = sum_{j<r} 1/log2(j+2) and R[r] = sum_{j<r} 1/(j+1), that mean is
+    (D[hi] - D[lo]) / (ties+1) with lo = min(greater, K), hi = min(greater+ties+1, K) (likewise R)."""
     greater, ties = greater.double(), ties.double()
     kmax = max(ks)
-    discount = torch.zeros(kmax + 1, dtype=torch.float64, device=greater.device)  # D[r] = sum_{j<r} 1/log2(j+2)
-    discount[1:] = torch.cumsum(1.0 / torch.log2(torch.arange(kmax, device=greater.device).double() + 2.0), 0)
+    positions = torch.arange(kmax, device=greater.device).double()
+    discount = torch.zeros(kmax + 1, dtype=torch.float64, device=greater.device)
+    discount[1:] = torch.cumsum(1.0 / torch.log2(positions + 2.0), 0)
+    reciprocal = torch.zeros_like(discount)
+    reciprocal[1:] = torch.cumsum(1.0 / (positions + 1.0), 0)
     out = {}
     for k in ks:
         out[f"hr@{k}"] = ((k - greater) / (ties + 1.0)).clamp(0.0, 1.0)
         lo = greater.clamp(max=k).long()
         hi = (greater + ties + 1.0).clamp(max=k).long()
         out[f"ndcg@{k}"] = (discount[hi] - discount[lo]) / (ties + 1.0)
+        out[f"mrr@{k}"] = (reciprocal[hi] - reciprocal[lo]) / (ties + 1.0)
     return out
 
 
@@ -59,8 +75,8 @@ def _average_over_users(split: EvalSplit, ks: list[int], batch_size: int,
                         per_chunk: Callable[[torch.Tensor], dict[str, torch.Tensor]], progress: bool, desc: str) -> dict:
     """Mean of per-user metrics over the split; users are sharded across ranks (each counted once), sums reduced."""
     mine = torch.arange(dist.rank(), len(split), dist.world_size())
-    sums = torch.zeros(2 * len(ks) + 1, dtype=torch.float64)
-    names = [f"{m}@{k}" for m in ("hr", "ndcg") for k in ks]
+    names = [f"{m}@{k}" for m in METRICS for k in ks]
+    sums = torch.zeros(len(names) + 1, dtype=torch.float64)
     for start in tqdm(range(0, len(mine), batch_size), desc=desc, disable=not (progress and dist.is_main()),
                       leave=False):
         rows = mine[start:start + batch_size]
@@ -83,6 +99,8 @@ def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], split: EvalSplit,
     def per_chunk(rows: torch.Tensor) -> dict[str, torch.Tensor]:
         scores = score_fn(split.history[rows].to(device)).float()
         scores[:, 0] = -math.inf
+        if split.candidates is not None:
+            scores[:, ~split.candidates.to(device)] = -math.inf
         which, seen = _gather_csr(split.seen_ptr, split.seen_items, rows)
         scores[which.to(device), seen.to(device)] = -math.inf
         return rank_metrics(scores, split.target[rows].to(device), ks)
@@ -97,28 +115,49 @@ def evaluate_embeddings(users: Callable[[torch.Tensor], torch.Tensor], table: to
 
     users(history (b, L)) -> (b, d) user vectors; table: (N+1, d) item vectors (row 0 = padding). Scores are
     computed item chunk by item chunk and only the counts of items above / level with each target are kept,
-    so a million items never need a (users x items) matrix. All products in fp32."""
+    so a million items never need a (users x items) matrix. All products in fp32. Only the split's candidate
+    items are ranked: the table is cut to them once and targets / masked items renumbered."""
     table = table.float().to(device)
+    ranked, renumber = _candidate_table(table, split.candidates)
 
     def per_chunk(rows: torch.Tensor) -> dict[str, torch.Tensor]:
         vectors = users(split.history[rows].to(device)).float()  # the user encoder may run under autocast
-        seen = _gather_csr(split.seen_ptr, split.seen_items, rows)
+        which, seen = _gather_csr(split.seen_ptr, split.seen_items, rows)
+        target = split.target[rows]
+        if renumber is not None:
+            target, seen = renumber[target], renumber[seen]
+            which = which[seen >= 0]  # a masked item that is not a candidate needs no masking
+            seen = seen[seen >= 0]
         with torch.autocast(device.type, enabled=False):  # ...the ranking products never do
-            greater, ties = _count_above(vectors, table, split.target[rows].to(device), seen, item_chunk)
+            greater, ties = _count_above(vectors, ranked, target.to(device), (which, seen), item_chunk)
         return metrics_from_counts(greater, ties, ks)
     return _average_over_users(split, ks, batch_size, per_chunk, progress, desc)
 
 
+def _candidate_table(table: torch.Tensor, candidates: torch.Tensor | None):
+    """(rows of the candidate items with row 0 = padding, old id -> new row or -1); (table, None) for all items."""
+    if candidates is None or bool(candidates[1:].all()):
+        return table, None
+    keep = torch.cat([torch.zeros(1, dtype=torch.long), torch.nonzero(candidates[1:]).squeeze(1) + 1])
+    renumber = torch.full((len(candidates),), -1, dtype=torch.long)
+    renumber[keep] = torch.arange(len(keep))
+    return table[keep.to(table.device)], renumber
+
+
 def _count_above(u: torch.Tensor, table: torch.Tensor, target: torch.Tensor, seen: tuple, item_chunk: int):
-    """(greater, ties) per user over items 1..N, excluding the user's seen items and the target itself."""
+    """(greater, ties) per user over items 1..N, excluding the user's seen items and the target itself.
+
+    Each chunk's product also holds the targets' own rows (appended columns), so a target is compared with
+    scores from the very GEMM call that produced its own: equal embeddings give equal scores, ties stay ties."""
     which, items = (t.to(u.device) for t in seen)
-    target_score = (u * table[target]).sum(-1, keepdim=True)  # (b, 1)
     rows = torch.arange(len(target), device=u.device)
+    targets = table[target]                                          # (b, d)
     greater = torch.zeros(len(target), dtype=torch.float64, device=u.device)
     ties = torch.zeros_like(greater)
     for c0 in range(0, table.shape[0], item_chunk):
         c1 = min(c0 + item_chunk, table.shape[0])
-        scores = u @ table[c0:c1].T                                  # (b, chunk)
+        both = u @ torch.cat([table[c0:c1], targets]).T              # (b, chunk + b)
+        scores, target_score = both[:, :c1 - c0], both[rows, c1 - c0 + rows].unsqueeze(1)
         if c0 == 0:
             scores[:, 0] = -math.inf                                 # the padding item
         inside = (items >= c0) & (items < c1)
@@ -131,8 +170,9 @@ def _count_above(u: torch.Tensor, table: torch.Tensor, target: torch.Tensor, see
 
 
 def model_user_fn(model, table: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """User vectors of a Recommender from a precomputed item table (see Recommender.item_table)."""
-    return lambda history: model.user_states_from_table(history, table)
+    """User vectors of a Recommender from a precomputed item table (see Recommender.item_table); rank them
+    against model.ranking_table(table)."""
+    return lambda history: model.user_vectors(history, table)
 
 
 def model_scorer(model, chunk: int = 512) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -141,11 +181,12 @@ def model_scorer(model, chunk: int = 512) -> Callable[[torch.Tensor], torch.Tens
     The encoders may run under autocast, but the final product is fp32: in bf16 (8-bit mantissa) most
     items' scores would tie and the metrics would describe a different ranking."""
     table = model.item_table(chunk)  # (N+1, d) float
+    ranked = model.ranking_table(table).float()
 
     def score(history: torch.Tensor) -> torch.Tensor:
-        states = model.user_states_from_table(history, table).float()
+        states = model.user_vectors(history, table).float()
         with torch.autocast(table.device.type, enabled=False):
-            return states @ table.T
+            return states @ ranked.T
     return score
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from adapter4rec.config import Config
 
-METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20")
+METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr@10")
 # keys that do not change what a run measures: runs differing only in these (and seed) are seeds of one row
 BOOKKEEPING = frozenset({"seed", "run_name", "output_dir", "resume", "progress", "save_every_steps", "keep_last",
                          "num_workers", "device", "eval_batch_size", "eval_item_chunk", "cache_dir",
@@ -185,7 +185,7 @@ def markdown(rows: list[dict]) -> str:
         "Protocols DIFFER between rows (--allow_mixed_protocols): " + " | ".join(protocols) + "."
     lines = [f"Test users: {first['users']}. {header}", "", STD_NOTE, "",
              "| method | seeds | trainable params | trainable % | checkpoint MB | HR@5 | HR@10 | HR@20 | NDCG@5 | "
-             "NDCG@10 | NDCG@20 | train s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "NDCG@10 | NDCG@20 | MRR@10 | train s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     pop = first["popularity"]
     lines.append("| popularity | - | 0 | 0 | - | " + " | ".join(f"{pop.get(m, float('nan')):.4f}" for m in METRICS)
                  + " | - |")

@@ -20,14 +20,14 @@ from tqdm import tqdm
 
 from adapter4rec import dist
 from adapter4rec.adapters.methods import add_adapters
-from adapter4rec.adapters.trainable import (adapter_parameter_names, group_learning_rates, lr_group, set_trainable,
-                                            trainable_state, trainable_summary)
+from adapter4rec.adapters.trainable import set_trainable, trainable_state, trainable_summary
 from adapter4rec.build import build_model, load_data
 from adapter4rec.checkpoint import (FORMAT, ForeignCheckpointError, epoch_path, load_run_weights, load_source,
                                     prune_epoch_checkpoints, read_checkpoint, save_atomic)
 from adapter4rec.config import Config
 from adapter4rec.data.split import sample_negatives
 from adapter4rec.evaluate import evaluate_embeddings, model_user_fn, popularity_vectors
+from adapter4rec.optim import apply_schedule, build_optimizer
 from adapter4rec.original import is_original_checkpoint, load_original
 from adapter4rec.resume import Progress, find_resume, restore, rng_state, save_last, set_rng_state
 from adapter4rec.rundir import prepare_run_dir, run_dir_of, seed_everything, setup_logging
@@ -42,20 +42,6 @@ def autocast(cfg: Config, device: torch.device):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
-
-
-def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """AdamW over trainable parameters only, in the paper's learning-rate groups (item/user adapters,
-    backbone, rest); weight decay on matrices only."""
-    adapters = adapter_parameter_names(model)
-    rates = group_learning_rates(cfg)
-    groups: dict[tuple[str, bool], list] = {}
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            groups.setdefault((lr_group(name, adapters), param.dim() >= 2), []).append(param)
-    return torch.optim.AdamW([
-        {"params": params, "lr": rates[group], "weight_decay": cfg.weight_decay if decay else 0.0, "name": group}
-        for (group, decay), params in groups.items()])
 
 
 def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, progress, negatives, resume_rng,
@@ -79,7 +65,8 @@ def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, pr
         set_rng_state(resume_rng, negatives)
     for step in range(progress.step, limit):
         (seqs,) = next(batches)
-        negs = sample_negatives(seqs, model.num_items, negatives).to(device) if cfg.loss == "bce" else None
+        negs = draw_negatives(model, seqs, cfg, negatives)
+        apply_schedule(optimizer, cfg, progress.epoch * limit + step, cfg.epochs * limit)
         loss, fault = train_step(model, ddp_model, seqs.to(device), negs, optimizer, scaler, cfg, device)
         if fault:
             skip_or_stop(fault, cfg, progress, step)
@@ -93,6 +80,17 @@ def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, pr
             checkpoint()
     bar.close()
     return progress.loss_sum / max(progress.step - progress.skipped, 1)  # mean over the updates made
+
+
+def draw_negatives(model, seqs: torch.Tensor, cfg: Config, generator: torch.Generator) -> torch.Tensor | None:
+    """bce: one negative per position (B, L); a sampled softmax: S shared uniform items (S,); else None."""
+    if cfg.loss == "bce":
+        negs = sample_negatives(seqs, model.num_items, generator)
+    elif model.uses_shared_negatives():
+        negs = torch.randint(1, model.num_items + 1, (cfg.softmax_negatives,), generator=generator)
+    else:
+        return None
+    return negs.to(next(model.parameters()).device)
 
 
 def train_step(model, ddp_model, seqs, negs, optimizer, scaler, cfg, device) -> tuple[float, str | None]:
@@ -150,8 +148,8 @@ def validate(model, split, cfg, device, desc) -> dict:
     model.eval()
     with autocast(cfg, device):
         table = model.item_table()
-        return evaluate_embeddings(model_user_fn(model, table), table, split, cfg.topk_list(), cfg.eval_batch_size,
-                                   device, cfg.eval_item_chunk, cfg.progress, desc)
+        return evaluate_embeddings(model_user_fn(model, table), model.ranking_table(table), split, cfg.topk_list(),
+                                   cfg.eval_batch_size, device, cfg.eval_item_chunk, cfg.progress, desc)
 
 
 @dist.record_errors
@@ -296,11 +294,14 @@ def finish(model, data, cfg: Config, device, run_dir: Path, progress: Progress, 
     best, best_epoch = progress.best, progress.best_epoch
     load_run_weights(model, read_checkpoint(run_dir / "best.pt"))
     test = validate(model, data.split.test, cfg, device, "test")
+    unmasked = None if data.split.test_no_mask is None else \
+        validate(model, data.split.test_no_mask, cfg, device, "test, no masking")
     users, counts = popularity_vectors(data.split.item_counts)
     popularity = evaluate_embeddings(users, counts, data.split.test, cfg.topk_list(), cfg.eval_batch_size, device,
                                      cfg.eval_item_chunk)
     results = {"run_dir": str(run_dir), "best_epoch": best_epoch, f"valid_{cfg.select_metric}": best,
-               "test": test, "popularity_test": popularity, "train_seconds": round(train_seconds, 1),
+               "test": test, "popularity_test": popularity, "test_no_mask": unmasked,
+               "train_seconds": round(train_seconds, 1),
                "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
                "total_params": sum(p.numel() for p in model.parameters()), "data": data.stats,
                "nonfinite_skipped": progress.skipped_total, "protocol": protocol(cfg)}
@@ -323,5 +324,7 @@ def checkpoint_of(model: torch.nn.Module, cfg: Config, epoch: int, metrics: dict
 def protocol(cfg: Config) -> str:
     masking = "whole history masked, users whose target repeats a history item skipped" \
         if cfg.eval_repeats == "skip" else "no history masking"
+    ranked = "every item of the items file" if cfg.eval_candidates == "all" else \
+        "the items occurring in the kept users' sequences"
     return (f"leave-one-out (valid = 2nd-to-last, test = last item), history of {cfg.max_seq_len} items, "
-            f"full ranking over all items, {masking}, ties by expectation, K={cfg.topk}")
+            f"full ranking over {ranked}, {masking}, ties by expectation, K={cfg.topk}")

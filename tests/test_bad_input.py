@@ -174,7 +174,7 @@ def test_weights_missing_parameters(tiny_bert, tmp_path):
     ({"max_seq_len": 0}, "max_seq_len"),
     ({"embedding_dim": 10, "num_heads": 3}, "num_heads"),
     ({"select_metric": "ndcg@7"}, "select_metric"),
-    ({"select_metric": "mrr@10"}, "select_metric"),
+    ({"select_metric": "map@10"}, "select_metric"),
     ({"min_seq_len": 2}, "min_seq_len"),
     ({"dropout": 1.0}, "dropout"),
     ({"topk": "5,x"}, "topk"),

@@ -118,10 +118,16 @@ def test_cpc_uses_only_the_last_position(rec):
         assert abs(model(seqs, other).item() - model(seqs, negatives).item()) > 5e-6
 
 
-def _reference_inbatch(model, seqs):
-    """Softmax over the batch's distinct items, minus log-popularity, the user's other window items masked."""
+def _reference_inbatch(model, seqs, correction):
+    """Softmax over the batch's distinct items, corrected for how they were drawn (written out per candidate),
+    the user's other window items masked."""
     distinct = torch.unique(seqs[seqs > 0])
     cand = model.item_encoder(distinct)
+    slots = int((seqs > 0).sum())
+    p = model.log_popularity[distinct].exp()
+    count = torch.tensor([float((seqs == i).sum()) for i in distinct.tolist()], dtype=p.dtype)
+    shift = {"multiplicity": torch.log(count / (slots * p)), "inclusion": -torch.log(1 - (1 - p) ** slots),
+             "popularity": -torch.log(p), "none": torch.zeros_like(p)}[correction]
     inputs = seqs[:, :-1]
     states = model.user_encoder(_per_slot(model, inputs), inputs > 0)
     losses = []
@@ -131,20 +137,21 @@ def _reference_inbatch(model, seqs):
             target = int(seqs[b, t + 1])
             if inputs[b, t] == 0 or target == 0 or (model.arch == "cpc" and t != inputs.shape[1] - 1):
                 continue
-            logits = cand @ states[b, t] - model.log_popularity[distinct]
+            logits = cand @ states[b, t] + shift
             masked = torch.tensor([i in window and i != target for i in distinct.tolist()])
             logits = logits.masked_fill(masked, torch.finfo(logits.dtype).min)
             losses.append(F.cross_entropy(logits[None], (distinct == target).nonzero()[0]))
     return torch.stack(losses).mean()
 
 
-def test_inbatch_loss_matches_reference(rec):
+@pytest.mark.parametrize("correction", ["multiplicity", "inclusion", "popularity", "none"])
+def test_inbatch_loss_matches_reference(rec, correction):
     model, data = rec
-    inbatch = Recommender(model.item_encoder, model.user_encoder, loss="inbatch",
-                          item_counts=data.split.item_counts).double().eval()
+    inbatch = Recommender(model.item_encoder, model.user_encoder, loss="inbatch", item_counts=data.split.item_counts,
+                          inbatch_correction=correction).double().eval()
     seqs = data.split.train[:5]
     with torch.no_grad():
-        torch.testing.assert_close(inbatch(seqs), _reference_inbatch(inbatch, seqs), rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(inbatch(seqs), _reference_inbatch(inbatch, seqs, correction), rtol=1e-7, atol=1e-9)
 
 
 def test_inbatch_loss_finite_and_decreases(rec):

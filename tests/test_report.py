@@ -61,7 +61,7 @@ def test_seeds_pool_into_one_row_with_mean_and_sample_std(houlsby_seeds):
     text = report.markdown(rows)
     assert "sample standard deviation (n - 1" in text
     assert "| Houlsby | 3 | 25 | 2.500 | 2.00 | 0.2000 ± 0.1000 | 0.2000 ± 0.1000 |" in text
-    assert "| LoRA | 1 | 25 | 2.500 | - | 0.1500 | 0.1500 | 0.1500 | 0.1500 | 0.0750 | 0.1500 | 10 |" in text
+    assert "| LoRA | 1 | 25 | 2.500 | - | 0.1500 | 0.1500 | 0.1500 | 0.1500 | 0.0750 | 0.1500 | 0.1500 | 10 |" in text
     assert f"Protocol: {PROTOCOL}." in text and "| popularity | - | 0 | 0 | - | 0.0500 |" in text
 
 

@@ -138,3 +138,24 @@ def test_tiny_dataset_reads_and_splits(tiny_data):
     assert split.train.shape == (len(data.sequences), 9)
     assert int(split.item_counts.sum()) == sum(len(s) - 2 for s in data.sequences)
     assert (split.test.target >= 1).all() and (split.test.target <= len(cat)).all()
+
+
+def test_all_training_windows_make_every_interaction_a_target_once():
+    from adapter4rec.data.files import Interactions
+    from adapter4rec.data.split import leave_one_out
+
+    rng = np.random.default_rng(3)
+    seqs = [rng.integers(1, 50, size=int(n)) for n in (3, 4, 9, 23, 41, 60)]
+    data = Interactions([str(i) for i in range(len(seqs))], seqs, 50, {})
+    L = 5
+    last = leave_one_out(data, L, windows="last").train
+    every = leave_one_out(data, L, windows="all").train
+    assert torch.equal(last, leave_one_out(data, L).train)  # the paper's default is unchanged
+    assert every.shape[1] == L + 1 and len(every) > len(last)
+    # the (input, target) pairs of all windows are exactly the training part's consecutive pairs, each once
+    got = sorted((int(w[t]), int(w[t + 1])) for w in every for t in range(L) if w[t] > 0 and w[t + 1] > 0)
+    want = sorted((int(s[t]), int(s[t + 1])) for s in seqs for t in range(len(s) - 3))
+    assert got == want
+    # and the newest window of each user is the paper's window (a 1-item window, no loss, is left out)
+    newest = {tuple(w.tolist()) for w in last if (w > 0).sum() >= 2}
+    assert newest <= {tuple(w.tolist()) for w in every}

@@ -2,10 +2,15 @@
 
 For a user with items s_1..s_n (n >= 3):
   train  = the last L+1 items of s_1..s_{n-2}: inputs are positions 0..L-1, targets positions 1..L
+           (train_windows=all: also the earlier windows, ending L items apart, so that every training
+           interaction s_2..s_{n-2} is a target exactly once per epoch, not only the newest L)
   valid  = history: last L items of s_1..s_{n-2}, target s_{n-1}
   test   = history: last L items of s_1..s_{n-1}, target s_n
 Sequences are LEFT-padded with item 0, so the newest item always sits at the last position.
 History masking at evaluation uses the user's whole history, not only the L-item window.
+Candidates (eval_candidates): `all` ranks every item of the items file; `interacted` only the items that occur
+in some kept user's sequence (what the original code and RecBole rank: an item nobody interacted with can never
+be a target, and counting it as a competitor makes numbers incomparable with theirs).
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ class EvalSplit:
     seen_ptr: torch.Tensor     # (U+1,) CSR offsets into seen_items; empty rows when history is not masked
     seen_items: torch.Tensor   # (nnz,) items to exclude from the ranking of each user
     repeats_skipped: int       # users left out because the target is already in their history
+    candidates: torch.Tensor | None = None  # (num_items+1,) bool items that are ranked; None = every item
 
     def __len__(self) -> int:
         return len(self.target)
@@ -47,6 +53,8 @@ class LeaveOneOut:
     valid: EvalSplit
     test: EvalSplit
     item_counts: torch.Tensor  # (num_items+1,) training interactions per item (row 0 = 0)
+    test_no_mask: EvalSplit | None = None  # the test users without history masking (the RecBole protocol), so
+    #                                        a history-masked run also reports the numbers published that way
 
 
 def _eval_split(data: Interactions, cut: int, max_seq_len: int, eval_repeats: str) -> EvalSplit:
@@ -70,17 +78,51 @@ def _eval_split(data: Interactions, cut: int, max_seq_len: int, eval_repeats: st
                      torch.from_numpy(items.astype(np.int64)), skipped)
 
 
-def leave_one_out(data: Interactions, max_seq_len: int, eval_repeats: str = "skip") -> LeaveOneOut:
+def training_windows(parts: list[np.ndarray], max_seq_len: int, which: str) -> list[np.ndarray]:
+    """The (<= L+1)-item windows that train: the newest one per user, or (all) windows ending at m, m-L, m-2L, ...
+    of a training part of m items, so consecutive windows share one item (the input of the older window's
+    targets ends where the newer window's begins) and each target position 1..m-1 occurs in exactly one."""
+    if which == "last":
+        return parts
+    if which != "all":
+        raise ValueError(f"train_windows={which!r}: expected last or all")
+    windows = []
+    for part in parts:
+        for end in range(len(part), 1, -max_seq_len):
+            windows.append(part[max(0, end - max_seq_len - 1):end])
+    return windows
+
+
+def candidate_items(data: Interactions, which: str) -> torch.Tensor | None:
+    """(num_items+1,) bool mask of the ranked items (row 0 = padding, False), or None when every item is."""
+    if which == "all":
+        return None
+    if which != "interacted":
+        raise ValueError(f"eval_candidates={which!r}: expected all or interacted")
+    mask = torch.zeros(data.num_items + 1, dtype=torch.bool)
+    mask[torch.from_numpy(np.unique(np.concatenate(data.sequences)))] = True
+    mask[0] = False
+    return mask
+
+
+def leave_one_out(data: Interactions, max_seq_len: int, eval_repeats: str = "skip",
+                  candidates: str = "all", windows: str = "last") -> LeaveOneOut:
     if min(len(s) for s in data.sequences) < 3:
         raise ValueError("leave_one_out needs every user to have >= 3 items (train pair, valid, test)")
     train_parts = [s[:-2] for s in data.sequences]
     counts = np.bincount(np.concatenate(train_parts), minlength=data.num_items + 1)
     counts[0] = 0
+    valid, test = _eval_split(data, -2, max_seq_len, eval_repeats), _eval_split(data, -1, max_seq_len, eval_repeats)
+    unmasked = _eval_split(data, -1, max_seq_len, "no_mask") if eval_repeats == "skip" else None
+    valid.candidates = test.candidates = candidate_items(data, candidates)
+    if unmasked is not None:
+        unmasked.candidates = test.candidates
     return LeaveOneOut(
-        train=left_pad(train_parts, max_seq_len + 1),
-        valid=_eval_split(data, -2, max_seq_len, eval_repeats),
-        test=_eval_split(data, -1, max_seq_len, eval_repeats),
+        train=left_pad(training_windows(train_parts, max_seq_len, windows), max_seq_len + 1),
+        valid=valid,
+        test=test,
         item_counts=torch.from_numpy(counts.astype(np.int64)),
+        test_no_mask=unmasked,
     )
 
 

@@ -1,9 +1,11 @@
 """Item towers: item indices (n,) -> embeddings (n, d). The padding item 0 is never passed in.
 
-TextItemEncoder: HF encoder over the item's tokens -> CLS hidden state -> Linear(hidden, d) -> GELU
-(paper reference §2.4). The token table is a non-persistent buffer: it moves with the model but is not
-saved in checkpoints (it is rebuilt from the items file and the tokenizer).
-ImageItemEncoder: the same over ViT/MAE and the item's pixels (§2.5): CLS of the final-LayerNorm output.
+TextItemEncoder: HF encoder over the item's tokens -> CLS hidden state (or the mean over the item's real
+tokens: item_pooling) -> Linear(hidden, d) -> GELU (paper reference §2.4). The token table is a
+non-persistent buffer: it moves with the model but is not saved in checkpoints (it is rebuilt from the items
+file and the tokenizer).
+ImageItemEncoder: the same over ViT/MAE and the item's pixels (§2.5): CLS of the final-LayerNorm output
+(or the mean of its patch tokens). Mean pooling reads only the item's own tokens, never prompt tokens.
 
 Frozen-backbone cache: when no backbone parameter trains (the frozen baseline, user-encoder-only adapters),
 `cache_backbone()` runs the backbone once over every item and later calls only gather the cached CLS states
@@ -20,7 +22,7 @@ from torch import nn
 
 from adapter4rec.data.images import ImageSpec, PixelTable
 from adapter4rec.data.text import TokenTable, gather_tokens, token_mask
-from adapter4rec.models.prefix_cache import PrefixCache, frozen_prefix_depth
+from adapter4rec.models.prefix_cache import PrefixCache, frozen_prefix_depth, pool_states
 
 
 def encode_catalogue(encode, num_items: int, device: torch.device, chunk: int = 512) -> torch.Tensor:
@@ -31,18 +33,25 @@ def encode_catalogue(encode, num_items: int, device: torch.device, chunk: int = 
 
 
 class ContentItemEncoder(nn.Module):
-    """backbone(content of items) -> CLS state -> Linear(hidden, d) -> GELU. Subclasses say how an item's
-    content reaches the backbone (`encode_cls`)."""
+    """backbone(content of items) -> pooled state -> Linear(hidden, d) -> GELU. Subclasses say how an item's
+    content reaches the backbone (`encode_states`)."""
 
-    def __init__(self, backbone: nn.Module, d: int):
+    def __init__(self, backbone: nn.Module, d: int, pooling: str = "cls"):
         super().__init__()
-        self.backbone = backbone
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"item_pooling={pooling!r}: expected cls or mean")
+        self.backbone, self.pooling = backbone, pooling
         self.proj = nn.Linear(backbone.config.hidden_size, d)
         self.cls_cache: torch.Tensor | None = None  # (num_items+1, hidden) when the backbone is frozen
         self.prefix: PrefixCache | None = None       # when only its top layers train
 
-    def encode_cls(self, items: torch.Tensor) -> torch.Tensor:
+    def encode_states(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
+        """(last-layer states (n, T', h), real-token mask (n, T), or the number of patches of an image)."""
         raise NotImplementedError
+
+    def encode_cls(self, items: torch.Tensor) -> torch.Tensor:
+        """(n, hidden) pooled backbone states (the CLS state under item_pooling=cls)."""
+        return pool_states(*self.encode_states(items), self.pooling)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         if self.cls_cache is not None:
@@ -63,7 +72,7 @@ class ContentItemEncoder(nn.Module):
             self.backbone.eval()
             self.cls_cache = encode_catalogue(self.encode_cls, self.num_items, self.proj.weight.device, chunk)
             self.backbone.train(was_training)
-            return "the whole backbone (CLS states)"
+            return f"the whole backbone ({self.pooling}-pooled states)"
         depth = frozen_prefix_depth(self.backbone)
         if depth > 0:
             prefix = PrefixCache(self, depth)
@@ -76,8 +85,8 @@ class ContentItemEncoder(nn.Module):
 class TextItemEncoder(ContentItemEncoder):
     """Items' token rows (a non-persistent buffer: rebuilt from the items file, never saved)."""
 
-    def __init__(self, backbone: nn.Module, tokens: TokenTable, d: int):
-        super().__init__(backbone, d)
+    def __init__(self, backbone: nn.Module, tokens: TokenTable, d: int, pooling: str = "cls"):
+        super().__init__(backbone, d, pooling)
         self.register_buffer("token_ids", tokens.ids, persistent=False)
         self.register_buffer("token_lengths", tokens.lengths, persistent=False)
 
@@ -85,10 +94,9 @@ class TextItemEncoder(ContentItemEncoder):
     def num_items(self) -> int:
         return self.token_ids.shape[0] - 1
 
-    def encode_cls(self, items: torch.Tensor) -> torch.Tensor:
-        """(n, hidden) CLS states of the backbone for item indices `items` (n,)."""
+    def encode_states(self, items: torch.Tensor):
         input_ids, attention_mask = gather_tokens(self.token_ids, self.token_lengths, items)
-        return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask
 
     # --- for the frozen-prefix cache
     def sequence_width(self) -> int:
@@ -106,8 +114,8 @@ class ImageItemEncoder(ContentItemEncoder):
     """Items' pixels from a memory-mapped uint8 table (kept on the host: a catalogue of 224px images does not
     belong in GPU memory); only the rows of the batch's distinct items are copied to the device."""
 
-    def __init__(self, backbone: nn.Module, pixels: PixelTable, spec: ImageSpec, d: int):
-        super().__init__(backbone, d)
+    def __init__(self, backbone: nn.Module, pixels: PixelTable, spec: ImageSpec, d: int, pooling: str = "cls"):
+        super().__init__(backbone, d, pooling)
         self.pixels = pixels
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
@@ -128,8 +136,8 @@ class ImageItemEncoder(ContentItemEncoder):
     def patches(self) -> int:
         return (self.backbone.config.image_size // self.backbone.config.patch_size) ** 2
 
-    def encode_cls(self, items: torch.Tensor) -> torch.Tensor:
-        return self.backbone(**self.pixel_inputs(items)).last_hidden_state[:, 0]
+    def encode_states(self, items: torch.Tensor):
+        return self.backbone(**self.pixel_inputs(items)).last_hidden_state, self.patches()
 
     # --- for the frozen-prefix cache (no padding in images: every token attends to every token)
     def sequence_width(self) -> int:

@@ -50,6 +50,20 @@ def extended_mask(backbone: nn.Module, attention_mask: torch.Tensor | None, dtyp
     return backbone.get_extended_attention_mask(attention_mask, attention_mask.shape, dtype=dtype)
 
 
+def pool_states(hidden: torch.Tensor, mask: torch.Tensor | int, pooling: str) -> torch.Tensor:
+    """(n, T', h) last-layer states -> (n, h). cls: the first token. mean: the mean over the item's own tokens:
+    for text `mask` (n, T) marks the real tokens, and tokens a prompt inserted after the first one (T' > T) are
+    left out; for images `mask` is the number of patches, the last tokens ([CLS] (prompts) patches)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if isinstance(mask, int):
+        return hidden[:, -mask:].mean(1)
+    extra = hidden.shape[1] - mask.shape[1]
+    own = torch.cat([hidden[:, :1], hidden[:, 1 + extra:]], 1) if extra else hidden
+    weights = mask.unsqueeze(-1).to(own.dtype)
+    return (own * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
 def run_layers(layers, hidden: torch.Tensor, mask) -> torch.Tensor:
     for layer in layers:
         out = layer(hidden, attention_mask=mask) if mask is not None else layer(hidden)
@@ -87,7 +101,7 @@ class PrefixCache:
         return True
 
     def finish(self, items: torch.Tensor) -> torch.Tensor:
-        """(n, hidden) CLS states for `items`, running only the trainable top of the backbone."""
+        """(n, hidden) pooled states for `items`, running only the trainable top of the backbone."""
         mask = self.encoder.attention_mask(items)  # (n, T_batch) or None
         hidden = self.states[items] if mask is None else self.states[items, :mask.shape[1]]
         backbone = self.encoder.backbone
@@ -95,4 +109,5 @@ class PrefixCache:
             else hidden.dtype
         out = run_layers(self.layers[self.depth:], hidden, extended_mask(backbone, mask, dtype))
         norm = getattr(backbone, "layernorm", None)  # ViT / MAE end with a LayerNorm; BERT does not
-        return (norm(out) if norm is not None else out)[:, 0]
+        out = norm(out) if norm is not None else out
+        return pool_states(out, mask if mask is not None else self.encoder.patches(), self.encoder.pooling)

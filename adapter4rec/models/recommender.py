@@ -1,34 +1,38 @@
-"""The TransRec model: item tower -> item embeddings -> SASRec user encoder -> dot-product scores.
+"""The TransRec model: item tower -> item embeddings -> SASRec user encoder -> scores (dot or cosine / tau).
 
 Each step encodes every DISTINCT real item of the batch once (padding excluded) and gathers the
 embeddings back into their slots; the original encoded all B x (L+1) x 2 slots, 79% of them padding.
 
 Objectives (reference §2.3; they share the network and differ only in where the loss is taken):
   sasrec: predict item t+1 from the prefix at every real position;   cpc: at the last position only.
-Losses:
-  bce:     binary cross-entropy on the positive and one sampled negative per position (the paper);
-  inbatch: softmax over the batch's distinct items, logits corrected by -log(popularity) and the user's
-           own other items masked out (IDvs.MoRec's debiased in-batch loss).
+Losses (models/losses.py: bce, inbatch, softmax over the catalogue or a sampled set, and their corrections).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from adapter4rec.models.item_encoders import encode_catalogue
+from adapter4rec.models.losses import (Scorer, bce_loss, candidate_softmax, correction, global_candidates,
+                                       own_items_mask)
 from adapter4rec.models.user_encoder import SASRecEncoder
 
 
 class Recommender(nn.Module):
     def __init__(self, item_encoder: nn.Module, user_encoder: SASRecEncoder, arch: str = "sasrec",
-                 loss: str = "bce", item_counts: torch.Tensor | None = None):
+                 loss: str = "bce", item_counts: torch.Tensor | None = None, scorer: Scorer | None = None,
+                 inbatch_correction: str = "multiplicity", softmax_negatives: int = 0, gather_negatives: bool = True):
         super().__init__()
         self.item_encoder, self.user_encoder = item_encoder, user_encoder
+        self.scorer = scorer if scorer is not None else Scorer("dot")
         self.arch, self.loss_name = arch, loss
+        self.inbatch_correction, self.softmax_negatives = inbatch_correction, softmax_negatives
+        self.gather_negatives = gather_negatives
         counts = item_counts if item_counts is not None else torch.ones(item_encoder.num_items + 1)
-        # log of smoothed training popularity, for the in-batch logQ correction (not saved: data-derived)
-        self.register_buffer("log_popularity", torch.log(counts.float() + 1.0), persistent=False)
+        # log of the smoothed training popularity p_j (sums to 1 over items 1..N), for the sampling corrections
+        # (not saved: data-derived)
+        smoothed = counts.float() + 1.0
+        self.register_buffer("log_popularity", torch.log(smoothed / smoothed[1:].sum()), persistent=False)
 
     @property
     def num_items(self) -> int:
@@ -46,8 +50,12 @@ class Recommender(nn.Module):
         table = torch.cat([emb.new_zeros(1, emb.shape[1]), emb])
         return table, (inverse if has_pad else inverse + 1), real
 
+    def uses_shared_negatives(self) -> bool:
+        return self.loss_name == "softmax" and self.softmax_negatives > 0
+
     def forward(self, seqs: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
-        """seqs: (B, L+1) left-padded training windows; negatives: (B, L) for the bce loss. Returns the loss."""
+        """seqs: (B, L+1) left-padded training windows; negatives: (B, L) for bce, (S,) shared negatives for a
+        sampled softmax, else None. Returns the loss."""
         inputs, targets = seqs[:, :-1], seqs[:, 1:]
         mask = (inputs > 0) & (targets > 0)  # (B, L) positions that carry a loss
         if self.arch == "cpc":
@@ -56,24 +64,39 @@ class Recommender(nn.Module):
             table, inverse, _ = self.encode_distinct(torch.cat([seqs, negatives], dim=1))
             slots = table[inverse]  # (B, 2L+1, d)
             states = self.user_encoder(slots[:, :inputs.shape[1]], inputs > 0)  # (B, L, d)
-            pos = (states * slots[:, 1:seqs.shape[1]]).sum(-1)[mask]
-            neg = (states * slots[:, seqs.shape[1]:]).sum(-1)[mask]
-            return (F.binary_cross_entropy_with_logits(pos.float(), torch.ones_like(pos, dtype=torch.float))
-                    + F.binary_cross_entropy_with_logits(neg.float(), torch.zeros_like(neg, dtype=torch.float)))
-        table, inverse, distinct = self.encode_distinct(seqs)
-        states = self.user_encoder(table[inverse[:, :-1]], inputs > 0)
-        return self._inbatch_loss(states, seqs, mask, table[1:], inverse, distinct)
+            return bce_loss(self.scorer, states, slots[:, 1:seqs.shape[1]], slots[:, seqs.shape[1]:], mask)
+        if self.loss_name == "softmax" and not self.softmax_negatives:
+            return self._catalogue_softmax(seqs, mask)
+        return self._sampled_softmax(seqs, negatives if self.uses_shared_negatives() else None, mask)
 
-    def _inbatch_loss(self, states, seqs, mask, candidates, inverse, distinct) -> torch.Tensor:
-        """Softmax over the batch's distinct items at each loss position (see module docstring)."""
-        logits = states[mask].float() @ candidates.float().T - self.log_popularity[distinct]  # (P, n)
-        label = inverse[:, 1:][mask] - 1  # column of the target among the distinct items
+    def _catalogue_softmax(self, seqs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over every item (exact: no sampling, no correction)."""
+        table = self.item_encoder(torch.arange(1, self.num_items + 1, device=seqs.device))  # (N, d)
+        table = torch.cat([table.new_zeros(1, table.shape[1]), table])
+        states = self.user_encoder(table[seqs[:, :-1]], seqs[:, :-1] > 0)
         rows = torch.arange(seqs.shape[0], device=seqs.device).unsqueeze(1).expand_as(mask)[mask]
-        own = torch.zeros(seqs.shape[0], len(distinct) + 1, dtype=torch.bool, device=seqs.device)
-        own.scatter_(1, inverse, True)  # (B, n+1): items in each user's window
-        others = own[rows, 1:]
-        others[torch.arange(len(label), device=label.device), label] = False  # never mask the target itself
-        return F.cross_entropy(logits.masked_fill(others, torch.finfo(logits.dtype).min), label)
+        label = seqs[:, 1:][mask] - 1
+        logits = self.scorer.pairwise(states[mask], table[1:])  # (P, N)
+        return candidate_softmax(logits, label, own_items_mask(seqs, seqs - 1, rows, label, self.num_items))
+
+    def _sampled_softmax(self, seqs: torch.Tensor, shared: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+        """Softmax over the batch's distinct items (+ shared uniform negatives), corrected for how they were drawn."""
+        flat = seqs.reshape(-1) if shared is None else torch.cat([seqs.reshape(-1), shared])
+        table, inverse, distinct = self.encode_distinct(flat)
+        column = inverse[:seqs.numel()].view_as(seqs) - 1  # (B, L+1) candidate column of each slot, -1 = padding
+        states = self.user_encoder(table[column[:, :-1] + 1], seqs[:, :-1] > 0)
+        rows = torch.arange(seqs.shape[0], device=seqs.device).unsqueeze(1).expand_as(mask)[mask]
+        counts = torch.bincount(inverse, minlength=len(distinct) + 1)[1:]  # slots per candidate (shared included)
+        slots, draws = int((seqs > 0).sum()), 0 if shared is None else len(shared)
+        cand, emb = distinct, table[1:]
+        if self.gather_negatives:  # the global batch's candidates under DDP (identity in one process)
+            cand, emb, counts, to_global, slots, draws = global_candidates(distinct, emb, counts, slots, draws)
+            if to_global is not None:
+                column = torch.where(column >= 0, to_global[column.clamp(min=0)], column)
+        label = column[:, 1:][mask]
+        logits = self.scorer.pairwise(states[mask], emb) + correction(
+            self.inbatch_correction, self.log_popularity[cand], counts, slots, draws, self.num_items)
+        return candidate_softmax(logits, label, own_items_mask(seqs, column, rows, label, len(cand)))
 
     def user_states(self, history: torch.Tensor) -> torch.Tensor:
         """history: (B, L) left-padded item ids -> (B, d) user state after the newest item."""
@@ -88,3 +111,11 @@ class Recommender(nn.Module):
     def user_states_from_table(self, history: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """Like user_states, but gathering item embeddings from a precomputed item table (evaluation)."""
         return self.user_encoder(table[history].to(table.dtype), history > 0)[:, -1]
+
+    def user_vectors(self, history: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """(B, d) what ranking compares with `ranking_table(table)`: a dot product of the two is the score's
+        order (cosine: the directions; the temperature scales every score alike and is left out)."""
+        return self.scorer.normalize(self.user_states_from_table(history, table))
+
+    def ranking_table(self, table: torch.Tensor) -> torch.Tensor:
+        return self.scorer.normalize(table)
