@@ -106,6 +106,9 @@ class Config:
                      ("all", "peft"))
     train_head: bool = _opt(False, "peft: also train the item projection head (adapter=none + train_head = "
                             "the 'frozen' baseline)")
+    train_user_encoder: bool = _opt(False, "peft: also train the whole user encoder (with adapter=none + train_head: "
+                                    "a frozen item backbone under a trained head and SASRec, the frozen-features "
+                                    "baseline; cheap, every item's backbone state is cached)")
     tune_layernorm: bool = _opt(False, "peft: also train every LayerNorm (both encoders)")
     tune_bias: bool = _opt(False, "peft: also train every bias (BitFit when adapter=none)")
     # --- adapters (PEFT); see adapter4rec/adapters/

@@ -42,8 +42,8 @@ def method_name(cfg: dict) -> str:
         if cfg.get("stage") == "pretrain":
             return "source pretraining"
         return "full fine-tuning" if cfg.get("source_checkpoint") else "from scratch (target only)"
-    extras = [name for key, name in (("train_head", "head"), ("tune_layernorm", "LN"), ("tune_bias", "bias"))
-              if cfg.get(key)]
+    extras = [name for key, name in (("train_head", "head"), ("train_user_encoder", "user encoder"),
+                                      ("tune_layernorm", "LN"), ("tune_bias", "bias")) if cfg.get(key)]
     adapter = cfg.get("adapter", "none")
     if adapter == "none":
         base = "BitFit" if cfg.get("tune_bias") else "frozen"

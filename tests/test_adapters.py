@@ -239,3 +239,15 @@ def test_frozen_prefix_cache_is_exact_in_eval_and_trains(method, base_model, tin
     model(seqs, sample_negatives(seqs, model.num_items, torch.Generator().manual_seed(0))).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_frozen_features_baseline_trains_head_and_user_encoder_only(base_model, tiny_bert, tiny_data, tmp_path):
+    cfg = config(tiny_bert, tiny_data, tmp_path, train_head="true", train_user_encoder="true", score="cosine",
+                 learn_temperature="true")
+    model, _ = adapted(base_model, cfg)
+    model.scorer = type(model.scorer)("cosine", 0.07, learn_temperature=True)
+    set_trainable(model, cfg)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in model.named_parameters()
+                         if n.startswith(("user_encoder.", "item_encoder.proj.", "scorer."))}
+    assert "scorer.log_scale" in trainable and not any(n.startswith("item_encoder.backbone.") for n in trainable)

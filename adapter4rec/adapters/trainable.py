@@ -27,7 +27,7 @@ def adapter_parameter_names(model: nn.Module) -> set[str]:
 
 def set_trainable(model: nn.Module, cfg: Config) -> None:
     """tune=all: everything trains. tune=peft: pretrained parameters are frozen; adapter modules train, plus
-    the projection head (train_head), LayerNorms (tune_layernorm) and biases (tune_bias) when asked, and a
+    the projection head (train_head), the user encoder (train_user_encoder), LayerNorms (tune_layernorm) and biases (tune_bias) when asked, and a
     learned temperature (learn_temperature: a scalar the user asked to learn, part of no pretrained model)."""
     if cfg.tune == "all":
         for param in model.parameters():
@@ -36,6 +36,8 @@ def set_trainable(model: nn.Module, cfg: Config) -> None:
     train = adapter_parameter_names(model)
     if cfg.train_head:
         train.update(n for n, _ in model.named_parameters() if n.startswith("item_encoder.proj."))
+    if cfg.train_user_encoder:
+        train.update(n for n, _ in model.named_parameters() if n.startswith("user_encoder."))
     if cfg.tune_layernorm:
         for module_name, module in model.named_modules():
             if isinstance(module, nn.LayerNorm):
