@@ -26,6 +26,7 @@ from pathlib import Path
 from adapter4rec.config import Config
 
 METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr@10")
+UNMASKED = ("hr@10", "ndcg@10", "mrr@10")  # results.json test_no_mask: the same checkpoint, history not masked
 # keys that do not change what a run measures: runs differing only in these (and seed) are seeds of one row
 BOOKKEEPING = frozenset({"seed", "run_name", "output_dir", "resume", "progress", "save_every_steps", "keep_last",
                          "num_workers", "device", "eval_batch_size", "eval_item_chunk", "cache_dir",
@@ -81,12 +82,16 @@ def load_run(run_dir: Path) -> dict:
             "trainable": res["trainable_params"], "total": res["total_params"],
             "ckpt_mb": ckpt.stat().st_size / 2**20 if ckpt.is_file() else float("nan"),
             "seconds": res["train_seconds"], "test": {m: res["test"].get(m, float("nan")) for m in METRICS},
+            "unmasked": {m: (res.get("test_no_mask") or {}).get(m, float("nan")) for m in UNMASKED},
             "popularity": res["popularity_test"], "users": res["test"]["users"],
             "protocol": res.get("protocol", "(not recorded in results.json)")}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1); the std is NaN for a single value."""
+    """Mean and sample standard deviation (n - 1); the std is NaN for a single value, both are NaN where a run
+    did not record the metric."""
+    if any(math.isnan(v) for v in values):
+        return float("nan"), float("nan")
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
 
 
@@ -104,6 +109,9 @@ def summarize(members: list[dict]) -> dict:
            "users": first["users"], "protocol": first["protocol"]}
     for metric in METRICS:
         row[metric], row[metric + "_std"] = mean_std([m["test"][metric] for m in members])
+    for metric in UNMASKED:
+        row["unmasked " + metric], row["unmasked " + metric + "_std"] = mean_std([m["unmasked"][metric]
+                                                                                 for m in members])
     return row
 
 
@@ -178,6 +186,19 @@ def _cell(row: dict, metric: str) -> str:
     return f"{row[metric]:.4f}" if math.isnan(std) else f"{row[metric]:.4f} ± {std:.4f}"
 
 
+def unmasked_table(rows: list[dict]) -> list[str]:
+    """The same checkpoints tested without history masking (every test user; the RecBole protocol of the
+    published numbers), for the rows that recorded it."""
+    have = [r for r in rows if not math.isnan(r["unmasked hr@10"])]
+    if not have:
+        return []
+    lines = ["", "Without history masking (same checkpoints, every test user):", "",
+             "| method | HR@10 | NDCG@10 | MRR@10 |", "|---|---:|---:|---:|"]
+    for r in have:
+        lines.append(f"| {r['label']} | " + " | ".join(_cell(r, "unmasked " + m) for m in UNMASKED) + " |")
+    return lines
+
+
 def markdown(rows: list[dict]) -> str:
     first = rows[0]
     protocols = list(dict.fromkeys(r["protocol"] for r in rows))
@@ -193,6 +214,7 @@ def markdown(rows: list[dict]) -> str:
         ckpt = "-" if math.isnan(r["ckpt_mb"]) else f"{r['ckpt_mb']:.2f}"  # no best.pt in the run directory
         lines.append(f"| {r['label']} | {r['n']} | {r['trainable']:,} | {r['pct']:.3f} | {ckpt} | "
                      + " | ".join(_cell(r, m) for m in METRICS) + f" | {r['seconds']:.0f} |")
+    lines += unmasked_table(rows)
     lines += [""] + transfer_check(rows)
     users = sorted({r["users"] for r in rows})
     if len(users) > 1:

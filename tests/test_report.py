@@ -243,3 +243,14 @@ def test_training_writes_loss_and_validation_per_epoch(tiny_bert, tiny_data, tmp
     for epoch, line in enumerate(lines):
         assert ("train/loss", line["loss"], epoch) in fake_tensorboard
         assert ("valid/hr@10", line["hr@10"], epoch) in fake_tensorboard
+
+
+def test_unmasked_protocol_reported_next_to_the_masked_one(houlsby_seeds):
+    for run, value in zip(houlsby_seeds[:3], (0.11, 0.13, 0.15)):
+        res = json.loads((run / "results.json").read_text())
+        res["test_no_mask"] = {"hr@10": value, "ndcg@10": value / 2, "mrr@10": value / 4, "users": 100}
+        (run / "results.json").write_text(json.dumps(res))
+    text = report.markdown(report.collect(houlsby_seeds))
+    assert "Without history masking" in text
+    assert "| Houlsby | 0.1300 ± 0.0200 | 0.0650 ± 0.0100 | 0.0325 ± 0.0050 |" in text
+    assert "| LoRA |" not in text.split("Without history masking")[1]  # LoRA recorded none

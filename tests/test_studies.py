@@ -39,3 +39,15 @@ def test_target_scaling_scales_only_the_target():
     commands = dry_run("Downstream/Text/script/study_target_scaling.py")
     assert len(commands) == 4 * 3 and all("Downstream/Text/run.py" in c for c in commands)
     assert sum("--source_checkpoint= " in c + " " for c in commands) == 4  # from scratch at every fraction
+
+
+def test_amazon_study_runs_its_source_once_and_a_chosen_subset():
+    commands = dry_run("Downstream/Text/script/study_amazon.py", "--only=amazon-sci-houlsby,amazon-sci-id-sasrec")
+    assert len(commands) == 3 and "Pretraining/Text/run.py" in commands[0]
+    assert "--run_name=amazon-office-sasrec" in commands[0]
+    houlsby, ids = commands[1:]
+    assert "--adapter=houlsby" in houlsby and "--source_checkpoint=runs/amazon-office-sasrec/best.pt" in houlsby
+    assert "--item_tower=id" in ids and "--loss=softmax" in ids and "--train_windows=all" in ids
+    assert len(dry_run("Downstream/Text/script/study_amazon.py", "--only=amazon-sci-id-sasrec")) == 1  # no source
+    everything = dry_run("Downstream/Text/script/study_amazon.py")
+    assert len(everything) == 8 and sum("--source_checkpoint=runs/" in c for c in everything) == 4
