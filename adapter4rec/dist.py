@@ -49,17 +49,31 @@ def setup(requested_device: str = "auto") -> torch.device:
     return device
 
 
-def record_errors(fn):
-    """Under torchrun, an uncaught exception is also written to the error file torchrun reads, so its
-    failure summary names the failing rank's exception and traceback (instead of "error_file: <N/A>");
-    outside torchrun `fn` runs as is (torch's `record` would also re-enable faulthandler on every call)."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        if "TORCHELASTIC_ERROR_FILE" not in os.environ:
-            return fn(*args, **kwargs)
-        from torch.distributed.elastic.multiprocessing.errors import record
-        return record(fn)(*args, **kwargs)
-    return wrapper
+def record_errors(quiet=lambda: ()):
+    """Decorator: under torchrun, an uncaught exception is also written to the error file torchrun reads, so its
+    failure summary names the failing rank's exception and traceback (instead of "error_file: <N/A>"); outside
+    torchrun the function runs as is (torch's `record` would also re-enable faulthandler on every call).
+    Exceptions of the types `quiet()` returns (user errors: the entry point prints their one-line message) are
+    re-raised without being recorded, so torchrun does not repeat them with a traceback."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            if "TORCHELASTIC_ERROR_FILE" not in os.environ:
+                return fn(*args, **kwargs)
+            from torch.distributed.elastic.multiprocessing.errors import record
+            passed = []
+
+            def guarded(*a, **k):
+                try:
+                    return fn(*a, **k)
+                except quiet() as err:
+                    passed.append(err)
+            result = record(guarded)(*args, **kwargs)
+            if passed:
+                raise passed[0]
+            return result
+        return wrapper
+    return decorate
 
 
 def cleanup() -> None:

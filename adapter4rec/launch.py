@@ -1,8 +1,8 @@
 """What the `script/*.py` launchers share: turn constants + sweep lists into `torchrun run.py ...` runs.
 
 A launcher holds only its constants and calls `sweep(__file__, ARGS, SWEEP, nproc)`. Every combination
-of the SWEEP lists is one run, started with `subprocess.run([...], check=True)`, so a failing run stops the
-sweep. Paths resolve from the launcher's own file, so it works from any current directory.
+of the SWEEP lists is one run (`subprocess.run([...])`); a failing run stops the sweep with the run's exit
+status and one line naming it. Paths resolve from the launcher's own file, so it works from any current directory.
 
 Command-line options of every launcher:
   --nproc_per_node N     processes on this node (default: the launcher's NPROC)
@@ -101,6 +101,16 @@ def seeded_runs(stem: str, grid: dict[str, list], seeds: list[int] | None) -> li
             for run_name, values in run_names(stem, grid) for seed in seeds]
 
 
+def run_or_exit(cmd: list[str], what: str) -> None:
+    """Run a command; if it fails, stop with its exit status and one line naming it (the command printed its own
+    error; a Python traceback of the launcher would only bury it)."""
+    status = subprocess.run(cmd).returncode
+    if status:
+        print(f"launcher: {what} failed (exit status {status}); later runs were not started", file=sys.stderr,
+              flush=True)
+        raise SystemExit(status)
+
+
 def sweep(launcher_file: str, args: dict, grid: dict[str, list], nproc: int = 1, name: str | None = None,
           argv: list[str] | None = None, run_py: Path | None = None) -> list[str]:
     """Run `../run.py` (relative to the launcher, or `run_py`) once per grid combination (and per seed of
@@ -121,6 +131,6 @@ def sweep(launcher_file: str, args: dict, grid: dict[str, list], nproc: int = 1,
             continue
         print("+ " + shlex.join(cmd), flush=True)
         if not opts["dry_run"]:
-            subprocess.run(cmd, check=True)
+            run_or_exit(cmd, f"run {run_name}")
         names.append(run_name)
     return names

@@ -80,3 +80,40 @@ def setup_logging(run_dir: Path) -> None:
         handler.setFormatter(fmt)
         log.addHandler(handler)
     log.setLevel(logging.INFO if dist.is_main() else logging.WARNING)  # module loggers are its children
+
+
+def user_error_types() -> tuple[type, ...]:
+    """Exceptions that describe bad input (data, checkpoints, model folders, image stores, a diverged run), not a
+    bug: an entry point prints their message alone. Imported here, late, so this module stays import-light."""
+    from adapter4rec.checkpoint import CheckpointError
+    from adapter4rec.data.files import DataError
+    from adapter4rec.data.lmdb_images import ImageStoreError
+    from adapter4rec.models.pretrained import CheckpointFolderError
+    from adapter4rec.original import OriginalCheckpointError
+    return DataError, CheckpointError, CheckpointFolderError, ImageStoreError, OriginalCheckpointError, \
+        FloatingPointError
+
+
+def exit_on_user_error(main) -> None:
+    """Run an entry point's `main()`. A user error (bad data, configuration, checkpoint; see user_error_types, and
+    our own SystemExit messages) prints ONE line `adapter4rec: error: ...` on stderr and exits with status 2 —
+    under torchrun from rank 0 only, so the message appears once; a real bug keeps its traceback.
+    A4R_DEBUG=1 shows the traceback of user errors too."""
+    debug = os.environ.get("A4R_DEBUG", "") not in ("", "0")
+    try:
+        main()
+    except SystemExit as stop:
+        if isinstance(stop.code, str) and not debug:
+            _report_and_exit(stop.code)
+        raise
+    except user_error_types() as err:
+        if debug:
+            raise
+        _report_and_exit(f"{type(err).__name__}: {err}")
+
+
+def _report_and_exit(message: str) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        text = message if message.startswith("adapter4rec") else f"adapter4rec: error: {message}"
+        print(text + "\n(A4R_DEBUG=1 shows the traceback)", file=sys.stderr, flush=True)
+    raise SystemExit(2)

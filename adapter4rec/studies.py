@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 
 from adapter4rec.config import REPO_ROOT
+from adapter4rec.launch import run_or_exit
 
 RUNS_DIR = REPO_ROOT / "runs"
 
 
 def launch(script: Path, args: list[str], extra: list[str]) -> None:
-    subprocess.run([sys.executable, str(script), *args, *extra], check=True)
+    run_or_exit([sys.executable, str(script), *args, *extra], f"launcher {script.name}")
 
 
 def run_dirs(names: list[str]) -> list[Path]:

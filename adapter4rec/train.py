@@ -30,7 +30,7 @@ from adapter4rec.evaluate import evaluate_embeddings, model_user_fn, popularity_
 from adapter4rec.optim import apply_schedule, build_optimizer
 from adapter4rec.original import is_original_checkpoint, load_original
 from adapter4rec.resume import Progress, find_resume, restore, rng_state, save_last, set_rng_state
-from adapter4rec.rundir import prepare_run_dir, run_dir_of, seed_everything, setup_logging
+from adapter4rec.rundir import prepare_run_dir, run_dir_of, seed_everything, setup_logging, user_error_types
 from adapter4rec.tb import Board
 
 log = logging.getLogger("adapter4rec")
@@ -152,7 +152,7 @@ def validate(model, split, cfg, device, desc) -> dict:
                                    cfg.eval_batch_size, device, cfg.eval_item_chunk, cfg.progress, desc)
 
 
-@dist.record_errors
+@dist.record_errors(quiet=user_error_types)
 def run(cfg: Config) -> dict:
     """Train and evaluate one configuration; returns the results dict (also written to results.json)."""
     device = dist.setup(cfg.device)

@@ -5,8 +5,9 @@ Every key is a field of adapter4rec.config.Config (`python run.py --help` lists 
 import sys
 
 from adapter4rec.config import parse_args
+from adapter4rec.rundir import exit_on_user_error
 from adapter4rec.train import run
 
 if __name__ == "__main__":
-    run(parse_args(sys.argv[1:], stage="downstream", modality="image", dataset="Dataset/default_cv/target",
-                   max_seq_len=10))
+    exit_on_user_error(lambda: run(parse_args(sys.argv[1:], stage="downstream", modality="image",
+                                              dataset="Dataset/default_cv/target", max_seq_len=10)))

@@ -4,7 +4,8 @@ Every key is a field of adapter4rec.config.Config (`python run.py --help` lists 
 import sys
 
 from adapter4rec.config import parse_args
+from adapter4rec.rundir import exit_on_user_error
 from adapter4rec.train import run
 
 if __name__ == "__main__":
-    run(parse_args(sys.argv[1:], stage="pretrain", modality="text"))
+    exit_on_user_error(lambda: run(parse_args(sys.argv[1:], stage="pretrain", modality="text")))

@@ -1,0 +1,72 @@
+"""Entry points print a user error as one line and exit with status 2 (once under torchrun); A4R_DEBUG=1 shows the
+traceback; a real bug keeps its traceback."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from adapter4rec.config import REPO_ROOT
+from tests.conftest import tiny_args
+
+RUN = REPO_ROOT / "Downstream" / "Text" / "run.py"
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", **extra)
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "A4R_DEBUG"):
+        env.pop(key, None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def bad_dataset(tiny_data, tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    lines = (tiny_data / "target" / "users.tsv").read_text().splitlines()
+    user, items = lines[3].split("\t")
+    lines[3] = f"{user}\t{items} NO-SUCH-ITEM"
+    (folder / "users.tsv").write_text("\n".join(lines) + "\n")
+    (folder / "items.tsv").write_bytes((tiny_data / "target" / "items.tsv").read_bytes())
+    return folder
+
+
+def test_data_error_is_one_line_and_status_2(tiny_bert, bad_dataset, tmp_path):
+    args = tiny_args(tiny_bert, bad_dataset, tmp_path / "runs")
+    proc = subprocess.run([sys.executable, str(RUN), *args], capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("adapter4rec: error:")]
+    assert len(errors) == 1 and "users.tsv:4:" in errors[0] and "NO-SUCH-ITEM" in errors[0]
+    debug = subprocess.run([sys.executable, str(RUN), *args], capture_output=True, text=True,
+                           env=_env(A4R_DEBUG="1"), timeout=120)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "DataError" in debug.stderr
+
+
+def test_config_error_is_one_line_and_status_2(tmp_path):
+    proc = subprocess.run([sys.executable, str(RUN), "--lr=-1"], capture_output=True, text=True, env=_env(),
+                          timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("lr=-1.0 is invalid") == 1
+
+
+def test_under_torchrun_the_message_appears_once(tiny_bert, bad_dataset, tmp_path):
+    args = tiny_args(tiny_bert, bad_dataset, tmp_path / "runs", device="cpu")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(RUN), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=150)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert out.count("NO-SUCH-ITEM") == 1, out[-3000:]
+    assert "Traceback (most recent call last)" not in out.split("NO-SUCH-ITEM")[0]
+
+
+def test_a_real_bug_keeps_its_traceback(monkeypatch):
+    from adapter4rec.rundir import exit_on_user_error
+
+    def broken():
+        raise KeyError("a bug")
+    with pytest.raises(KeyError):
+        exit_on_user_error(broken)
