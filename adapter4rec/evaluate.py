@@ -21,10 +21,10 @@ import math
 from typing import Callable
 
 import torch
-from tqdm import tqdm
 
 from adapter4rec import dist
 from adapter4rec.data.split import EvalSplit
+from adapter4rec.rundir import progress_bar
 
 
 METRICS = ("hr", "ndcg", "mrr")
@@ -77,12 +77,14 @@ def _average_over_users(split: EvalSplit, ks: list[int], batch_size: int,
     mine = torch.arange(dist.rank(), len(split), dist.world_size())
     names = [f"{m}@{k}" for m in METRICS for k in ks]
     sums = torch.zeros(len(names) + 1, dtype=torch.float64)
-    for start in tqdm(range(0, len(mine), batch_size), desc=desc, disable=not (progress and dist.is_main()),
-                      leave=False):
+    bar = progress_bar(len(range(0, len(mine), batch_size)), desc, progress, quiet=True)
+    for start in range(0, len(mine), batch_size):
         rows = mine[start:start + batch_size]
         per_user = per_chunk(rows)
         sums[:-1] += torch.stack([per_user[n].sum().cpu() for n in names])
         sums[-1] += len(rows)
+        bar.update(1)
+    bar.close()
     dist.all_reduce_sum(sums)
     users = int(sums[-1])
     result = {n: float(sums[i] / max(users, 1)) for i, n in enumerate(names)}

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset
-from tqdm import tqdm
 
 from adapter4rec import dist
 from adapter4rec.adapters.methods import add_adapters
@@ -30,7 +29,8 @@ from adapter4rec.evaluate import evaluate_embeddings, model_user_fn, popularity_
 from adapter4rec.optim import apply_schedule, build_optimizer
 from adapter4rec.original import is_original_checkpoint, load_original
 from adapter4rec.resume import Progress, find_resume, restore, rng_state, save_last, set_rng_state
-from adapter4rec.rundir import prepare_run_dir, run_dir_of, seed_everything, setup_logging, user_error_types
+from adapter4rec.rundir import (prepare_run_dir, progress_bar, run_dir_of, seed_everything, setup_logging,
+                               user_error_types)
 from adapter4rec.tb import Board
 
 log = logging.getLogger("adapter4rec")
@@ -52,8 +52,7 @@ def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, pr
     random numbers of the interrupted run; `checkpoint()` writes last.pt every save_every_steps batches."""
     model.train()
     limit = min(cfg.max_steps_per_epoch or len(loader), len(loader))
-    bar = tqdm(total=limit, initial=progress.step, desc=f"epoch {progress.epoch}",
-               disable=not (cfg.progress and dist.is_main()), leave=False)
+    bar = progress_bar(limit, f"epoch {progress.epoch}", cfg.progress, initial=progress.step)
     # Creating the iterator draws one number from the global RNG; the saved state is from before that draw
     # when the run stopped at an epoch boundary, and from after it (mid-epoch) otherwise.
     if resume_rng is not None and progress.step == 0:

@@ -208,3 +208,13 @@ def test_bad_bool_and_bad_int(tiny_bert, tiny_data, tmp_path):
 def test_valid_config_parses(tiny_bert, tiny_data, tmp_path):
     cfg = parse_args(tiny_args(tiny_bert, tiny_data / "source", tmp_path, lr=0.5, topk="1,3", select_metric="hr@3"))
     assert cfg.lr == 0.5 and cfg.topk_list() == [1, 3] and cfg.embedding_dim == 16
+
+
+def test_items_file_with_more_columns_than_the_format_is_refused(tmp_path):
+    """MIND's raw news.tsv (id, category, subcategory, title, ...) would otherwise read its category as title."""
+    path = _write(tmp_path, "items.tsv", "i1\tTitle one\tAbstract\ni2\tnews\tsports\tA title\tabs\n")
+    with pytest.raises(DataError) as err:
+        read_items(path)
+    msg = str(err.value)
+    assert f"{path}:2:" in msg and "5 tab-separated columns" in msg and "'news'" in msg
+    assert len(read_items(_write(tmp_path, "ok.tsv", "i1\tTitle one\tAbstract\ni2\tTwo\n"))) == 2

@@ -50,11 +50,17 @@ class ItemCatalog:
 
 
 def read_items(path: Path) -> ItemCatalog:
-    """Read an items file. Identical duplicate lines are skipped (counted); conflicting duplicates fail."""
+    """Read an items file. Identical duplicate lines are skipped (counted); conflicting duplicates fail; a line with
+    more than the format's 3 columns fails (reading a wider file as id/title/abstract would be silently wrong)."""
     catalog = ItemCatalog([], [], [])
     for number, cols in iter_tsv_lines(path):
         if len(cols) < 2:
             raise DataError(f"{path}:{number}: expected 'item_id<TAB>title[<TAB>abstract]', got {cols[0][:80]!r}")
+        if len(cols) > 3:  # refused, not ignored: MIND's raw news.tsv (8 columns) would read its category as title
+            raise DataError(f"{path}:{number}: {len(cols)} tab-separated columns, the items format has at most 3 "
+                            f"('item_id<TAB>title[<TAB>abstract]'); the 2nd column here is {cols[1][:40]!r}. "
+                            f"Keep the id, title and abstract columns (Dataset/convert.py converts RecBole, "
+                            f"MiniOneRec and CSV data)")
         item_id, title = cols[0].strip(), cols[1].strip()
         abstract = cols[2].strip() if len(cols) > 2 else ""
         if not item_id:
