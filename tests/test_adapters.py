@@ -113,7 +113,7 @@ def test_only_trainable_parameters_change(method, base_model, tiny_bert, tiny_da
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed <= trainable, sorted(changed - trainable)[:5]
-    assert len(changed) >= len(trainable) // 2  # the trainable parameters did move
+    assert changed == trainable, sorted(trainable - changed)[:5]  # every trainable parameter moved (both encoders)
 
 
 def test_adapter_checkpoint_reproduces_outputs(base_model, tiny_bert, tiny_data, tmp_path):
@@ -251,3 +251,20 @@ def test_frozen_features_baseline_trains_head_and_user_encoder_only(base_model, 
     assert trainable == {n for n, _ in model.named_parameters()
                          if n.startswith(("user_encoder.", "item_encoder.proj.", "scorer."))}
     assert "scorer.log_scale" in trainable and not any(n.startswith("item_encoder.backbone.") for n in trainable)
+
+
+@pytest.mark.parametrize("method", ["houlsby", "pfeiffer", "lora", "compacter"])
+def test_learning_rate_groups_follow_the_encoders(method, base_model, tiny_bert, tiny_data, tmp_path):
+    """Item adapters at item_adapter_lr, user adapters at user_adapter_lr, the head at lr; nothing frozen in the
+    optimizer (a user_adapter_lr of 0 or a swapped group would leave one encoder's adapters untrained)."""
+    cfg = config(tiny_bert, tiny_data, tmp_path, adapter=method, item_adapter_lr=3e-3, user_adapter_lr=7e-3,
+                 lr=5e-4, train_head=True)
+    model, _ = adapted(base_model, cfg)
+    lr_of = {id(p): g["lr"] for g in build_optimizer(model, cfg).param_groups for p in g["params"]}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            assert id(param) not in lr_of, name
+            continue
+        want = 5e-4 if name.startswith("item_encoder.proj.") else 7e-3 if name.startswith("user_encoder.") else 3e-3
+        assert lr_of[id(param)] == want, name
+    assert any(n.startswith("user_encoder.") and p.requires_grad for n, p in model.named_parameters())

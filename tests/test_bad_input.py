@@ -87,6 +87,15 @@ def test_conflicting_duplicate_item(tmp_path):
     assert f"{path}:3:" in msg and "'i1'" in msg and "Title one" in msg and "Another title" in msg
 
 
+def test_duplicate_item_differing_only_in_its_abstract_is_a_conflict(tmp_path):
+    path = _write(tmp_path, "items.tsv", "i1\tTitle one\tFirst abstract\ni2\tTitle two\ti1\ni1\tTitle one\tOther\n")
+    with pytest.raises(DataError) as err:
+        read_items(path)
+    assert f"{path}:3:" in str(err.value) and "'i1'" in str(err.value)
+    same = _write(tmp_path, "same.tsv", "i1\tTitle one\tAbs\ni1\tTitle one\tAbs\n")
+    assert read_items(same).duplicates_skipped == 1
+
+
 def test_identical_duplicate_item_skipped_and_counted(tmp_path):
     path = _write(tmp_path, "items.tsv", "i1\tTitle one\ni2\tTitle two\ni1\tTitle one\r\n")
     cat = read_items(path)

@@ -88,4 +88,5 @@ if __name__ == "__main__":
     if dry:
         sys.exit(0)
     done = [n for n in RUNS if (RUNS_DIR / n / "results.json").is_file()]
-    report(done, "report_amazon", "amazon_hr10", "Amazon Office -> Scientific: HR@10 vs trainable parameters")
+    if done:
+        report(done, "report_amazon", "amazon_hr10", "Amazon Office -> Scientific: HR@10 vs trainable parameters")
