@@ -31,24 +31,33 @@ def epochs_of(run_dir):
     return [{k: v for k, v in line.items() if k != "seconds"} for line in lines]
 
 
-def test_crash_mid_epoch_then_resume_equals_uninterrupted(tiny_bert, tiny_data, tmp_path, monkeypatch):
-    straight = train.run(parse_args(args(tiny_bert, tiny_data, tmp_path / "a")))
+# Saves of a 7-step epoch with save_every_steps=2: steps 2, 4, 6 and the epoch end (recorded as step 0 of the
+# next epoch). Crashing after save 3 stops mid-epoch 0, after 4 exactly at the boundary, after 6 in the middle of
+# epoch 1 — where a sampler whose generator state was not restored would replay epoch 0's order, and the
+# resumed epoch's loss in metrics.jsonl would differ.
+@pytest.mark.parametrize("crash_at,extra", [
+    (3, {}), (4, {}), (6, {}),
+    (6, {"tune": "peft", "adapter": "houlsby", "train_head": "true", "stage": "downstream"}),  # adapters resumed
+    (6, {"loss": "softmax", "softmax_negatives": 5, "lr_schedule": "cosine", "warmup_steps": 3}),
+], ids=["mid-epoch-0", "epoch-boundary", "mid-epoch-1", "peft", "sampled-softmax-schedule"])
+def test_crash_then_resume_equals_uninterrupted(tiny_bert, tiny_data, tmp_path, monkeypatch, crash_at, extra):
+    straight = train.run(parse_args(args(tiny_bert, tiny_data, tmp_path / "a", **extra)))
     saves = []
     real_save = train.save_last
 
-    def crash_after_third_save(*a, **k):
+    def crash_after_save(*a, **k):
         real_save(*a, **k)
-        saves.append(a[5].step)  # progress.step at the save
-        if len(saves) == 3:
+        saves.append((a[5].epoch, a[5].step))  # progress at the save
+        if len(saves) == crash_at:
             raise KeyboardInterrupt("simulated kill")
-    monkeypatch.setattr(train, "save_last", crash_after_third_save)
+    monkeypatch.setattr(train, "save_last", crash_after_save)
     with pytest.raises(KeyboardInterrupt):
-        train.run(parse_args(args(tiny_bert, tiny_data, tmp_path / "b")))
-    assert saves[-1] > 0, "the crash should happen in the middle of an epoch"
+        train.run(parse_args(args(tiny_bert, tiny_data, tmp_path / "b", **extra)))
+    assert saves[-1] == {3: (0, 6), 4: (1, 0), 6: (1, 4)}[crash_at]
     monkeypatch.setattr(train, "save_last", real_save)
-    resumed = train.run(parse_args(args(tiny_bert, tiny_data, tmp_path / "b")))
+    resumed = train.run(parse_args(args(tiny_bert, tiny_data, tmp_path / "b", **extra)))
     assert resumed["test"] == straight["test"]
-    assert epochs_of(tmp_path / "b" / "r") == epochs_of(tmp_path / "a" / "r")
+    assert epochs_of(tmp_path / "b" / "r") == epochs_of(tmp_path / "a" / "r")  # every epoch's loss and metrics
     assert "resuming at epoch" in (tmp_path / "b" / "r" / "log.txt").read_text()
 
 
