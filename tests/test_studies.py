@@ -51,3 +51,12 @@ def test_amazon_study_runs_its_source_once_and_a_chosen_subset():
     assert len(dry_run("Downstream/Text/script/study_amazon.py", "--only=amazon-sci-id-sasrec")) == 1  # no source
     everything = dry_run("Downstream/Text/script/study_amazon.py")
     assert len(everything) == 8 and sum("--source_checkpoint=runs/" in c for c in everything) == 4
+
+
+def test_amazon_settings_study_varies_one_setting_at_a_time():
+    commands = dry_run("Downstream/Text/script/study_amazon_settings.py")
+    assert len(commands) == 7 and all("--train_head=true" in c and "--train_user_encoder=true" in c for c in commands)
+    joined = "\n".join(commands)
+    for variant in ("--score=cosine", "--item_pooling=mean", "--max_title_tokens=64", "--inbatch_correction=popularity",
+                    "--inbatch_correction=inclusion"):
+        assert joined.count(variant) == 1, variant
