@@ -59,7 +59,8 @@ def method_name(cfg: dict) -> str:
             base += f", {cfg['adapter_where']} encoder only"
         if cfg.get("adapter_layers") and adapter != "kadapter":
             base += f", top {cfg['adapter_layers']} layers"
-    return base + (f" + {' + '.join(extras)}" if extras else "")
+    origin = " (target only)" if cfg.get("stage") == "downstream" and not cfg.get("source_checkpoint") else ""
+    return base + (f" + {' + '.join(extras)}" if extras else "") + origin
 
 
 def is_scratch(cfg: dict) -> bool:

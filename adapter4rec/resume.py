@@ -109,3 +109,45 @@ def restore(ckpt: dict, model, optimizer, scaler, negatives: torch.Generator) ->
     log.info("resuming at epoch %d after %d batches (best %s = %.4f at epoch %d)", progress.epoch, progress.step,
              ckpt["config"].get("select_metric"), progress.best, progress.best_epoch)
     return progress, ckpt["rng"][dist.rank()]
+
+
+class StopSignals:
+    """SIGTERM (SLURM / Kubernetes preemption, `timeout`) and SIGINT (Ctrl-C) ask the run to stop: the current
+    step finishes, last.pt is written, and the process exits with 128 + the signal's number. `requested()` is
+    all-reduced, so under torchrun every rank stops after the same step even if only one got the signal.
+    A second signal of the same kind falls back to the default behaviour (a second Ctrl-C interrupts at once)."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _note(self, signum, frame) -> None:
+        import signal
+        self.received = signum
+        signal.signal(signum, self.previous.get(signum, signal.SIG_DFL))
+
+    def requested(self) -> bool:
+        flag = torch.tensor([float(self.received or 0)])
+        return bool(dist.all_reduce_sum(flag).item() > 0)
+
+    def stop(self, where: str) -> None:
+        """Call after last.pt is written: log the line a person (or a job scheduler's log) reads, then exit."""
+        import signal
+        number = self.received or signal.SIGTERM
+        name = signal.Signals(number).name if self.received else "a signal on another rank"
+        log.warning("stopped by %s %s; last.pt is written: start the same command again to continue exactly",
+                    name, where)
+        raise SystemExit(128 + int(number))

@@ -28,7 +28,7 @@ from adapter4rec.data.split import sample_negatives
 from adapter4rec.evaluate import evaluate_embeddings, model_user_fn, popularity_vectors
 from adapter4rec.optim import apply_schedule, build_optimizer
 from adapter4rec.original import is_original_checkpoint, load_original
-from adapter4rec.resume import Progress, find_resume, restore, rng_state, save_last, set_rng_state
+from adapter4rec.resume import Progress, StopSignals, find_resume, restore, rng_state, save_last, set_rng_state
 from adapter4rec.rundir import (prepare_run_dir, progress_bar, run_dir_of, seed_everything, setup_logging,
                                user_error_types)
 from adapter4rec.tb import Board
@@ -45,7 +45,7 @@ def autocast(cfg: Config, device: torch.device):
 
 
 def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, progress, negatives, resume_rng,
-                    checkpoint) -> float:
+                    checkpoint, stop: StopSignals) -> float:
     """One epoch from batch `progress.step` on (earlier batches of a resumed epoch are skipped, not rerun).
 
     `resume_rng` (a resumed run only) is applied after the skip, so the remaining batches see exactly the
@@ -77,6 +77,9 @@ def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, pr
         bar.set_postfix(loss=f"{progress.loss_sum / max(progress.step - progress.skipped, 1):.4f}")
         if cfg.save_every_steps and progress.step % cfg.save_every_steps == 0 and progress.step < limit:
             checkpoint()
+        if stop.requested() and progress.step < limit:
+            checkpoint()
+            stop.stop(f"after epoch {progress.epoch} step {progress.step}")
     bar.close()
     return progress.loss_sum / max(progress.step - progress.skipped, 1)  # mean over the updates made
 
@@ -182,24 +185,30 @@ def _run(cfg: Config, device: torch.device) -> dict:
     if ckpt is not None:
         progress, resume_rng = restore(ckpt, model, optimizer, scaler, negatives)
     started = time.time() - progress.seconds
-    while progress.epoch < cfg.epochs:
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(progress.epoch)
-        if resume_rng is not None and resume_rng["sampler_epoch"] is not None:
-            for gen, state in zip(generators, resume_rng["sampler_epoch"]):
-                gen.set_state(state)  # this epoch's batch order, as the interrupted run had it
-        epoch_start = [gen.get_state() for gen in generators]
+    with StopSignals() as stop:  # SIGTERM / Ctrl-C: finish the step, write last.pt, exit
+        while progress.epoch < cfg.epochs:
+            if isinstance(loader.sampler, DistributedSampler):
+                loader.sampler.set_epoch(progress.epoch)
+            if resume_rng is not None and resume_rng["sampler_epoch"] is not None:
+                for gen, state in zip(generators, resume_rng["sampler_epoch"]):
+                    gen.set_state(state)  # this epoch's batch order, as the interrupted run had it
+            epoch_start = [gen.get_state() for gen in generators]
 
-        def checkpoint():
-            progress.seconds = time.time() - started
-            save_last(run_dir / "last.pt", model, optimizer, scaler, cfg, progress, rng_state(negatives, epoch_start))
-        loss = train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, progress, negatives,
-                               resume_rng, checkpoint)
-        resume_rng = None
-        if end_of_epoch(model, data, cfg, device, run_dir, progress, loss, time.time() - started, board):
-            break
-        epoch_start = [gen.get_state() for gen in generators]  # = the next epoch's start
-        checkpoint()
+            def checkpoint():
+                progress.seconds = time.time() - started
+                save_last(run_dir / "last.pt", model, optimizer, scaler, cfg, progress,
+                          rng_state(negatives, epoch_start))
+            loss = train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, progress, negatives,
+                                   resume_rng, checkpoint, stop)
+            resume_rng = None
+            if end_of_epoch(model, data, cfg, device, run_dir, progress, loss, time.time() - started, board):
+                break
+            epoch_start = [gen.get_state() for gen in generators]  # = the next epoch's start
+            checkpoint()
+            if stop.requested():  # a signal during the epoch's last step or its evaluation
+                stop.stop(f"at the end of epoch {progress.epoch - 1}")
+        if stop.requested():  # early stopping or the last epoch: last.pt (if any) stands, testing is left to the rerun
+            stop.stop("before testing")
     board.close()
     dist.barrier()
     return finish(model, data, cfg, device, run_dir, progress, time.time() - started)

@@ -107,3 +107,40 @@ def test_resume_refuses_another_process_count_and_a_non_resumable_file(tiny_bert
     # best.pt holds weights only: no optimizer, progress or random-number state to continue from
     with pytest.raises(CheckpointError, match="not a resumable checkpoint"):
         train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, epochs=2, resume=run_dir / "best.pt")))
+
+
+@pytest.mark.parametrize("where", ["mid-epoch-1", "during-evaluation"])
+def test_sigterm_finishes_the_step_saves_and_resumes_exactly(tiny_bert, tiny_data, tmp_path, monkeypatch, where):
+    """Preemption: SIGTERM finishes the current step (or the evaluation under way), writes last.pt and exits with
+    128 + 15; running the command again continues bit-exactly."""
+    extra = dict(save_every_steps=0)  # last.pt only from the signal and the epoch ends
+    straight = train.run(parse_args(args(tiny_bert, tiny_data, tmp_path / "a", **extra)))
+    calls = {"step": 0, "validate": 0}
+    real_step, real_validate = train.train_step, train.validate
+
+    def step_then_signal(*a, **k):
+        calls["step"] += 1
+        out = real_step(*a, **k)
+        if where == "mid-epoch-1" and calls["step"] == 10:  # step 3 of epoch 1 (7 steps per epoch)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    def validate_with_signal(*a, **k):
+        calls["validate"] += 1
+        if where == "during-evaluation" and calls["validate"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_validate(*a, **k)
+    monkeypatch.setattr(train, "train_step", step_then_signal)
+    monkeypatch.setattr(train, "validate", validate_with_signal)
+    with pytest.raises(SystemExit) as stopped:
+        train.run(parse_args(args(tiny_bert, tiny_data, tmp_path / "b", **extra)))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    saved = read_checkpoint(tmp_path / "b" / "r" / "last.pt")["progress"]
+    assert (saved["epoch"], saved["step"]) == ((1, 3) if where == "mid-epoch-1" else (2, 0))
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
+    monkeypatch.setattr(train, "train_step", real_step)
+    monkeypatch.setattr(train, "validate", real_validate)
+    resumed = train.run(parse_args(args(tiny_bert, tiny_data, tmp_path / "b", **extra)))
+    assert resumed["test"] == straight["test"]
+    assert epochs_of(tmp_path / "b" / "r") == epochs_of(tmp_path / "a" / "r")
+    assert "stopped by SIGTERM" in (tmp_path / "b" / "r" / "log.txt").read_text()
