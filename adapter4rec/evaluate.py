@@ -146,6 +146,19 @@ def _candidate_table(table: torch.Tensor, candidates: torch.Tensor | None):
     return table[keep.to(table.device)], renumber
 
 
+def _chunk_scores(u: torch.Tensor, table: torch.Tensor, c0: int, c1: int, which: torch.Tensor, items: torch.Tensor,
+                  appended: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores of items c0..c1-1 with padding and each user's masked items at -inf (b, chunk), scores of the
+    `appended` rows (b, a)) from ONE product, so equal rows get equal scores (see the module docstring)."""
+    both = u @ torch.cat([table[c0:c1], appended]).T                # (b, chunk + a)
+    scores = both[:, :c1 - c0]
+    if c0 == 0:
+        scores[:, 0] = -math.inf                                     # the padding item
+    inside = (items >= c0) & (items < c1)
+    scores[which[inside], items[inside] - c0] = -math.inf            # history masking
+    return scores, both[:, c1 - c0:]
+
+
 def _count_above(u: torch.Tensor, table: torch.Tensor, target: torch.Tensor, seen: tuple, item_chunk: int):
     """(greater, ties) per user over items 1..N, excluding the user's seen items and the target itself.
 
@@ -158,17 +171,44 @@ def _count_above(u: torch.Tensor, table: torch.Tensor, target: torch.Tensor, see
     ties = torch.zeros_like(greater)
     for c0 in range(0, table.shape[0], item_chunk):
         c1 = min(c0 + item_chunk, table.shape[0])
-        both = u @ torch.cat([table[c0:c1], targets]).T              # (b, chunk + b)
-        scores, target_score = both[:, :c1 - c0], both[rows, c1 - c0 + rows].unsqueeze(1)
-        if c0 == 0:
-            scores[:, 0] = -math.inf                                 # the padding item
-        inside = (items >= c0) & (items < c1)
-        scores[which[inside], items[inside] - c0] = -math.inf        # history masking
+        scores, appended = _chunk_scores(u, table, c0, c1, which, items, targets)
+        target_score = appended[rows, rows].unsqueeze(1)
         own = (target >= c0) & (target < c1)
         scores[rows[own], target[own] - c0] = -math.inf              # the target is not its own competitor
         greater += (scores > target_score).sum(1)
         ties += (scores == target_score).sum(1)
     return greater, ties
+
+
+@torch.no_grad()
+def top_k(users: Callable[[torch.Tensor], torch.Tensor], table: torch.Tensor, split: EvalSplit, k: int,
+          batch_size: int, device: torch.device, item_chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best candidate items of every user of `split` under the same masking and products as evaluation:
+    (items (U, k) ids, scores (U, k)), best first; memory bounded in users and items (a running top-k per item
+    chunk). Users are not sharded: recommendation runs in one process."""
+    table = table.float().to(device)
+    ranked, renumber = _candidate_table(table, split.candidates)
+    original = torch.arange(len(table)) if renumber is None else torch.nonzero(renumber >= 0).squeeze(1)
+    k = min(k, ranked.shape[0] - 1)
+    out_items, out_scores = [], []
+    for start in range(0, len(split), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(split)))
+        u = users(split.history[rows].to(device)).float()
+        which, seen = _gather_csr(split.seen_ptr, split.seen_items, rows)
+        if renumber is not None:
+            which, seen = which[renumber[seen] >= 0], renumber[seen][renumber[seen] >= 0]
+        best = torch.full((len(rows), k), -math.inf, device=device)
+        best_at = torch.zeros((len(rows), k), dtype=torch.long, device=device)
+        with torch.autocast(device.type, enabled=False):
+            for c0 in range(0, ranked.shape[0], item_chunk):
+                c1 = min(c0 + item_chunk, ranked.shape[0])
+                scores, _ = _chunk_scores(u, ranked, c0, c1, which.to(device), seen.to(device), ranked[:0])
+                best, at = torch.cat([best, scores], 1).topk(k, dim=1)
+                columns = torch.arange(c0, c1, device=device).expand(len(rows), -1)
+                best_at = torch.cat([best_at, columns], 1).gather(1, at)
+        out_items.append(original.to(device)[best_at].cpu())
+        out_scores.append(best.cpu())
+    return torch.cat(out_items), torch.cat(out_scores)
 
 
 def model_user_fn(model, table: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

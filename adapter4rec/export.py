@@ -34,15 +34,22 @@ log = logging.getLogger("adapter4rec")
 METRIC_ATOL, METRIC_RTOL = 1e-3, 0.02
 
 
-def export(run_dir: Path, out: Path, device: str = "cpu", verify: bool = True) -> Path:
+def rebuild_run(run_dir: Path, device: str = "cpu", cache: bool = False):
+    """(model with the run's best weights, data, config, best.pt contents), rebuilt as the run built it.
+
+    The run's order of random draws: seed, data, model, adapters (train._run). The backbone cache is only a
+    speed-up and draws nothing: off for the export check (it must see the model itself), on for recommending."""
     ckpt = read_checkpoint(run_dir / "best.pt")
     cfg = from_dict(ckpt["config"])
-    # the run's order of random draws: seed, data, model, adapters (train._run); the backbone cache is only
-    # a speed-up and is left out (it draws nothing, and the check below must see the model itself)
     seed_everything(cfg.seed, cfg.deterministic)
     data = load_data(cfg)
-    model = prepare_model(dataclasses.replace(cfg, cache_frozen_backbone=False), data, torch.device(device))
+    model = prepare_model(dataclasses.replace(cfg, cache_frozen_backbone=cache), data, torch.device(device))
     load_run_weights(model, ckpt)
+    return model.eval(), data, cfg, ckpt
+
+
+def export(run_dir: Path, out: Path, device: str = "cpu", verify: bool = True) -> Path:
+    model, data, cfg, ckpt = rebuild_run(run_dir, device)
     if verify and ckpt.get("kind") == "trainable":
         check_reproduces(model, data, cfg, ckpt, torch.device(device))
     save_atomic({**ckpt, "format": FORMAT, "kind": "full", "model": model.state_dict()}, out)
