@@ -176,7 +176,6 @@ def test_output_dir_under_a_file_fails_before_any_work(tiny_bert, tiny_data, tmp
 def test_read_only_output_dir(tiny_bert, tiny_data, tmp_path, monkeypatch):
     """A folder the process may not write to. Root ignores mode bits (CI runs as root), so the refusal the kernel
     would give an ordinary user, EACCES on the first write under the folder, is simulated for every user."""
-    import errno
     import pathlib
 
     out = tmp_path / "ro"
