@@ -72,22 +72,35 @@ def test_a_real_bug_keeps_its_traceback(monkeypatch):
         exit_on_user_error(broken)
 
 
-def test_progress_off_a_terminal_is_a_few_log_lines(caplog):
+def test_progress_off_a_terminal_is_a_few_log_lines():
     import logging
 
-    from adapter4rec.rundir import LineProgress
+    from adapter4rec.rundir import LineProgress, log
 
-    with caplog.at_level(logging.INFO, logger="adapter4rec"):
+    class Collect(logging.Handler):  # the package logger may not propagate (setup_logging), so no caplog
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+    collect, level = Collect(), log.level
+    log.addHandler(collect)
+    log.setLevel(logging.INFO)
+    try:
         bar = LineProgress(total=1000, desc="epoch 0")
         for _ in range(1000):
             bar.update(1)
             bar.set_postfix(loss="1.0")
         bar.close()
-    lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 10 and lines[-1].startswith("epoch 0: 1000/1000 (100%)") and "loss=1.0" in lines[-1]
-    quiet = LineProgress(total=50, desc="valid", every=1.0, final=False)
-    caplog.clear()
-    for _ in range(49):
-        quiet.update(1)
-    quiet.close()
-    assert not caplog.records
+        lines = list(collect.lines)
+        assert len(lines) == 10 and lines[-1].startswith("epoch 0: 1000/1000 (100%)") and "loss=1.0" in lines[-1]
+        collect.lines.clear()
+        quiet = LineProgress(total=50, desc="valid", every=1.0, final=False)
+        for _ in range(49):
+            quiet.update(1)
+        quiet.close()
+        assert not collect.lines
+    finally:
+        log.removeHandler(collect)
+        log.setLevel(level)
