@@ -98,11 +98,13 @@ def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], split: EvalSplit,
     """Average metrics over this split's users, sharded across ranks.
 
     score_fn(history (b, L) on device) -> (b, num_items+1) scores; column 0 (padding) is always excluded."""
+    excluded = None if split.candidates is None else ~split.candidates.to(device)
+
     def per_chunk(rows: torch.Tensor) -> dict[str, torch.Tensor]:
         scores = score_fn(split.history[rows].to(device)).float()
         scores[:, 0] = -math.inf
-        if split.candidates is not None:
-            scores[:, ~split.candidates.to(device)] = -math.inf
+        if excluded is not None:
+            scores[:, excluded] = -math.inf
         which, seen = _gather_csr(split.seen_ptr, split.seen_items, rows)
         scores[which.to(device), seen.to(device)] = -math.inf
         return rank_metrics(scores, split.target[rows].to(device), ks)
@@ -147,10 +149,13 @@ def _candidate_table(table: torch.Tensor, candidates: torch.Tensor | None):
 
 
 def _chunk_scores(u: torch.Tensor, table: torch.Tensor, c0: int, c1: int, which: torch.Tensor, items: torch.Tensor,
-                  appended: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                  appended: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(scores of items c0..c1-1 with padding and each user's masked items at -inf (b, chunk), scores of the
     `appended` rows (b, a)) from ONE product, so equal rows get equal scores (see the module docstring)."""
-    both = u @ torch.cat([table[c0:c1], appended]).T                # (b, chunk + a)
+    if appended is None:                                             # top-K: no copy of the chunk
+        both = u @ table[c0:c1].T
+    else:
+        both = u @ torch.cat([table[c0:c1], appended]).T            # (b, chunk + a)
     scores = both[:, :c1 - c0]
     if c0 == 0:
         scores[:, 0] = -math.inf                                     # the padding item
@@ -202,7 +207,7 @@ def top_k(users: Callable[[torch.Tensor], torch.Tensor], table: torch.Tensor, sp
         with torch.autocast(device.type, enabled=False):
             for c0 in range(0, ranked.shape[0], item_chunk):
                 c1 = min(c0 + item_chunk, ranked.shape[0])
-                scores, _ = _chunk_scores(u, ranked, c0, c1, which.to(device), seen.to(device), ranked[:0])
+                scores, _ = _chunk_scores(u, ranked, c0, c1, which.to(device), seen.to(device), None)
                 best, at = torch.cat([best, scores], 1).topk(k, dim=1)
                 columns = torch.arange(c0, c1, device=device).expand(len(rows), -1)
                 best_at = torch.cat([best_at, columns], 1).gather(1, at)

@@ -14,23 +14,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from adapter4rec.data.files import read_users
-from adapter4rec.data.split import EvalSplit, left_pad
+from adapter4rec.data.split import eval_split_of
 from adapter4rec.evaluate import model_user_fn, top_k
 from adapter4rec.export import rebuild_run
 from adapter4rec.rundir import exit_on_user_error
-
-
-def histories(sequences: list[np.ndarray], max_seq_len: int, masked: bool, candidates) -> EvalSplit:
-    """Users to recommend for: history = the whole sequence (its last L items feed the model)."""
-    seen = [np.unique(s) if masked else np.zeros(0, dtype=np.int64) for s in sequences]
-    ptr = np.concatenate([[0], np.cumsum([len(s) for s in seen])])
-    items = np.concatenate(seen) if seen else np.zeros(0, dtype=np.int64)
-    return EvalSplit(torch.arange(len(sequences)), left_pad(sequences, max_seq_len), torch.zeros(len(sequences),
-                     dtype=torch.long), torch.from_numpy(ptr), torch.from_numpy(items.astype(np.int64)), 0, candidates)
 
 
 def recommend(run_dir: Path, users_file: Path | None, k: int, out: Path, device: str = "cpu",
@@ -41,7 +31,9 @@ def recommend(run_dir: Path, users_file: Path | None, k: int, out: Path, device:
         users = read_users(cfg.resolve(cfg.dataset) / cfg.users_file, data.catalog.index, 1, cfg.unknown_items)
     else:
         users = read_users(users_file, data.catalog.index, 1, cfg.unknown_items)
-    split = histories(users.sequences, cfg.max_seq_len, cfg.eval_repeats == "skip", data.split.valid.candidates)
+    # the whole sequence is the history (no target: top_k reads none)
+    split = eval_split_of(list(range(len(users.sequences))), users.sequences, [0] * len(users.sequences),
+                          cfg.max_seq_len, cfg.eval_repeats == "skip", candidates=data.split.valid.candidates)
     with torch.no_grad():
         table = model.item_table()
         items, scores = top_k(model_user_fn(model, table), model.ranking_table(table), split, k, batch_size,

@@ -59,7 +59,7 @@ class LeaveOneOut:
 
 def _eval_split(data: Interactions, cut: int, max_seq_len: int, eval_repeats: str) -> EvalSplit:
     """Target = seq[cut] (cut < 0), history = seq[:cut]."""
-    rows, histories, targets, seen = [], [], [], []
+    rows, histories, targets = [], [], []
     skipped = 0
     for row, seq in enumerate(data.sequences):
         history, target = seq[:cut], int(seq[cut])
@@ -69,13 +69,19 @@ def _eval_split(data: Interactions, cut: int, max_seq_len: int, eval_repeats: st
         rows.append(row)
         histories.append(history)
         targets.append(target)
-        seen.append(np.unique(history) if eval_repeats == "skip" else np.zeros(0, dtype=np.int64))
-    lengths = np.array([len(s) for s in seen], dtype=np.int64)
-    ptr = np.concatenate([[0], np.cumsum(lengths)])
+    return eval_split_of(rows, histories, targets, max_seq_len, eval_repeats == "skip", skipped)
+
+
+def eval_split_of(rows: list[int], histories: list[np.ndarray], targets: list[int], max_seq_len: int,
+                  masked: bool, skipped: int = 0, candidates: torch.Tensor | None = None) -> EvalSplit:
+    """An EvalSplit of these users: the model sees the last L items of each history; with `masked` the whole
+    history is excluded from the ranking (CSR rows of its distinct items)."""
+    seen = [np.unique(h) if masked else np.zeros(0, dtype=np.int64) for h in histories]
+    ptr = np.concatenate([[0], np.cumsum([len(s) for s in seen])]).astype(np.int64)
     items = np.concatenate(seen) if seen else np.zeros(0, dtype=np.int64)
     return EvalSplit(torch.tensor(rows, dtype=torch.long), left_pad(histories, max_seq_len),
                      torch.tensor(targets, dtype=torch.long), torch.from_numpy(ptr),
-                     torch.from_numpy(items.astype(np.int64)), skipped)
+                     torch.from_numpy(items.astype(np.int64)), skipped, candidates)
 
 
 def training_windows(parts: list[np.ndarray], max_seq_len: int, which: str) -> list[np.ndarray]:

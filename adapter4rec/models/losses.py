@@ -136,13 +136,14 @@ def global_candidates(ids: torch.Tensor, emb: torch.Tensor, counts: torch.Tensor
     dropout noise differs). In a single process: the inputs themselves and the identity column map."""
     if dist.world_size() == 1:
         return ids, emb, counts, None, slots, draws
-    all_ids = torch.cat(dist.all_gather_rows(ids))
+    id_parts = dist.all_gather_rows(ids)
+    all_ids = torch.cat(id_parts)
     all_emb = torch.cat(dist.all_gather_rows(emb, differentiable=True))
     all_counts = torch.cat(dist.all_gather_rows(counts))
     unique, where = torch.unique(all_ids, return_inverse=True)
     positions = torch.arange(len(all_ids), device=ids.device)
     first = torch.full((len(unique),), len(all_ids), device=ids.device).scatter_reduce(0, where, positions, "amin")
     total = torch.zeros(len(unique), dtype=all_counts.dtype, device=ids.device).scatter_add(0, where, all_counts)
-    offset = sum(len(part) for part in dist.all_gather_rows(ids)[:dist.rank()])
+    offset = sum(len(part) for part in id_parts[:dist.rank()])
     sums = dist.all_reduce_sum(torch.tensor([float(slots), float(draws)], device=ids.device))
     return unique, all_emb[first], total, where[offset:offset + len(ids)], int(sums[0]), int(sums[1])
