@@ -1,7 +1,7 @@
 """Bad input gives a clear error naming the file and the line (or the key / what is missing).
 
 More cases: checkpoints in test_checkpoint.py; non-finite loss, unwritable output directory and
-per-epoch checkpoints in test_faults.py (the README table "Bad input" names the test of each row)."""
+per-epoch checkpoints in test_faults.py (the table in docs/bad_input.md names the test of each row)."""
 from __future__ import annotations
 
 import shutil

@@ -4,7 +4,7 @@ The defaults train on the embedded synthetic HM-format source domain (`make demo
 ViT built from a ViTConfig (pretrained_models/vit-tiny-demo, no download possible) on a CPU in minutes.
 Paper setting (HM): DATASET "Dataset/HM", ITEMS "hm_50w_items.tsv", USERS "hm_50w_users.tsv",
 LMDB "hm_50w_images.lmdb" (Dataset/build_lmdb.py, or the original builder's), ENCODER "vit-base-patch16-224"
-or "mae", epochs 60, batch_size 8 per GPU, lr 2e-4, item_encoder_lr 1e-4, loss "bce", 4 GPUs (see README).
+or "mae", epochs 60, batch_size 8 per GPU, lr 2e-4, item_encoder_lr 1e-4, loss "bce", 4 GPUs (see docs/images.md).
 """
 NPROC = 1                                    # processes: GPUs, or a small number on CPU
 DATASET = "Dataset/default_cv/source"        # folder with the users/items files and the LMDB (relative to repo)

@@ -2,7 +2,7 @@
 
 The defaults train on the embedded synthetic source domain with all-MiniLM-L6-v2 on a CPU in minutes.
 Paper setting (MIND): DATASET "Dataset/MIND", USERS "mind_large_users_base.tsv", ITEMS "mind_large_news_base.tsv",
-ENCODER "bert_base_uncased", epochs 60, batch_size 32, loss "bce", precision "fp32", 2 GPUs (see README).
+ENCODER "bert_base_uncased", epochs 60, batch_size 32, loss "bce", precision "fp32", 2 GPUs (see docs/running.md).
 """
 NPROC = 1                                  # processes: GPUs, or a small number on CPU
 DATASET = "Dataset/default/source"         # folder with the users and items files (relative to the repo root)
