@@ -44,8 +44,8 @@ class Config:
                             "the dataset folder, or a path")
     missing_images: str = _opt("error", "an item whose image is missing or undecodable: error (stop, listing "
                                "them) or blank (mean-colour image, counted)", ("error", "blank"))
-    cache_dir: str = _opt("Dataset/cache", "where decoded per-item pixels are cached (rebuilt when the store, "
-                          "the items or the encoder's input size change)")
+    cache_dir: str = _opt("Dataset/cache", "where item tokens, decoded pixels and frozen backbone states are cached "
+                          "(keyed: rebuilt when what they depend on changes)")
     # --- item tower
     item_tower: str = _opt("modal", "modal: encode item content; id: learned item-ID embedding baseline",
                            ("modal", "id"))
@@ -113,7 +113,7 @@ class Config:
     tune_bias: bool = _opt(False, "peft: also train every bias (BitFit when adapter=none)")
     # --- adapters (PEFT); see adapter4rec/adapters/
     adapter: str = _opt("none", "PEFT method inserted after the source checkpoint is loaded",
-                        ("none", "houlsby", "parallel", "pfeiffer", "compacter", "lora", "kadapter", "prompt"))
+                        ("none", "houlsby", "parallel", "pfeiffer", "compacter", "lora", "kadapter", "prompt", "side"))
     adapter_where: str = _opt("both", "encoders that get adapters: item, user or both", ("item", "user", "both"))
     adapter_sublayers: str = _opt("auto", "bottleneck adapters after the attention sub-layer, the feed-forward "
                                   "sub-layer or both; auto = both, except pfeiffer = ffn (the paper's Pfeiffer "
@@ -135,6 +135,15 @@ class Config:
     compacter_n: int = _opt(4, "Compacter: number of Kronecker summands n (paper: hypercomplex_division)")
     phm_init_range: float = _opt(1e-4, "Compacter: std of the shared rule matrices at init")
     prompt_tokens: int = _opt(30, "prompt tuning: learned tokens inserted after [CLS]")
+    user_adapter: str = _opt("auto", "the PEFT method in the user encoder when adapter_where is user or both: auto = "
+                             "the same as `adapter`, except adapter=side (a side network is an item-encoder method), "
+                             "whose user encoder gets houlsby", ("auto", "houlsby", "parallel", "pfeiffer",
+                                                                 "compacter", "lora", "kadapter"))
+    side_layers: str = _opt("", "adapter=side: comma list of the backbone layers (1..L) whose pooled states feed the "
+                            "side network; the last layer is always added; empty = every other layer (2, 4, .., L)")
+    side_cache_dtype: str = _opt("bf16", "adapter=side: dtype of the cached layer states", ("bf16", "fp16", "fp32"))
+    side_cache_max_gb: float = _opt(8.0, "adapter=side: refuse to build a layer-state cache larger than this (the "
+                                    "estimate is checked before anything is computed)")
     cache_frozen_backbone: bool = _opt(True, "when no item-encoder backbone parameter trains, encode every item "
                                        "once (eval mode) and reuse the cached states")
     # --- evaluation (full ranking over all items, leave-one-out)
@@ -208,6 +217,16 @@ class Config:
                 _bad(key, getattr(self, key), "a number in [0, 1)")
         if self.adapter != "none" and self.item_tower == "id" and self.adapter_where != "user":
             _bad("adapter_where", self.adapter_where, "user when item_tower=id (an ID table has no layers)")
+        if self.adapter == "side":
+            if self.tune != "peft":
+                _bad("tune", self.tune, "peft with adapter=side (the side network reads a frozen backbone)")
+            if self.adapter_where == "user":
+                _bad("adapter_where", self.adapter_where, "item or both with adapter=side (an item-encoder method)")
+            if self.tune_layernorm or self.tune_bias:
+                _bad("tune_layernorm" if self.tune_layernorm else "tune_bias", True, "false with adapter=side: the "
+                     "side network never runs the backbone, so its LayerNorms and biases would get no gradient")
+            if not self.side_cache_max_gb > 0:
+                _bad("side_cache_max_gb", self.side_cache_max_gb, "a positive number")
         if self.adapter == "prompt" and self.adapter_where != "item":
             _bad("adapter_where", self.adapter_where, "item with adapter=prompt (prompts go into the item encoder)")
         if self.embedding_dim % self.num_heads:

@@ -91,8 +91,9 @@ def user_error_types() -> tuple[type, ...]:
     from adapter4rec.data.lmdb_images import ImageStoreError
     from adapter4rec.models.pretrained import CheckpointFolderError
     from adapter4rec.original import OriginalCheckpointError
+    from adapter4rec.states.store import CacheError
     return DataError, CheckpointError, CheckpointFolderError, ImageStoreError, OriginalCheckpointError, \
-        FloatingPointError
+        CacheError, FloatingPointError
 
 
 def exit_on_user_error(main) -> None:

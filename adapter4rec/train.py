@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from adapter4rec import dist
 from adapter4rec.adapters.methods import add_adapters
@@ -24,6 +24,7 @@ from adapter4rec.build import build_model, load_data
 from adapter4rec.checkpoint import (FORMAT, ForeignCheckpointError, epoch_path, load_run_weights, load_source,
                                     prune_epoch_checkpoints, read_checkpoint, save_atomic)
 from adapter4rec.config import Config
+from adapter4rec.data.shards import ShardedBatches
 from adapter4rec.data.split import sample_negatives
 from adapter4rec.evaluate import evaluate_embeddings, model_user_fn, popularity_vectors
 from adapter4rec.optim import apply_schedule, build_optimizer
@@ -31,6 +32,7 @@ from adapter4rec.original import is_original_checkpoint, load_original
 from adapter4rec.resume import Progress, StopSignals, find_resume, restore, rng_state, save_last, set_rng_state
 from adapter4rec.rundir import (prepare_run_dir, progress_bar, run_dir_of, seed_everything, setup_logging,
                                user_error_types)
+from adapter4rec.states.store import DiskStore
 from adapter4rec.tb import Board
 
 log = logging.getLogger("adapter4rec")
@@ -187,8 +189,8 @@ def _run(cfg: Config, device: torch.device) -> dict:
     started = time.time() - progress.seconds
     with StopSignals() as stop:  # SIGTERM / Ctrl-C: finish the step, write last.pt, exit
         while progress.epoch < cfg.epochs:
-            if isinstance(loader.sampler, DistributedSampler):
-                loader.sampler.set_epoch(progress.epoch)
+            if isinstance(loader.batch_sampler, ShardedBatches):
+                loader.batch_sampler.set_epoch(progress.epoch)
             if resume_rng is not None and resume_rng["sampler_epoch"] is not None:
                 for gen, state in zip(generators, resume_rng["sampler_epoch"]):
                     gen.set_state(state)  # this epoch's batch order, as the interrupted run had it
@@ -228,9 +230,14 @@ def prepare_model(cfg: Config, data, device: torch.device) -> torch.nn.Module:
     model.to(device)
     if hasattr(model.item_encoder, "cache_backbone") and cfg.cache_frozen_backbone:
         with autocast(cfg, device):
-            cached = model.item_encoder.cache_backbone()
-            if cached:
-                log.info("item encoder: %s computed once per item and cached (frozen)", cached)
+            cached = model.item_encoder.cache_backbone(DiskStore(cfg.resolve(cfg.cache_dir)),
+                                                       side_limit_bytes=int(cfg.side_cache_max_gb * 2**30))
+        if cached:
+            report = model.item_encoder.cache_report
+            log.info("item encoder: %s computed once per item and cached (frozen): %s %s, %.1f MB, built in %.1f s",
+                     cached, "reused" if report.get("hit") else "built now", report.get("path"),
+                     report.get("bytes", 0) / 2**20, report.get("build_seconds", 0.0))
+            data.stats["state_cache"] = {k: report.get(k) for k in ("hit", "bytes", "build_seconds", "path")}
     return model
 
 
@@ -250,16 +257,17 @@ def load_any_source(model: torch.nn.Module, cfg: Config) -> None:
 
 
 def make_loader(train: torch.Tensor, cfg: Config) -> tuple[DataLoader, list[torch.Generator]]:
-    """Training windows in a seeded random order; under DDP each rank gets its DistributedSampler share
-    (its order depends only on seed and epoch). Returns the loader and the generators that decide each
-    epoch's order in a single process (saved in last.pt)."""
+    """Training windows in a seeded random order; under DDP each rank gets its share of every global batch
+    (data/shards.py: each window once per epoch over all ranks; the order depends only on seed and epoch).
+    Returns the loader and the generators that decide each epoch's order in a single process (saved in
+    last.pt)."""
     train_set = TensorDataset(train)
     if dist.world_size() > 1:
-        sampler, generators = DistributedSampler(train_set, seed=cfg.seed), []
-    else:
-        generator = torch.Generator().manual_seed(cfg.seed)
-        sampler, generators = RandomSampler(train_set, generator=generator), [generator]
-    return DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers), generators
+        batches = ShardedBatches(len(train_set), cfg.batch_size, dist.rank(), dist.world_size(), cfg.seed)
+        return DataLoader(train_set, batch_sampler=batches, num_workers=cfg.num_workers), []
+    generator = torch.Generator().manual_seed(cfg.seed)
+    sampler = RandomSampler(train_set, generator=generator)
+    return DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers), [generator]
 
 
 def end_of_epoch(model, data, cfg: Config, device, run_dir: Path, progress: Progress, loss: float,

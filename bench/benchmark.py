@@ -3,8 +3,9 @@
 Every training configuration runs in its own process (so peak memory is its own), on the default target
 data with the paper's text configuration (L=20, batch 32, d=64, SASRec, MiniLM item encoder, bce loss unless
 stated), side by side in one invocation: the per-slot fp32 reference path (the original's work pattern,
-bench/reference.py) vs the optimised path; full fine-tuning vs Houlsby vs frozen; fp32 vs bf16; 1 vs 2
-processes. Evaluation: batched full ranking vs a per-user argsort loop, and a synthetic 1,000,000 items x
+bench/reference.py) vs the optimised path; full fine-tuning vs Houlsby vs the side network vs frozen; fp32 vs
+bf16; 1 vs 2 processes; the one-off cost (seconds, MB) of each configuration's frozen-backbone cache.
+Evaluation: batched full ranking vs a per-user argsort loop, and a synthetic 1,000,000 items x
 10,000 users point. Writes bench/results/benchmark.json and .md (git-ignored) and prints the table.
 """
 from __future__ import annotations
@@ -35,6 +36,8 @@ CONFIGS = {  # name -> (extra run arguments, per-slot reference path?, processes
           "--cache_frozen_backbone=false"], False, 1),
     "optimised bf16, Houlsby in the top 2 of 6 item layers, frozen-prefix cache":
         (["--precision=bf16", "--tune=peft", "--adapter=houlsby", "--adapter_layers=2"], False, 1),
+    "optimised bf16, side network (cached layer states) + user Houlsby":
+        (["--precision=bf16", "--tune=peft", "--adapter=side"], False, 1),
     "optimised bf16, frozen + head (cached backbone)": (["--precision=bf16", "--tune=peft", "--train_head=true"],
                                                         False, 1),
     "optimised bf16, full FT, in-batch loss": (["--precision=bf16", "--loss=inbatch"], False, 1),
@@ -69,7 +72,10 @@ def run_one(name: str, steps: int, warmup: int) -> dict:
     set_trainable(model, cfg)
     if per_slot:
         model = PerSlotRecommender(model, cfg.max_title_tokens)
+    started = time.perf_counter()
     cached = model.item_encoder.cache_backbone() if cfg.cache_frozen_backbone else ""
+    cache_build_s = time.perf_counter() - started if cached else 0.0
+    cache_mb = getattr(model.item_encoder, "cache_report", {}).get("bytes", 0) / 2**20 if cached else 0.0
     ddp = dist.wrap_ddp(model, device)
     optimizer = build_optimizer(model, cfg)
     timers = {"data": 0.0, "item encoder": 0.0, "user encoder + loss": 0.0, "backward": 0.0, "optimizer": 0.0}
@@ -117,6 +123,7 @@ def run_one(name: str, steps: int, warmup: int) -> dict:
     result = {"config": name, "processes": world, "median_step_s": median,
               "sequences_per_s": world * cfg.batch_size / median, "peak_rss_mb": peak_rss_mb(),
               "breakdown_s": {k: v / steps for k, v in timers.items()}, "cached_backbone": cached,
+              "cache_build_s": cache_build_s, "cache_mb": cache_mb,
               "item_encoder_tokens_per_step": tokens / steps, "torch_threads": torch.get_num_threads(),
               "item_encoder_forward_gflop_per_step": 2 * non_embedding * tokens / steps / 1e9,
               "precision": cfg.precision}
@@ -188,6 +195,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--configs", default="", help="comma list of substrings: run only the training "
+                        "configurations whose name contains one of them (e.g. 'full FT,Houlsby,side'); default all")
+    parser.add_argument("--training_only", action="store_true", help="skip the evaluation and scale points")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--part", choices=["eval", "scale", "matmul"], help=argparse.SUPPRESS)
     opts = parser.parse_args()
@@ -202,13 +212,16 @@ def main() -> None:
         print("RESULT " + json.dumps(part), flush=True)
         return
     report = {"machine": f"{os.cpu_count()} CPU cores", "training": [], "argv": sys.argv[1:]}
+    wanted = [w.strip() for w in opts.configs.split(",") if w.strip()]
     for name, (_, _, procs) in CONFIGS.items():
+        if wanted and not any(w in name for w in wanted):
+            continue
         head = [sys.executable] if procs == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                                     "--nproc_per_node", str(procs)]
         env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // procs)))
         report["training"].append(_child(head + [str(Path(__file__)), "--one", name, "--steps", str(opts.steps),
                                                  "--warmup", str(opts.warmup)], env))
-    for part in ("matmul", "eval", "scale"):
+    for part in ("matmul",) if opts.training_only else ("matmul", "eval", "scale"):
         report[part] = _child([sys.executable, str(Path(__file__)), "--part", part], dict(os.environ))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "benchmark.json").write_text(json.dumps(report, indent=1))

@@ -1,5 +1,5 @@
 """Recommendations out of a run: the chunked top-K agrees with evaluation's ranking, masks each user's history,
-and works for an adapter-only (PEFT) checkpoint."""
+and works for adapter-only (PEFT) checkpoints, the side network's included."""
 from __future__ import annotations
 
 import pytest
@@ -20,6 +20,8 @@ def runs(tiny_bert, tiny_data, tmp_path_factory):
     train.run(parse_args(tiny_args(tiny_bert, tiny_data / "target", out, **common)))
     peft = dict(common, run_name="houlsby", tune="peft", adapter="houlsby", train_head="true")
     train.run(parse_args(tiny_args(tiny_bert, tiny_data / "target", out, **peft)))
+    side = dict(common, run_name="side", tune="peft", adapter="side", side_layers="1")
+    train.run(parse_args(tiny_args(tiny_bert, tiny_data / "target", out, **side)))
     return out
 
 
@@ -37,7 +39,7 @@ def test_top1_agrees_with_evaluation(runs, item_chunk):
     assert (scores[:, :-1] >= scores[:, 1:]).all()  # best first
 
 
-@pytest.mark.parametrize("name", ["full", "houlsby"])
+@pytest.mark.parametrize("name", ["full", "houlsby", "side"])
 def test_recommend_writes_top_k_per_user_without_their_history(runs, name, tiny_data, tmp_path):
     out = tmp_path / "recs.tsv"
     assert recommend(runs / name, None, 5, out) > 0

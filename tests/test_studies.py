@@ -50,7 +50,8 @@ def test_amazon_study_runs_its_source_once_and_a_chosen_subset():
     assert "--item_tower=id" in ids and "--loss=softmax" in ids and "--train_windows=all" in ids
     assert len(dry_run("Downstream/Text/script/study_amazon.py", "--only=amazon-sci-id-sasrec")) == 1  # no source
     everything = dry_run("Downstream/Text/script/study_amazon.py")
-    assert len(everything) == 8 and sum("--source_checkpoint=runs/" in c for c in everything) == 4
+    assert len(everything) == 10 and sum("--source_checkpoint=runs/" in c for c in everything) == 6
+    assert sum("--adapter=side" in c for c in everything) == 2
 
 
 def test_amazon_settings_study_varies_one_setting_at_a_time():

@@ -7,11 +7,13 @@ file and the tokenizer).
 ImageItemEncoder: the same over ViT/MAE and the item's pixels (§2.5): CLS of the final-LayerNorm output
 (or the mean of its patch tokens). Mean pooling reads only the item's own tokens, never prompt tokens.
 
-Frozen-backbone cache: when no backbone parameter trains (the frozen baseline, user-encoder-only adapters),
-`cache_backbone()` runs the backbone once over every item and later calls only gather the cached CLS states
-(the trainable head still runs); when only its top layers train, it keeps the hidden states below them
-(models/prefix_cache.py). Caches are computed in eval mode, so the frozen part applies no dropout; that is
-exact for evaluation and drops only the frozen part's dropout noise in training.
+Frozen-backbone caches (`cache_backbone(store)`, one mechanism: states/): with a side network (adapter=side)
+the backbone's pooled states at the side network's layers; when no backbone parameter trains (the frozen
+baseline, user-encoder-only adapters) its pooled output; when only its top layers train, the hidden states
+below them (models/prefix_cache.py). Later calls gather rows by item id; the trainable part still runs.
+Caches are computed in eval mode, so the frozen part applies no dropout; that is exact for evaluation and drops
+only the frozen part's dropout noise in training. A side network without a cache runs the backbone in eval
+mode too, so both paths compute the same function.
 IdItemEncoder: a learned embedding per item (baseline; cannot transfer to new items).
 """
 from __future__ import annotations
@@ -23,6 +25,8 @@ from torch import nn
 from adapter4rec.data.images import ImageSpec, PixelTable
 from adapter4rec.data.text import TokenTable, gather_tokens, token_mask
 from adapter4rec.models.prefix_cache import PrefixCache, frozen_prefix_depth, pool_states
+from adapter4rec.states.layers import estimate_bytes, layer_state_table, pooled_layer_states, tensor_digest
+from adapter4rec.states.store import DTYPES, CacheError, MemoryStore
 
 
 def encode_catalogue(encode, num_items: int, device: torch.device, chunk: int = 512) -> torch.Tensor:
@@ -30,6 +34,11 @@ def encode_catalogue(encode, num_items: int, device: torch.device, chunk: int = 
     ids = torch.arange(1, num_items + 1, device=device)
     parts = [encode(ids[i:i + chunk]).float() for i in range(0, len(ids), chunk)]
     return torch.cat([parts[0].new_zeros(1, parts[0].shape[1])] + parts)
+
+
+def on_device(table: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A cached table where the model runs: a CPU memory map stays mapped; on a GPU the rows are copied over."""
+    return table if device.type == "cpu" else table.to(device)
 
 
 class ContentItemEncoder(nn.Module):
@@ -44,17 +53,47 @@ class ContentItemEncoder(nn.Module):
         self.proj = nn.Linear(backbone.config.hidden_size, d)
         self.cls_cache: torch.Tensor | None = None  # (num_items+1, hidden) when the backbone is frozen
         self.prefix: PrefixCache | None = None       # when only its top layers train
+        self.side = None                              # adapters/side.py SideNetwork, set by adapter=side
+        self.side_table: torch.Tensor | None = None  # (num_items+1, k, hidden): its cached inputs
+        self.cache_report: dict = {}                  # the last cache_backbone()'s record: hit, seconds, bytes
 
     def encode_states(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
         """(last-layer states (n, T', h), real-token mask (n, T), or the number of patches of an image)."""
         raise NotImplementedError
 
+    def encode_all_states(self, items: torch.Tensor):
+        """(every layer's states: a tuple of L+1 (n, T', h) with the embeddings' first, the output (n, T', h),
+        the mask or number of patches) — the side network's inputs."""
+        raise NotImplementedError
+
+    def input_digest(self) -> str:
+        """A digest of what the backbone reads for every item (the cache key's input part)."""
+        raise NotImplementedError
+
+    def pool(self, hidden: torch.Tensor, mask) -> torch.Tensor:
+        return pool_states(hidden, mask, self.pooling)
+
     def encode_cls(self, items: torch.Tensor) -> torch.Tensor:
         """(n, hidden) pooled backbone states (the CLS state under item_pooling=cls)."""
-        return pool_states(*self.encode_states(items), self.pooling)
+        return self.pool(*self.encode_states(items))
+
+    def side_inputs(self, items: torch.Tensor) -> torch.Tensor:
+        """(n, k, hidden) fp32: the side network's layer states, cached or from the frozen backbone in eval mode,
+        rounded to the side network's state dtype either way (so both paths compute one function)."""
+        if self.side_table is not None:
+            return self.side_table[items if self.side_table.device == items.device else items.cpu()].to(
+                items.device, torch.float32)
+        was_training = self.backbone.training
+        self.backbone.eval()
+        with torch.no_grad():
+            states = pooled_layer_states(self, items, self.side.layers).to(DTYPES[self.side.state_dtype]).float()
+        self.backbone.train(was_training)
+        return states
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        if self.cls_cache is not None:
+        if self.side is not None:
+            hidden = self.side(self.side_inputs(items))
+        elif self.cls_cache is not None:
             hidden = self.cls_cache[items]
         elif self.prefix is not None:
             hidden = self.prefix.finish(items)
@@ -63,21 +102,36 @@ class ContentItemEncoder(nn.Module):
         return F.gelu(self.proj(hidden))  # (n, d) from the CLS token
 
     @torch.no_grad()
-    def cache_backbone(self, chunk: int = 512, limit_bytes: int = 4 << 30) -> str:
-        """Encode the frozen part once: every item's CLS state when no backbone parameter trains, else the
-        hidden states below the lowest trainable layer (models/prefix_cache.py). Returns what was cached."""
-        self.cls_cache, self.prefix = None, None
+    def cache_backbone(self, store=None, limit_bytes: int = 4 << 30, side_limit_bytes: int | None = None) -> str:
+        """Encode the frozen part once into `store` (states/store.py; default: in memory): the side network's
+        inputs (adapter=side), every item's pooled output when no backbone parameter trains, else the hidden
+        states below the lowest trainable layer (models/prefix_cache.py). Returns what was cached."""
+        self.cls_cache, self.prefix, self.side_table = None, None, None
+        store = store if store is not None else MemoryStore()
+        device = self.proj.weight.device
+        if self.side is not None:
+            side_dtype = self.side.state_dtype
+            need = estimate_bytes(self, self.side.layers, side_dtype)
+            if side_limit_bytes is not None and need > side_limit_bytes:
+                raise CacheError(
+                    f"the side network's state cache would take {need / 2**30:.2f} GB ({self.num_items + 1} items x "
+                    f"{len(self.side.layers)} layers x {self.backbone.config.hidden_size} x {side_dtype}), above "
+                    f"side_cache_max_gb={side_limit_bytes / 2**30:g}: use fewer side_layers, "
+                    f"side_cache_dtype=bf16 or fp16, or raise side_cache_max_gb")
+            self.side_table = on_device(layer_state_table(self, store, self.side.layers, side_dtype), device)
+            self.cache_report = dict(store.report)
+            return f"the side network's inputs (layers {self.side.layers}, {side_dtype})"
         if not any(p.requires_grad for p in self.backbone.parameters()):
-            was_training = self.backbone.training
-            self.backbone.eval()
-            self.cls_cache = encode_catalogue(self.encode_cls, self.num_items, self.proj.weight.device, chunk)
-            self.backbone.train(was_training)
+            top = self.backbone.config.num_hidden_layers
+            self.cls_cache = on_device(layer_state_table(self, store, [top], "fp32"), device)[:, 0]
+            self.cache_report = dict(store.report)
             return f"the whole backbone ({self.pooling}-pooled states)"
         depth = frozen_prefix_depth(self.backbone)
         if depth > 0:
             prefix = PrefixCache(self, depth)
-            if prefix.build(limit_bytes):
+            if prefix.build(store, limit_bytes):
                 self.prefix = prefix
+                self.cache_report = dict(store.report)
                 return f"the embeddings and the {depth} frozen bottom layer(s)"
         return ""
 
@@ -97,6 +151,14 @@ class TextItemEncoder(ContentItemEncoder):
     def encode_states(self, items: torch.Tensor):
         input_ids, attention_mask = gather_tokens(self.token_ids, self.token_lengths, items)
         return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask
+
+    def encode_all_states(self, items: torch.Tensor):
+        input_ids, attention_mask = gather_tokens(self.token_ids, self.token_lengths, items)
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return out.hidden_states, out.last_hidden_state, attention_mask
+
+    def input_digest(self) -> str:
+        return tensor_digest(self.token_ids, self.token_lengths)  # tokenizer, fields, budget and items in one
 
     # --- for the frozen-prefix cache
     def sequence_width(self) -> int:
@@ -138,6 +200,14 @@ class ImageItemEncoder(ContentItemEncoder):
 
     def encode_states(self, items: torch.Tensor):
         return self.backbone(**self.pixel_inputs(items)).last_hidden_state, self.patches()
+
+    def encode_all_states(self, items: torch.Tensor):
+        out = self.backbone(**self.pixel_inputs(items), output_hidden_states=True)
+        return out.hidden_states, out.last_hidden_state, self.patches()
+
+    def input_digest(self) -> str:
+        # the decoded-pixel cache's name is keyed by the store, the items, the input size and the missing policy
+        return f"{self.pixels.path.name}:{list(self.pixels.array.shape)}:{list(self.mean.flatten().tolist())}"
 
     # --- for the frozen-prefix cache (no padding in images: every token attends to every token)
     def sequence_width(self) -> int:

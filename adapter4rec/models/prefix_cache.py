@@ -2,8 +2,8 @@
 
 When the lowest trainable part of a backbone is encoder layer k (adapters or LoRA in the top layers only,
 LayerNorm-only tuning of a ViT's final norm, ...), the embeddings and layers 0..k-1 compute the same function
-all run long. `PrefixCache.build` runs them once over every item (eval mode, no grad) and keeps the hidden
-states entering layer k: (num_items+1, T, hidden) — T = the longest title, or 1 + patches for images. A step
+all run long. `PrefixCache.build` runs them once over every item (eval mode, no grad) into a state store
+(states/: in memory, or keyed on disk and reused by later runs) and keeps the hidden states entering layer k: (num_items+1, T, hidden) — T = the longest title, or 1 + patches for images. A step
 then gathers the rows of its distinct items (trimmed to the batch's longest title) and runs only layers
 k.. (and the ViT's final LayerNorm) on them.
 
@@ -19,6 +19,8 @@ import logging
 import torch
 from torch import nn
 from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask_for_sdpa
+
+from adapter4rec.states.layers import prefix_state_table
 
 log = logging.getLogger(__name__)
 
@@ -79,25 +81,22 @@ class PrefixCache:
         self.layers = layers_of(encoder.backbone)
         self.states: torch.Tensor | None = None  # (num_items+1, T, hidden) fp32
 
-    def build(self, limit_bytes: int, chunk: int = 256) -> bool:
-        backbone, n = self.encoder.backbone, self.encoder.num_items
+    def build(self, store, limit_bytes: int) -> bool:
+        """Get the states from `store` (states/store.py) or compute them into it; False when over the limit."""
+        n, backbone = self.encoder.num_items, self.encoder.backbone
         width, hidden = self.encoder.sequence_width(), backbone.config.hidden_size
         if (n + 1) * width * hidden * 4 > limit_bytes:
             log.info("frozen-prefix cache of %d items x %d x %d floats exceeds the limit: not built", n + 1, width,
                      hidden)
             return False
-        device = self.encoder.proj.weight.device
-        states = torch.zeros(n + 1, width, hidden, device=device)
-        was_training = backbone.training
-        backbone.eval()
-        with torch.no_grad():
-            for start in range(1, n + 1, chunk):
-                items = torch.arange(start, min(start + chunk, n + 1), device=device)
-                embedded, mask = self.encoder.embed(items)
-                out = run_layers(self.layers[:self.depth], embedded, extended_mask(backbone, mask, embedded.dtype))
-                states[items, :out.shape[1]] = out.float()
-        backbone.train(was_training)
-        self.states = states
+
+        def run_prefix(items):
+            embedded, mask = self.encoder.embed(items)
+            return run_layers(self.layers[:self.depth], embedded, extended_mask(backbone, mask, embedded.dtype))
+        frozen = [backbone.embeddings, *self.layers[:self.depth]]  # the key: only what the states depend on
+        table = prefix_state_table(self.encoder, store, self.depth, run_prefix, frozen)
+        self.states = table if self.encoder.proj.weight.device.type == "cpu" else \
+            table.to(self.encoder.proj.weight.device)
         return True
 
     def finish(self, items: torch.Tensor) -> torch.Tensor:

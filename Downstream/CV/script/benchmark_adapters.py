@@ -15,6 +15,7 @@ RUNS = [  # (launcher, extra arguments, run name)
     ("sm_vit.py", ["--source_checkpoint="], "sm_vit-scratch"),
     ("sm_vit_frozen.py", [], "sm_vit_frozen"),
     ("sm_vit_adapter.py", [], "sm_vit_adapter"),
+    ("sm_vit_side.py", [], "sm_vit_side"),
     ("sm_vit_adapter_parallel.py", [], "sm_vit_adapter_parallel"),
     ("sm_vit_adapter_pfeiffer.py", [], "sm_vit_adapter_pfeiffer"),
     ("sm_vit_compacter.py", [], "sm_vit_compacter"),

@@ -15,6 +15,7 @@ RUNS = [  # (launcher, extra arguments, run name)
     ("finetune.py", ["--source_checkpoint="], "finetune-scratch"),
     ("frozen.py", [], "frozen"),
     ("adapter_houlsby.py", [], "adapter_houlsby"),
+    ("adapter_side.py", [], "adapter_side"),
     ("adapter_houlsby_parallel.py", [], "adapter_houlsby_parallel"),
     ("adapter_pfeiffer.py", [], "adapter_pfeiffer"),
     ("adapter_compacter.py", [], "adapter_compacter"),

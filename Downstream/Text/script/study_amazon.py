@@ -10,8 +10,10 @@ tested unmasked, the protocol of the published numbers):
   source   SASRec + MiniLM trained end to end on Office.
   target   ID-SASRec; frozen MiniLM features under a trained head + SASRec, from scratch and from the Office model
            (the backbone state of every item is cached, so these train in minutes); and the paper's question
-           (backbone on the backward path every step): text SASRec from scratch, full fine-tuning, Houlsby, LoRA.
-Settings chosen on validation (README, "Real data"): full-catalogue softmax where the item table is cheap (ID and
+           (backbone on the backward path every step): text SASRec from scratch, full fine-tuning, Houlsby, LoRA;
+           and decoupled PEFT: a side network over cached layer states, alone (with user adapters, as Houlsby
+           trains) and with the head and user encoder trained.
+Settings chosen on validation (docs/real_data.md): full-catalogue softmax where the item table is cheap (ID and
 cached frozen backbones), the in-batch softmax with the multiplicity correction where the backbone trains, every
 training window (`train_windows=all`), 32 title tokens.
 Extra arguments are passed to every run (e.g. `--epochs=1` for a try-out); `--skip_done` continues an
@@ -29,6 +31,7 @@ SHARED = ROOT.parent / "shared" / "datasets"
 OFFICE, SCIENTIFIC = ROOT / "Dataset" / "amazon" / "office", ROOT / "Dataset" / "amazon" / "scientific"
 PRETRAIN_RUN = ROOT / "Pretraining" / "Text" / "run.py"
 SOURCE_NAME = "amazon-office-sasrec"
+FROM_SOURCE = f"runs/{SOURCE_NAME}/best.pt"
 COMMON = dict(item_encoder="all-MiniLM-L6-v2", max_seq_len=20, embedding_dim=64, precision="bf16",
               max_title_tokens=32, train_windows="all", seed=12345, save_every_steps=50)
 # the backbone trains every step: in-batch softmax over the batch's distinct items (multiplicity correction)
@@ -36,8 +39,10 @@ BACKBONE = dict(loss="inbatch", batch_size=64, dropout=0.1, lr=1e-3, item_encode
 # only the head and the user encoder train over cached item states: exact softmax over the whole catalogue
 CACHED = dict(loss="softmax", batch_size=256, dropout=0.2, lr=1e-3, epochs=100, patience=8)
 FROZEN = dict(CACHED, tune="peft", adapter="none", train_head=True, train_user_encoder=True)
+# decoupled PEFT: a side network over cached layer states (the backbone never runs after the cache is built)
+SIDE = dict(CACHED, tune="peft", adapter="side", item_adapter_lr=1e-3, user_adapter_lr=1e-3,
+            source_checkpoint=FROM_SOURCE)
 SOURCE = {**COMMON, **BACKBONE, "dataset": str(OFFICE), "arch": "sasrec", "epochs": 5}
-FROM_SOURCE = f"runs/{SOURCE_NAME}/best.pt"
 RUNS = {  # run name -> the target run's settings
     "amazon-sci-id-sasrec": dict(CACHED, item_tower="id", dropout=0.5, epochs=200, patience=10),
     "amazon-sci-frozen-scratch": dict(FROZEN),
@@ -48,6 +53,10 @@ RUNS = {  # run name -> the target run's settings
                                source_checkpoint=FROM_SOURCE),
     "amazon-sci-lora": dict(BACKBONE, tune="peft", adapter="lora", item_adapter_size=12, user_adapter_size=4,
                             item_adapter_lr=1e-3, user_adapter_lr=1e-3, source_checkpoint=FROM_SOURCE),
+    # as the Houlsby row trains: item-side method + Houlsby adapters in the user encoder, the rest frozen
+    "amazon-sci-side": dict(SIDE, adapter_where="both"),
+    # the side network on top of the frozen-features row: head and user encoder train too
+    "amazon-sci-side-head-user": dict(SIDE, adapter_where="item", train_head=True, train_user_encoder=True),
 }
 
 

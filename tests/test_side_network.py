@@ -1,0 +1,224 @@
+"""Side networks over cached layer states (adapter=side): identity at init, only the side network trains, the
+cached path equals the live path, the size limit, and the transfer through the real text launcher.
+The keyed store itself (hit / miss / invalidation / corruption) is tested in test_state_store.py."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+from adapter4rec.adapters.methods import add_adapters
+from adapter4rec.adapters.trainable import set_trainable
+from adapter4rec.build import build_model, load_data
+from adapter4rec.config import REPO_ROOT, parse_args
+from adapter4rec.data.split import sample_negatives
+from adapter4rec.export import check_reproduces, rebuild_run
+from adapter4rec.states.store import CacheError, DiskStore, MemoryStore
+from adapter4rec.train import build_optimizer
+from tests.conftest import tiny_args
+from tests.test_end_to_end import launch
+
+SIDE_NAMES = r"^item_encoder\.side\.(norms|blocks|gates|out)"
+USER_ADAPTER_NAMES = r"^user_encoder\..*\.adapter\.(down|up)\."
+
+
+def side_config(tiny_bert, tiny_data, out, **overrides):
+    args = dict(stage="downstream", tune="peft", adapter="side", adapter_where="item", item_adapter_size=16,
+                user_adapter_size=8, dropout=0.0, side_cache_dtype="fp32")
+    args.update(overrides)
+    return parse_args(tiny_args(tiny_bert, tiny_data / "target", out, **args))
+
+
+@pytest.fixture(scope="module")
+def source_model(tiny_bert, tiny_data, tmp_path_factory):
+    """A 'source' model: the frozen text tower with a trained-looking (random, non-zero) head and SASRec."""
+    cfg = side_config(tiny_bert, tiny_data, tmp_path_factory.mktemp("side"))
+    data = load_data(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, data).eval()
+    return model, data, cfg
+
+
+def scores(model, data):
+    with torch.no_grad():
+        table = model.item_table()
+        users = model.user_states_from_table(data.split.test.history[:16], table)
+    return users @ table.T
+
+
+def with_side(source_model, store=None, **overrides):
+    import copy
+    model, data, cfg = source_model
+    model = copy.deepcopy(model)
+    cfg = parse_args(tiny_args(cfg.item_encoder, cfg.resolve(cfg.dataset), cfg.resolve(cfg.output_dir),
+                               **{**dict(stage="downstream", tune="peft", adapter="side", adapter_where="item",
+                                         item_adapter_size=16, user_adapter_size=8, dropout=0.0,
+                                         side_cache_dtype="fp32"), **overrides}))
+    add_adapters(model, cfg)
+    set_trainable(model, cfg)
+    if store is not False:
+        model.item_encoder.cache_backbone(store or MemoryStore())
+    return model.eval(), cfg
+
+
+@pytest.mark.parametrize("dtype, atol", [("fp32", 1e-5), ("bf16", 0.05)])
+def test_side_network_is_the_identity_at_init(source_model, dtype, atol):
+    """Before training the transferred model scores as its source model: exactly up to float rounding with an fp32
+    cache; a bf16 cache rounds each state to 8 mantissa bits (|score| ~ 1-3 here: 0.05 is ~2% of a score)."""
+    model, data, _ = source_model
+    reference = scores(model, data)
+    side, _ = with_side(source_model, side_cache_dtype=dtype)
+    assert side.item_encoder.side_table is not None and side.item_encoder.side_table.dtype == \
+        {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    torch.testing.assert_close(scores(side, data), reference, rtol=0, atol=atol)
+
+
+def test_side_layers_default_to_every_other_layer_and_end_at_the_output(source_model):
+    side, _ = with_side(source_model, store=False)
+    assert side.item_encoder.side.layers == [2]  # a 2-layer backbone: layer 2 (the output)
+    with pytest.raises(SystemExit, match="side_layers"):
+        with_side(source_model, store=False, side_layers="0,5")
+    side, _ = with_side(source_model, store=False, side_layers="1")
+    assert side.item_encoder.side.layers == [1, 2]  # the output is always added
+
+
+def perturb(model, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.item_encoder.side.parameters():
+            param.add_(0.3 * torch.randn(param.shape, generator=generator))
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_cached_path_equals_live_path_in_eval(source_model, dtype):
+    """The cache holds what the frozen backbone computes (eval mode), and the live path rounds the states to the
+    same dtype: the two differ only by float summation order (1e-5)."""
+    _, data, _ = source_model
+    model, _ = with_side(source_model, side_layers="1", side_cache_dtype=dtype)
+    perturb(model)
+    cached = scores(model, data)
+    model.item_encoder.side_table = None  # the live path: the backbone runs (in eval mode) every call
+    model.train()  # the live path runs the backbone in eval mode even when the model trains
+    model.user_encoder.eval()
+    live = scores(model, data)
+    torch.testing.assert_close(cached, live, rtol=0, atol=1e-5)
+    assert not torch.allclose(cached, scores(source_model[0], data), atol=1e-3)  # the side network did act
+
+
+def test_only_the_side_network_and_user_adapters_train(source_model):
+    model, data, _ = source_model
+    side, cfg = with_side(source_model, adapter_where="both", side_layers="1", item_adapter_lr=1e-2,
+                         user_adapter_lr=1e-2)
+    names = {n for n, p in side.named_parameters() if p.requires_grad}
+    assert names and all(re.search(SIDE_NAMES, n) or re.search(USER_ADAPTER_NAMES, n) for n in names), names
+    assert any(re.search(USER_ADAPTER_NAMES, n) for n in names)  # user_adapter=auto: houlsby in SASRec
+    before = {n: p.detach().clone() for n, p in side.named_parameters()}
+    optimizer = build_optimizer(side, cfg)
+    side.train()
+    generator = torch.Generator().manual_seed(0)
+    for step in range(3):  # B_out trains from step 1; the chain's blocks from step 2 (their gradient passes B_out)
+        seqs = data.split.train[step * 16:(step + 1) * 16]
+        loss = side(seqs, sample_negatives(seqs, side.num_items, generator))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for name, param in side.named_parameters():
+        moved = not torch.equal(param, before[name])
+        assert moved == (name in names), f"{name}: moved={moved}, trainable={name in names}"
+    groups = {g["lr"] for g in optimizer.param_groups}
+    assert groups == {1e-2}
+
+
+def test_a_cache_over_the_size_limit_is_refused_before_it_is_built(source_model):
+    model, _ = with_side(source_model, store=False)
+    with pytest.raises(CacheError, match=r"side_cache_max_gb.*side_layers|side_layers.*side_cache_max_gb"):
+        model.item_encoder.cache_backbone(MemoryStore(), side_limit_bytes=1000)
+    assert model.item_encoder.side_table is None
+
+
+def test_side_cache_is_keyed_by_backbone_weights_layers_and_dtype(source_model, tmp_path):
+    store = DiskStore(tmp_path)
+    model, _ = with_side(source_model, store=store)
+    assert store.report["hit"] is False
+    with_side(source_model, store=store)
+    assert store.report["hit"] is True  # same backbone, inputs, layers, dtype: reused
+    for overrides in (dict(side_layers="1"), dict(side_cache_dtype="bf16")):
+        with_side(source_model, store=store, **overrides)
+        assert store.report["hit"] is False, overrides
+    model.item_encoder.pooling = "mean"
+    model.item_encoder.cache_backbone(store)
+    assert store.report["hit"] is False
+    with torch.no_grad():
+        model.item_encoder.backbone.embeddings.word_embeddings.weight[5, 0] += 1.0  # another backbone
+    model.item_encoder.cache_backbone(store)
+    assert store.report["hit"] is False
+    assert len(list(tmp_path.glob("states-layers-*.bin"))) == 5
+
+
+def test_text_pretrain_then_side_transfer_through_the_launcher(tiny_bert, tiny_data, tmp_path):
+    out, cwd, cache = tmp_path / "runs", tmp_path / "elsewhere", tmp_path / "cache"
+    cwd.mkdir()
+    common = [f"--item_encoder={tiny_bert}", f"--output_dir={out}", f"--cache_dir={cache}", "--epochs=1",
+              "--batch_size=32", "--progress=false", "--embedding_dim=16", "--max_seq_len=8", "--precision=fp32"]
+    launch(REPO_ROOT / "Pretraining" / "Text" / "script" / "sm_base_sasrec.py",
+           f"--dataset={tiny_data / 'source'}", *common, cwd=cwd)
+    side = [f"--dataset={tiny_data / 'target'}", f"--source_checkpoint={out / 'sm_base_sasrec' / 'best.pt'}",
+            "--item_adapter_size=8", "--adapter_where=item", *common]
+    launch(REPO_ROOT / "Downstream" / "Text" / "script" / "adapter_side.py", *side, cwd=cwd)
+    run = out / "adapter_side"
+    results = json.loads((run / "results.json").read_text())
+    assert results["test"]["users"] == results["data"]["test_users"] > 0
+    cache_record = results["data"]["state_cache"]
+    assert cache_record["hit"] is False and cache_record["bytes"] > 0 and cache_record["build_seconds"] >= 0
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    assert ckpt["kind"] == "trainable" and ckpt["model"]
+    assert all(re.search(SIDE_NAMES, k) for k in ckpt["model"]), sorted(ckpt["model"])  # the side network only
+    model, data, cfg, ckpt = rebuild_run(run)  # reloads: the rebuilt model reproduces the stored validation metrics
+    check_reproduces(model, data, cfg, ckpt, torch.device("cpu"))
+    launch(REPO_ROOT / "Downstream" / "Text" / "script" / "adapter_side.py", *side, "--run_name=again", cwd=cwd)
+    assert json.loads((out / "again" / "results.json").read_text())["data"]["state_cache"]["hit"] is True
+
+
+@pytest.mark.parametrize("encoder", ["tiny_vit", "tiny_mae"])
+def test_image_side_network_is_the_identity_at_init_and_caches_exactly(encoder, request, tiny_image_data, tmp_path):
+    """ViT / MAE: the last side state is the final-LayerNorm output the item tower reads, so identity holds."""
+    import copy
+
+    from tests.test_image_models import image_config
+    cfg = image_config(request.getfixturevalue(encoder), tiny_image_data, tmp_path, adapter="side",
+                       adapter_where="item", side_cache_dtype="fp32", side_layers="1")
+    data = load_data(cfg)
+    torch.manual_seed(0)
+    source = build_model(cfg, data).eval()
+    model = copy.deepcopy(source)
+    add_adapters(model, cfg)
+    set_trainable(model, cfg)
+    assert "side network" in model.item_encoder.cache_backbone(DiskStore(tmp_path / "states"))
+    torch.testing.assert_close(scores(model.eval(), data), scores(source, data), rtol=0, atol=1e-5)
+    perturb(model)
+    cached = scores(model, data)
+    model.item_encoder.side_table = None
+    torch.testing.assert_close(cached, scores(model, data), rtol=0, atol=1e-5)
+
+
+def test_image_pretrain_then_side_transfer_through_the_launcher(tiny_vit, tiny_image_data, tmp_path):
+    out, cwd = tmp_path / "runs", tmp_path / "elsewhere"
+    cwd.mkdir()
+    common = [f"--item_encoder={tiny_vit}", f"--output_dir={out}", f"--cache_dir={tmp_path / 'cache'}",
+              "--epochs=1", "--batch_size=32", "--progress=false", "--embedding_dim=32"]
+    launch(REPO_ROOT / "Pretraining" / "CV" / "script" / "sm_vit_sasrec.py",
+           f"--dataset={tiny_image_data / 'source'}", *common, cwd=cwd)
+    launch(REPO_ROOT / "Downstream" / "CV" / "script" / "sm_vit_side.py", f"--dataset={tiny_image_data / 'target'}",
+           f"--source_checkpoint={out / 'sm_vit_sasrec' / 'best.pt'}", "--item_adapter_size=8", *common, cwd=cwd)
+    run = out / "sm_vit_side"
+    results = json.loads((run / "results.json").read_text())
+    assert results["test"]["users"] == results["data"]["test_users"] > 0
+    assert results["data"]["state_cache"]["bytes"] > 0
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    names = sorted(ckpt["model"])
+    assert any(re.search(SIDE_NAMES, k) for k in names) and any(re.search(USER_ADAPTER_NAMES, k) for k in names)
+    assert all(re.search(SIDE_NAMES, k) or re.search(USER_ADAPTER_NAMES, k) for k in names), names
+    config = json.loads((run / "config.json").read_text())
+    assert (config["modality"], config["adapter"], config["user_adapter"]) == ("image", "side", "auto")
