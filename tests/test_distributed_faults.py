@@ -1,5 +1,6 @@
 """Faults in a 2-process gloo run (torchrun, CPU): one rank raising ends the whole job with its message,
-and a NaN loss on one rank only is skipped (or stops the run) on every rank together, without a hang.
+a NaN loss on one rank only is skipped (or stops the run) on every rank together, without a hang, and SIGTERM
+on one rank stops every rank after the same step, to be resumed bit-exactly.
 
 (Evaluation with a user count not divisible by the world size is tested in test_distributed.py: 101
 users over 2 processes, each counted exactly once.)"""
@@ -93,3 +94,25 @@ def test_nan_on_one_rank_stops_every_rank(tiny_bert, tiny_data, tmp_path):
     assert "FloatingPointError: non-finite loss on 1 of 2 processes (here nan)" in output
     assert re.search(r"FloatingPointError: non-finite loss on 1 of 2 processes \(here \d", output), output[-3000:]
     assert "at epoch 0 step 1; stopped (nonfinite=stop)" in output
+
+
+def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step_and_resumes_exactly(tiny_bert, tiny_data, tmp_path):
+    code, output = torchrun(tiny_bert, tiny_data, tmp_path / "a", "none", rank=-1, call=0)
+    assert code == 0, output[-3000:]
+    straight = json.loads((tmp_path / "a" / "r" / "results.json").read_text())
+    # rank 1 alone is preempted during its 2nd step (epoch 0); rank 0 learns it through the all-reduced flag
+    code, output = torchrun(tiny_bert, tiny_data, tmp_path / "b", "sigterm", rank=1, call=2)
+    assert code != 0 and not (tmp_path / "b" / "r" / "results.json").exists(), output[-3000:]
+    from adapter4rec.checkpoint import read_checkpoint
+    saved = read_checkpoint(tmp_path / "b" / "r" / "last.pt")
+    assert (saved["progress"]["epoch"], saved["progress"]["step"]) == (0, 2)
+    assert len(saved["rng"]) == 2  # both ranks' random states: each rank resumes its own streams
+    assert "stopped by SIGTERM" in output
+    code, output = torchrun(tiny_bert, tiny_data, tmp_path / "b", "none", rank=-1, call=0)  # the same command again
+    assert code == 0, output[-3000:]
+    resumed = json.loads((tmp_path / "b" / "r" / "results.json").read_text())
+    assert resumed["test"] == straight["test"] and resumed["best_epoch"] == straight["best_epoch"]
+    assert (tmp_path / "b" / "r" / "metrics.jsonl").read_text().count("loss") == 2
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "a" / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [json.loads(line)["loss"] for line in
+            (tmp_path / "b" / "r" / "metrics.jsonl").read_text().splitlines()] == losses
