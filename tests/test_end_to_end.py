@@ -20,6 +20,7 @@ from adapter4rec.config import REPO_ROOT
 PRETRAIN = REPO_ROOT / "Pretraining" / "Text" / "script" / "sm_base_sasrec.py"
 PRETRAIN_CPC = REPO_ROOT / "Pretraining" / "Text" / "script" / "sm_base_cpc.py"
 FINETUNE = REPO_ROOT / "Downstream" / "Text" / "script" / "finetune.py"
+SIDE = REPO_ROOT / "Downstream" / "Text" / "script" / "adapter_side.py"
 MINILM = REPO_ROOT / "pretrained_models" / "all-MiniLM-L6-v2"
 
 
@@ -48,6 +49,8 @@ def transfer_runs(tiny_data, tmp_path_factory) -> Path:
     target = common(tiny_data / "target", out, "all-MiniLM-L6-v2") + ["--epochs=4"]
     launch(FINETUNE, *target, f"--source_checkpoint={out / 'sm_base_sasrec' / 'best.pt'}", cwd=cwd)
     launch(FINETUNE, *target, "--source_checkpoint=", "--run_name=finetune-scratch", cwd=cwd)
+    launch(SIDE, *target, f"--source_checkpoint={out / 'sm_base_sasrec' / 'best.pt'}", "--adapter_where=item",
+           "--precision=fp32", f"--cache_dir={out / 'cache'}", cwd=cwd)
     return out
 
 
@@ -73,6 +76,26 @@ def test_text_sasrec_beats_popularity_and_transfer_beats_scratch(transfer_runs):
     assert transfer["test"]["ndcg@10"] > scratch["test"]["ndcg@10"] + 0.04
     source = results(transfer_runs, "sm_base_sasrec")
     assert source["test"]["ndcg@10"] > source["popularity_test"]["ndcg@10"] + 0.03
+
+
+def test_side_transfer_through_the_launcher(transfer_runs):
+    """Pretrain -> side network through the real launchers: the cache's record in results.json, a checkpoint of
+    the side network only, and a rebuilt model (live path, no cache) that reproduces the validation metrics."""
+    import re
+
+    import torch
+
+    from adapter4rec.export import check_reproduces, rebuild_run
+    run = transfer_runs / "adapter_side"
+    res = results(transfer_runs, "adapter_side")
+    assert res["test"]["users"] == res["data"]["test_users"] > 0
+    record = res["data"]["state_cache"]
+    assert record["hit"] is False and record["bytes"] > 0 and record["build_seconds"] >= 0
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    assert ckpt["kind"] == "trainable" and ckpt["model"]
+    assert all(re.match(r"item_encoder\.side\.(norms|blocks|gates|out)", k) for k in ckpt["model"]), sorted(ckpt["model"])
+    model, data, cfg, ckpt = rebuild_run(run)
+    check_reproduces(model, data, cfg, ckpt, torch.device("cpu"))
 
 
 def test_cpc_launcher_runs(tiny_bert, tiny_data, tmp_path):

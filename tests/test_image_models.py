@@ -162,7 +162,7 @@ def test_frozen_vit_cache_is_exact_in_eval(vit_model):
     torch.testing.assert_close(cached, reference, rtol=0, atol=1e-6)
 
 
-def test_image_pretrain_then_adapter_transfer_through_launchers(tiny_vit, tiny_image_data, tmp_path):
+def test_image_pretrain_then_adapter_and_side_transfer_through_launchers(tiny_vit, tiny_image_data, tmp_path):
     out, cwd = tmp_path / "runs", tmp_path / "elsewhere"
     cwd.mkdir()
     common = [f"--item_encoder={tiny_vit}", f"--output_dir={out}", f"--cache_dir={tmp_path / 'cache'}",
@@ -180,6 +180,15 @@ def test_image_pretrain_then_adapter_transfer_through_launchers(tiny_vit, tiny_i
     assert all(".adapter." in k for k in adapter_ckpt["model"])
     config = json.loads((out / "sm_vit_adapter" / "config.json").read_text())
     assert (config["modality"], config["max_seq_len"], config["adapter"]) == ("image", 10, "houlsby")
+    # the same source through the side-network launcher: side network + user Houlsby adapters only
+    launch(REPO_ROOT / "Downstream" / "CV" / "script" / "sm_vit_side.py", f"--dataset={tiny_image_data / 'target'}",
+           f"--source_checkpoint={source}", "--item_adapter_size=8", *common, cwd=cwd)
+    side = json.loads((out / "sm_vit_side" / "results.json").read_text())
+    assert side["test"]["users"] == side["data"]["test_users"] > 0 and side["data"]["state_cache"]["bytes"] > 0
+    names = sorted(torch.load(out / "sm_vit_side" / "best.pt", weights_only=True)["model"])
+    assert any(n.startswith("item_encoder.side.") for n in names) and any(".adapter." in n for n in names)
+    assert all(n.startswith("item_encoder.side.") or n.startswith("user_encoder.") and ".adapter." in n
+               for n in names), names
 
 
 @pytest.mark.parametrize("layernorm_only", [False, True])

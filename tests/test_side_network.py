@@ -1,9 +1,9 @@
 """Side networks over cached layer states (adapter=side): identity at init, only the side network trains, the
-cached path equals the live path, the size limit, and the transfer through the real text launcher.
-The keyed store itself (hit / miss / invalidation / corruption) is tested in test_state_store.py."""
+cached path equals the live path, the size limit, the cache key. The keyed store itself (hit / miss /
+corruption) is in test_state_store.py; pretrain -> side transfer through the real launchers in
+test_end_to_end.py (text) and test_image_models.py (images)."""
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -12,13 +12,11 @@ import torch
 from adapter4rec.adapters.methods import add_adapters
 from adapter4rec.adapters.trainable import set_trainable
 from adapter4rec.build import build_model, load_data
-from adapter4rec.config import REPO_ROOT, parse_args
+from adapter4rec.config import parse_args
 from adapter4rec.data.split import sample_negatives
-from adapter4rec.export import check_reproduces, rebuild_run
 from adapter4rec.states.store import CacheError, DiskStore, MemoryStore
 from adapter4rec.train import build_optimizer
 from tests.conftest import tiny_args
-from tests.test_end_to_end import launch
 
 SIDE_NAMES = r"^item_encoder\.side\.(norms|blocks|gates|out)"
 USER_ADAPTER_NAMES = r"^user_encoder\..*\.adapter\.(down|up)\."
@@ -157,30 +155,6 @@ def test_side_cache_is_keyed_by_backbone_weights_layers_and_dtype(source_model, 
     assert len(list(tmp_path.glob("states-layers-*.bin"))) == 5
 
 
-def test_text_pretrain_then_side_transfer_through_the_launcher(tiny_bert, tiny_data, tmp_path):
-    out, cwd, cache = tmp_path / "runs", tmp_path / "elsewhere", tmp_path / "cache"
-    cwd.mkdir()
-    common = [f"--item_encoder={tiny_bert}", f"--output_dir={out}", f"--cache_dir={cache}", "--epochs=1",
-              "--batch_size=32", "--progress=false", "--embedding_dim=16", "--max_seq_len=8", "--precision=fp32"]
-    launch(REPO_ROOT / "Pretraining" / "Text" / "script" / "sm_base_sasrec.py",
-           f"--dataset={tiny_data / 'source'}", *common, cwd=cwd)
-    side = [f"--dataset={tiny_data / 'target'}", f"--source_checkpoint={out / 'sm_base_sasrec' / 'best.pt'}",
-            "--item_adapter_size=8", "--adapter_where=item", *common]
-    launch(REPO_ROOT / "Downstream" / "Text" / "script" / "adapter_side.py", *side, cwd=cwd)
-    run = out / "adapter_side"
-    results = json.loads((run / "results.json").read_text())
-    assert results["test"]["users"] == results["data"]["test_users"] > 0
-    cache_record = results["data"]["state_cache"]
-    assert cache_record["hit"] is False and cache_record["bytes"] > 0 and cache_record["build_seconds"] >= 0
-    ckpt = torch.load(run / "best.pt", weights_only=True)
-    assert ckpt["kind"] == "trainable" and ckpt["model"]
-    assert all(re.search(SIDE_NAMES, k) for k in ckpt["model"]), sorted(ckpt["model"])  # the side network only
-    model, data, cfg, ckpt = rebuild_run(run)  # reloads: the rebuilt model reproduces the stored validation metrics
-    check_reproduces(model, data, cfg, ckpt, torch.device("cpu"))
-    launch(REPO_ROOT / "Downstream" / "Text" / "script" / "adapter_side.py", *side, "--run_name=again", cwd=cwd)
-    assert json.loads((out / "again" / "results.json").read_text())["data"]["state_cache"]["hit"] is True
-
-
 @pytest.mark.parametrize("encoder", ["tiny_vit", "tiny_mae"])
 def test_image_side_network_is_the_identity_at_init_and_caches_exactly(encoder, request, tiny_image_data, tmp_path):
     """ViT / MAE: the last side state is the final-LayerNorm output the item tower reads, so identity holds."""
@@ -201,24 +175,3 @@ def test_image_side_network_is_the_identity_at_init_and_caches_exactly(encoder, 
     cached = scores(model, data)
     model.item_encoder.side_table = None
     torch.testing.assert_close(cached, scores(model, data), rtol=0, atol=1e-5)
-
-
-def test_image_pretrain_then_side_transfer_through_the_launcher(tiny_vit, tiny_image_data, tmp_path):
-    out, cwd = tmp_path / "runs", tmp_path / "elsewhere"
-    cwd.mkdir()
-    common = [f"--item_encoder={tiny_vit}", f"--output_dir={out}", f"--cache_dir={tmp_path / 'cache'}",
-              "--epochs=1", "--batch_size=32", "--progress=false", "--embedding_dim=32"]
-    launch(REPO_ROOT / "Pretraining" / "CV" / "script" / "sm_vit_sasrec.py",
-           f"--dataset={tiny_image_data / 'source'}", *common, cwd=cwd)
-    launch(REPO_ROOT / "Downstream" / "CV" / "script" / "sm_vit_side.py", f"--dataset={tiny_image_data / 'target'}",
-           f"--source_checkpoint={out / 'sm_vit_sasrec' / 'best.pt'}", "--item_adapter_size=8", *common, cwd=cwd)
-    run = out / "sm_vit_side"
-    results = json.loads((run / "results.json").read_text())
-    assert results["test"]["users"] == results["data"]["test_users"] > 0
-    assert results["data"]["state_cache"]["bytes"] > 0
-    ckpt = torch.load(run / "best.pt", weights_only=True)
-    names = sorted(ckpt["model"])
-    assert any(re.search(SIDE_NAMES, k) for k in names) and any(re.search(USER_ADAPTER_NAMES, k) for k in names)
-    assert all(re.search(SIDE_NAMES, k) or re.search(USER_ADAPTER_NAMES, k) for k in names), names
-    config = json.loads((run / "config.json").read_text())
-    assert (config["modality"], config["adapter"], config["user_adapter"]) == ("image", "side", "auto")
