@@ -261,3 +261,166 @@ def test_only_interacted_items_are_ranked():
         assert res["hr@1"] == pytest.approx(hr1) and full == pytest.approx(res)  # targets 3 (top) and 1 (last)
     interacted = leave_one_out(data, 3, "no_mask", candidates="interacted").test.candidates
     assert interacted.tolist() == [False, True, True, True, False, False]
+
+
+# ---------------------------------------------------------------------------------------------- the tiled counts
+def _counting_case(kind: str, seed: int = 0):
+    """(users (b, d), table (N+1, d), target (b,), which, items) with ties: 'dyadic' (small multiples of 1/16:
+    every fp32 product and sum is exact, so many distinct items tie), 'twins' (random floats, every item has an
+    identical twin), 'collapsed' (every item the same random vector). Histories have duplicates, may hold the
+    target, and reach every part of the catalogue."""
+    gen = torch.Generator().manual_seed(seed)
+    b, n_items, d = 37, 101, 6
+    if kind == "dyadic":
+        table = torch.randint(-3, 4, (n_items + 1, d), generator=gen).float() / 16
+        users = torch.randint(-3, 4, (b, d), generator=gen).float() / 16
+    elif kind == "twins":
+        half = 0.1 * torch.randn(n_items // 2 + 1, d, generator=gen)
+        table = torch.cat([half, half[1:], half[1:2]])  # items i, i + 50 (and 101 for item 1) are the same vector
+        users = 0.1 * torch.randn(b, d, generator=gen)
+    else:
+        table = (0.1 * torch.randn(1, d, generator=gen)).expand(n_items + 1, d).clone()
+        users = 0.1 * torch.randn(b, d, generator=gen)
+    target = torch.randint(1, n_items + 1, (b,), generator=gen)
+    lengths = torch.randint(0, 16, (b,), generator=gen)
+    which = torch.repeat_interleave(torch.arange(b), lengths)
+    items = torch.randint(1, n_items + 1, (len(which),), generator=gen)
+    items[:3] = target[which[:3]]  # a history holding its own target (excluded once, not twice)
+    return users, table, target, which, items
+
+
+def _reference_counts(users, table, target, which, items):
+    """Straightforward float64 full rows: items above / level with the target among 1..N minus the history and
+    the target itself (the target's score read from the same product as its competitors)."""
+    scores = users.double() @ table.double().T
+    rows = torch.arange(len(target))
+    own = scores[rows, target].clone().unsqueeze(1)
+    scores[:, 0] = -INF
+    scores[which, items] = -INF
+    scores[rows, target] = -INF
+    return (scores > own).sum(1).double(), (scores == own).sum(1).double()
+
+
+@pytest.mark.parametrize("item_chunk", [1, 7, 64, 1000])   # 102 rows: chunks that do not divide them, and one
+@pytest.mark.parametrize("group", [1, 5, 128])             # larger; groups of 1, 5 (37 = 7 * 5 + 2) and all
+@pytest.mark.parametrize("threads", [1, 3])
+def test_tiled_counts_equal_a_float64_reference(item_chunk, group, threads):
+    from adapter4rec.evaluate import _count_above
+
+    for kind in ("dyadic", "twins", "collapsed"):
+        users, table, target, which, items = _counting_case(kind)
+        want = _reference_counts(users, table, target, which, items)
+        got = _count_above(users, table, target, (which, items), item_chunk, group=group, threads=threads)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), kind
+        if kind != "dyadic":  # the default tile (1024, capped by item_chunk) agrees too
+            default = _count_above(users, table, target, (which, items), item_chunk)
+            assert torch.equal(default[0], want[0]) and torch.equal(default[1], want[1]), kind
+    # the cases do exercise ties: twins tie with their twin, a collapsed model with everything
+    assert int(want[1].sum()) > 0 and bool((want[0] == 0).all())
+
+
+def test_tiled_counts_with_several_tiles_per_group_and_workers():
+    """Tile sizes are independent of item_chunk (here 64 > tile): every combination gives the same counts."""
+    from adapter4rec.evaluate import _count_above
+
+    users, table, target, which, items = _counting_case("dyadic", seed=3)
+    want = _reference_counts(users, table, target, which, items)
+    for tile, group, threads in ((3, 4, 2), (16, 37, 4), (101, 2, 1), (102, 64, 2)):
+        got = _count_above(users, table, target, (which, items), 64, group=group, tile=tile, threads=threads)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), (tile, group, threads)
+
+
+def test_count_workers_leave_torch_threads_alone_and_raise_errors():
+    from adapter4rec.evaluate import _run_workers
+
+    before = torch.get_num_threads()
+    seen = []
+    _run_workers(lambda w: seen.append((w, torch.get_num_threads())), 3, single_threaded_ops=True)
+    assert sorted(seen) == [(0, 1), (1, 1), (2, 1)] and torch.get_num_threads() == before
+
+    def fails(w):
+        if w == 1:
+            raise ValueError("worker 1")
+    with pytest.raises(ValueError, match="worker 1"):
+        _run_workers(fails, 2, single_threaded_ops=True)
+    assert torch.get_num_threads() == before
+    # elsewhere (a GPU) one worker, in this thread, ops as they are
+    seen.clear()
+    _run_workers(lambda w: seen.append((w, torch.get_num_threads())), 1, single_threaded_ops=False)
+    assert seen == [(0, before)]
+
+
+@pytest.mark.parametrize("candidates", ["all", "interacted"])
+def test_embeddings_path_is_exact_under_any_blocking(candidates, monkeypatch):
+    """evaluate_embeddings against full float64 rows (`evaluate`), history masked, with ties (dyadic embeddings,
+    duplicated items) and items no user interacted with; then the same numbers, bit for bit, whatever the item
+    chunk, the users per pass / per product, the tile or the thread count."""
+    import adapter4rec.evaluate as ev
+
+    rng = np.random.default_rng(5)
+    n_items, n_users, d = 90, 70, 5
+    seqs = [rng.choice(np.arange(1, 61), size=int(rng.integers(3, 14))) for _ in range(n_users)]  # 61..90 unused
+    split = leave_one_out(Interactions([str(i) for i in range(n_users)], seqs, n_items, {}), 6, "skip",
+                          candidates=candidates).test
+    table = torch.from_numpy(rng.integers(-3, 4, size=(n_items + 1, d)) / 8.0).float()
+    table[31:46] = table[1:16]  # duplicated items
+    table[61:] = 2.0  # the unused items would win every ranking if they were ranked
+    users = torch.from_numpy(rng.integers(-3, 4, size=(n_items + 1, d)) / 8.0).float()
+    user_fn = lambda h: users[h[:, -1]]  # noqa: E731
+    ks = [1, 5, 10, 20]
+    want = ev.evaluate(lambda h: user_fn(h).double() @ table.double().T, split, ks, 8, torch.device("cpu"))
+    base = ev.evaluate_embeddings(user_fn, table, split, ks, 8, torch.device("cpu"))
+    assert base == pytest.approx(want, abs=1e-12)
+    assert 0 < base["hr@1"] < base["hr@20"] < 1
+    threads_before = torch.get_num_threads()
+    for block, group, tile, item_chunk, threads in ((8, 3, 7, 65536, 2), (16, 128, 1024, 7, 1), (24, 5, 64, 10, 3),
+                                                     (4096, 1, 1, 1, 2)):
+        monkeypatch.setattr(ev, "_BLOCK_USERS", block)
+        monkeypatch.setattr(ev, "_GROUP", group)
+        monkeypatch.setattr(ev, "_TILE", tile)
+        torch.set_num_threads(threads)  # the default number of counting workers
+        try:
+            got = ev.evaluate_embeddings(user_fn, table, split, ks, 8, torch.device("cpu"), item_chunk)
+            assert torch.get_num_threads() == threads
+        finally:
+            torch.set_num_threads(threads_before)
+        assert got == base, (block, group, tile, item_chunk, threads)
+
+
+def test_user_encoder_sees_the_same_batches_as_before():
+    """Counting several batches per pass must not change what the user encoder is given: batch_size rows at a
+    time, in order (an encoder's output may depend on its batch)."""
+    from adapter4rec.evaluate import evaluate_embeddings
+
+    rng = np.random.default_rng(2)
+    seqs = [rng.choice(np.arange(1, 41), size=int(rng.integers(3, 9))) for _ in range(50)]
+    split = leave_one_out(Interactions([str(i) for i in range(50)], seqs, 40, {}), 4, "no_mask").test
+    table = torch.from_numpy(rng.normal(size=(41, 3))).float()
+    calls = []
+
+    def user_fn(h):
+        calls.append(h.clone())
+        return torch.ones(h.shape[0], 3)
+    evaluate_embeddings(user_fn, table, split, [5], 7, torch.device("cpu"))
+    assert [len(c) for c in calls] == [7] * 7 + [1]
+    assert torch.equal(torch.cat(calls), split.history)
+
+
+@pytest.mark.parametrize("n_users", [1, 17])
+def test_a_lone_user_ties_too(n_users, monkeypatch):
+    """A block of one user (here the only one, or the last of 17 with batches of 8 and 16 users per pass): a
+    1-row product is a matrix-vector product in MKL, whose columns do not all round alike, so the counting
+    never multiplies fewer than 2 users at once. A collapsed model must stay at chance level."""
+    import adapter4rec.evaluate as ev
+
+    n_items, d = 300, 64
+    gen = torch.Generator().manual_seed(4)
+    table = (0.1 * torch.randn(1, d, generator=gen)).expand(n_items + 1, d).clone()
+    users = 0.1 * torch.randn(n_items + 1, d, generator=gen)
+    seqs = [np.array([1 + (7 * u + j) % n_items for j in range(4)]) for u in range(n_users)]
+    split = leave_one_out(Interactions([str(i) for i in range(n_users)], seqs, n_items, {}), 5, "no_mask").test
+    monkeypatch.setattr(ev, "_BLOCK_USERS", 16)
+    for item_chunk in (5, 64, 65536):
+        res = ev.evaluate_embeddings(lambda h: users[h[:, -1]], table, split, [10], 8, torch.device("cpu"),
+                                     item_chunk)
+        assert res["hr@10"] == pytest.approx(10 / n_items, abs=1e-12), item_chunk
