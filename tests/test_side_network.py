@@ -12,21 +12,19 @@ import torch
 from adapter4rec.adapters.methods import add_adapters
 from adapter4rec.adapters.trainable import set_trainable
 from adapter4rec.build import build_model, load_data
-from adapter4rec.config import parse_args
 from adapter4rec.data.split import sample_negatives
 from adapter4rec.states.store import CacheError, DiskStore, MemoryStore
 from adapter4rec.train import build_optimizer
-from tests.conftest import tiny_args
+from tests.test_adapters import config
 
 SIDE_NAMES = r"^item_encoder\.side\.(norms|blocks|gates|out)"
 USER_ADAPTER_NAMES = r"^user_encoder\..*\.adapter\.(down|up)\."
 
 
 def side_config(tiny_bert, tiny_data, out, **overrides):
-    args = dict(stage="downstream", tune="peft", adapter="side", adapter_where="item", item_adapter_size=16,
-                user_adapter_size=8, dropout=0.0, side_cache_dtype="fp32")
-    args.update(overrides)
-    return parse_args(tiny_args(tiny_bert, tiny_data / "target", out, **args))
+    """test_adapters' tiny PEFT config with the side network in the item encoder and an exact (fp32) cache."""
+    return config(tiny_bert, tiny_data, out, **{**dict(adapter="side", adapter_where="item",
+                                                       side_cache_dtype="fp32"), **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +48,7 @@ def with_side(source_model, store=None, **overrides):
     import copy
     model, data, cfg = source_model
     model = copy.deepcopy(model)
-    cfg = parse_args(tiny_args(cfg.item_encoder, cfg.resolve(cfg.dataset), cfg.resolve(cfg.output_dir),
-                               **{**dict(stage="downstream", tune="peft", adapter="side", adapter_where="item",
-                                         item_adapter_size=16, user_adapter_size=8, dropout=0.0,
-                                         side_cache_dtype="fp32"), **overrides}))
+    cfg = side_config(cfg.item_encoder, cfg.resolve(cfg.dataset).parent, cfg.resolve(cfg.output_dir), **overrides)
     add_adapters(model, cfg)
     set_trainable(model, cfg)
     if store is not False:

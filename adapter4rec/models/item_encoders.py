@@ -26,7 +26,7 @@ from adapter4rec.data.images import ImageSpec, PixelTable
 from adapter4rec.data.text import TokenTable, gather_tokens, token_mask
 from adapter4rec.models.prefix_cache import PrefixCache, frozen_prefix_depth, pool_states
 from adapter4rec.states.layers import estimate_bytes, layer_state_table, pooled_layer_states, tensor_digest
-from adapter4rec.states.store import DTYPES, CacheError, MemoryStore
+from adapter4rec.states.store import DTYPES, CacheError, MemoryStore, on_device
 
 
 def encode_catalogue(encode, num_items: int, device: torch.device, chunk: int = 512) -> torch.Tensor:
@@ -34,11 +34,6 @@ def encode_catalogue(encode, num_items: int, device: torch.device, chunk: int = 
     ids = torch.arange(1, num_items + 1, device=device)
     parts = [encode(ids[i:i + chunk]).float() for i in range(0, len(ids), chunk)]
     return torch.cat([parts[0].new_zeros(1, parts[0].shape[1])] + parts)
-
-
-def on_device(table: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A cached table where the model runs: a CPU memory map stays mapped; on a GPU the rows are copied over."""
-    return table if device.type == "cpu" else table.to(device)
 
 
 class ContentItemEncoder(nn.Module):
@@ -81,8 +76,7 @@ class ContentItemEncoder(nn.Module):
         """(n, k, hidden) fp32: the side network's layer states, cached or from the frozen backbone in eval mode,
         rounded to the side network's state dtype either way (so both paths compute one function)."""
         if self.side_table is not None:
-            return self.side_table[items if self.side_table.device == items.device else items.cpu()].to(
-                items.device, torch.float32)
+            return self.side_table[items].float()  # the table lives where the model runs (on_device)
         was_training = self.backbone.training
         self.backbone.eval()
         with torch.no_grad():

@@ -3,7 +3,8 @@
 When the lowest trainable part of a backbone is encoder layer k (adapters or LoRA in the top layers only,
 LayerNorm-only tuning of a ViT's final norm, ...), the embeddings and layers 0..k-1 compute the same function
 all run long. `PrefixCache.build` runs them once over every item (eval mode, no grad) into a state store
-(states/: in memory, or keyed on disk and reused by later runs) and keeps the hidden states entering layer k: (num_items+1, T, hidden) — T = the longest title, or 1 + patches for images. A step
+(states/: in memory, or keyed on disk and reused by later runs) and keeps the hidden states entering layer k:
+(num_items+1, T, hidden) — T = the longest title, or 1 + patches for images. A step
 then gathers the rows of its distinct items (trimmed to the batch's longest title) and runs only layers
 k.. (and the ViT's final LayerNorm) on them.
 
@@ -21,6 +22,7 @@ from torch import nn
 from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask_for_sdpa
 
 from adapter4rec.states.layers import prefix_state_table
+from adapter4rec.states.store import on_device
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,7 @@ class PrefixCache:
             return run_layers(self.layers[:self.depth], embedded, extended_mask(backbone, mask, embedded.dtype))
         frozen = [backbone.embeddings, *self.layers[:self.depth]]  # the key: only what the states depend on
         table = prefix_state_table(self.encoder, store, self.depth, run_prefix, frozen)
-        self.states = table if self.encoder.proj.weight.device.type == "cpu" else \
-            table.to(self.encoder.proj.weight.device)
+        self.states = on_device(table, self.encoder.proj.weight.device)
         return True
 
     def finish(self, items: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,18 @@ def _view(array: np.ndarray, dtype: str) -> torch.Tensor:
     return table.view(torch.bfloat16) if dtype == "bf16" else table
 
 
+def _writer(table: torch.Tensor) -> Callable[[int, torch.Tensor], None]:
+    """write(first_row, rows) into `table`, cast to its dtype (what a Fill calls)."""
+    def write(first: int, rows: torch.Tensor) -> None:
+        table[first:first + len(rows)] = rows.detach().to(table.dtype).cpu()
+    return write
+
+
+def on_device(table: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A record where the model runs: a CPU memory map stays mapped; on a GPU the rows are copied over."""
+    return table if device.type == "cpu" else table.to(device)
+
+
 def _checksum(path: Path, block: int = 1 << 24) -> str:
     digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
@@ -73,10 +85,7 @@ class MemoryStore:
     def get_or_build(self, key: dict, shape: tuple[int, ...], dtype: str, fill: Fill) -> torch.Tensor:
         started = time.time()
         table = torch.zeros(shape, dtype=DTYPES[dtype])
-
-        def write(first: int, rows: torch.Tensor) -> None:
-            table[first:first + len(rows)] = rows.to(table.dtype).cpu()
-        fill(write)
+        fill(_writer(table))
         self.report = {"kind": key.get("kind"), "hit": False, "build_seconds": round(time.time() - started, 2),
                        "bytes": record_bytes(shape, dtype), "path": None}
         return table
@@ -139,11 +148,8 @@ class DiskStore:
         tmp = data.with_name(f".{data.name}.{os.getpid()}.tmp")
         array = np.memmap(tmp, dtype=_NUMPY[dtype], mode="w+", shape=shape)  # zero-filled: row 0 stays padding
         table = _view(array, dtype)
-
-        def write(first: int, rows: torch.Tensor) -> None:
-            table[first:first + len(rows)] = rows.detach().to(table.dtype).cpu()
         try:
-            fill(write)
+            fill(_writer(table))
             array.flush()
             del array, table
             os.replace(tmp, data)
