@@ -93,7 +93,7 @@ def test_side_transfer_through_the_launcher(transfer_runs):
     assert record["hit"] is False and record["bytes"] > 0 and record["build_seconds"] >= 0
     ckpt = torch.load(run / "best.pt", weights_only=True)
     assert ckpt["kind"] == "trainable" and ckpt["model"]
-    assert all(re.match(r"item_encoder\.side\.(norms|blocks|gates|out)", k) for k in ckpt["model"]), sorted(ckpt["model"])
+    assert all(re.match(r"item_encoder\.side\.(downs|mixes|gates|up)", k) for k in ckpt["model"]), sorted(ckpt["model"])
     model, data, cfg, ckpt = rebuild_run(run)
     check_reproduces(model, data, cfg, ckpt, torch.device("cpu"))
 

@@ -17,7 +17,7 @@ from adapter4rec.states.store import CacheError, DiskStore, MemoryStore
 from adapter4rec.train import build_optimizer
 from tests.test_adapters import config
 
-SIDE_NAMES = r"^item_encoder\.side\.(norms|blocks|gates|out)"
+SIDE_NAMES = r"^item_encoder\.side\.(downs|mixes|gates|up)"
 USER_ADAPTER_NAMES = r"^user_encoder\..*\.adapter\.(down|up)\."
 
 
@@ -111,7 +111,7 @@ def test_only_the_side_network_and_user_adapters_train(source_model):
     optimizer = build_optimizer(side, cfg)
     side.train()
     generator = torch.Generator().manual_seed(0)
-    for step in range(3):  # B_out trains from step 1; the chain's blocks from step 2 (their gradient passes B_out)
+    for step in range(3):  # U trains from step 1; the chain from step 2 (its gradient passes U)
         seqs = data.split.train[step * 16:(step + 1) * 16]
         loss = side(seqs, sample_negatives(seqs, side.num_items, generator))
         optimizer.zero_grad()

@@ -1,6 +1,6 @@
 """Transfer with a side network over the frozen ViT / MAE (decoupled PEFT, in the spirit of IISAN): every
 item's pooled states at every other ViT layer (the last one after the final LayerNorm, as the item tower reads
-it) are computed once into a keyed cache under cache_dir; a small gated chain of bottleneck blocks over them
+it) are computed once into a keyed cache under cache_dir; a small gated chain over them, in a narrow width,
 corrects the item state (adapters/side.py). Houlsby adapters in the user encoder; everything pretrained frozen.
 Edit the constants, then `python sm_vit_side.py`; extra arguments override (see adapter4rec/launch.py).
 """

@@ -1,6 +1,6 @@
 """Transfer with a side network (decoupled PEFT, in the spirit of IISAN): the item encoder's backbone stays
 frozen and off the training path; its pooled states at every other layer are computed once per item into a
-keyed cache under cache_dir, and a small gated chain of bottleneck blocks over them corrects the item state
+keyed cache under cache_dir, and a small gated chain over them, in a narrow width, corrects the item state
 (adapters/side.py). The user encoder gets Houlsby adapters (user_adapter); everything pretrained is frozen.
 
 Identity at init: before training the transferred model scores exactly as the source model does. A step never
