@@ -18,7 +18,7 @@ Why this shape:
   item through the network, and on a CPU the hidden-width element-wise work (norms, residual adds, gates and
   their backward) was two thirds of the step. Now each layer costs one hidden x r matmul (weight gradient
   only) and the only hidden-width work left is the final correction: 2.5x less time for Scientific's 4,385
-  items, in measurement (docs/adapters.md);
+  items, in measurement (docs/performance.md);
 - the residual around the backbone's output with a zero-initialised U makes the network the identity at init:
   a transferred model starts out computing exactly what its source model computed, so transfer never starts
   from a worse point; U gets a gradient at the first step (act(z_k) is not zero), the chain from the second on;
