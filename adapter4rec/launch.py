@@ -125,10 +125,14 @@ def sweep(launcher_file: str, args: dict, grid: dict[str, list], nproc: int = 1,
         cmd = [sys.executable, "-m", "torch.distributed.run", *shlex.split(opts["torchrun"]),
                "--nproc_per_node", procs, str(run_py)]
         cmd += [f"--{k}={_fmt(v)}" for k, v in merged.items()] + extra
-        if opts["skip_done"] and (_output_root(merged, extra) / run_name / "results.json").is_file():
+        done = (_output_root(merged, extra) / run_name / "results.json").is_file()
+        if opts["skip_done"] and done:
             print(f"= {run_name}: results.json exists, skipped (--skip_done)", flush=True)
             names.append(run_name)
             continue
+        if done:  # resume=auto starts a finished run afresh: say so before its checkpoints are replaced
+            print(f"! {run_name}: finished before (results.json); it trains again from the start and its "
+                  f"checkpoints are replaced (--skip_done keeps it)", flush=True)
         print("+ " + shlex.join(cmd), flush=True)
         if not opts["dry_run"]:
             run_or_exit(cmd, f"run {run_name}")

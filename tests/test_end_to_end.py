@@ -149,6 +149,9 @@ def test_skip_done_continues_a_sweep(tmp_path):
     out = subprocess.run([sys.executable, str(PRETRAIN), "--dry_run", "--skip_done", f"--output_dir={tmp_path}"],
                          check=True, capture_output=True, text=True).stdout
     assert "skipped (--skip_done)" in out and "+ " not in out
+    out = subprocess.run([sys.executable, str(PRETRAIN), "--dry_run", f"--output_dir={tmp_path}"],
+                         check=True, capture_output=True, text=True).stdout
+    assert "! sm_base_sasrec: finished before" in out and "+ " in out  # a rerun from the start is announced
     out = subprocess.run([sys.executable, str(PRETRAIN), "--dry_run", "--skip_done",
                           f"--output_dir={tmp_path / 'other'}"], check=True, capture_output=True, text=True).stdout
     assert "+ " in out
