@@ -18,11 +18,11 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_end_to_end import FROZEN, common, launch, results, transfer_pipeline  # noqa: E402
+from test_end_to_end import (FROZEN, FROZEN_ARGS, PIPELINE_RUNS, common, launch, results,  # noqa: E402
+                             transfer_pipeline)
 
 from adapter4rec.data.synthetic import generate  # noqa: E402
 
-RUNS = ("sm_base_sasrec", "finetune", "adapter_side", "frozen-transfer", "frozen-scratch")
 GAPS = {  # name -> (higher run, lower run; None = popularity)
     "scratch - popularity": ("frozen-scratch", None),
     "frozen transfer - scratch": ("frozen-transfer", "frozen-scratch"),
@@ -60,7 +60,7 @@ def main() -> None:
     gaps: dict[str, list[float]] = {}
     for seed in [int(s) for s in opts.seeds.split(",")]:
         out = transfer_pipeline(data, root / f"seed{seed}", root, f"--seed={seed}")
-        row = {name: metrics(out, name) for name in RUNS}
+        row = {name: metrics(out, name) for name in PIPELINE_RUNS}
         row["popularity"] = metrics(out, "finetune", "popularity_test")
         print(f"seed {seed}: " + "; ".join(f"{n} {m['hr@10']:.4f} / {m['ndcg@10']:.4f}" for n, m in row.items()))
         for gap, (high, low) in GAPS.items():
@@ -71,8 +71,7 @@ def main() -> None:
         print(f"{gap}: min {min(values):.4f} mean {statistics.mean(values):.4f} std {spread:.4f}")
     out = root / f"seed{opts.seeds.split(',')[0]}"
     leak = leaked_copy(data / "target", root / "leak")
-    frozen = common(leak, out, "all-MiniLM-L6-v2") + [f"--cache_dir={out / 'cache'}", "--epochs=20", "--patience=20",
-                                                      "--train_user_encoder=true"]
+    frozen = common(leak, out, "all-MiniLM-L6-v2") + [f"--cache_dir={out / 'cache'}", *FROZEN_ARGS]
     launch(FROZEN, *frozen, "--source_checkpoint=", "--run_name=frozen-scratch-leak", cwd=root)
     print("leaked target, frozen from scratch: HR@10 {hr@10:.4f} / NDCG@10 {ndcg@10:.4f}".format(
         **metrics(out, "frozen-scratch-leak")))

@@ -23,6 +23,9 @@ FINETUNE = REPO_ROOT / "Downstream" / "Text" / "script" / "finetune.py"
 SIDE = REPO_ROOT / "Downstream" / "Text" / "script" / "adapter_side.py"
 FROZEN = REPO_ROOT / "Downstream" / "Text" / "script" / "frozen.py"
 MINILM = REPO_ROOT / "pretrained_models" / "all-MiniLM-L6-v2"
+# what transfer_pipeline writes (run names), and the frozen-MiniLM runs' budget
+PIPELINE_RUNS = ("sm_base_sasrec", "finetune", "adapter_side", "frozen-transfer", "frozen-scratch")
+FROZEN_ARGS = ["--epochs=20", "--patience=20", "--train_user_encoder=true"]
 
 
 def launch(script: Path, *args: str, cwd: Path) -> None:
@@ -50,7 +53,7 @@ def transfer_pipeline(data: Path, out: Path, cwd: Path, *extra: str) -> Path:
     target = common(data / "target", out, "all-MiniLM-L6-v2") + [f"--cache_dir={out / 'cache'}", *extra]
     launch(FINETUNE, *target, "--epochs=1", source, cwd=cwd)
     launch(SIDE, *target, "--epochs=4", source, "--adapter_where=item", "--precision=fp32", cwd=cwd)
-    frozen = target + ["--epochs=20", "--patience=20", "--train_user_encoder=true"]
+    frozen = target + FROZEN_ARGS
     launch(FROZEN, *frozen, source, "--run_name=frozen-transfer", cwd=cwd)
     launch(FROZEN, *frozen, "--source_checkpoint=", "--run_name=frozen-scratch", cwd=cwd)
     return out
@@ -103,7 +106,7 @@ def test_transfer_beats_scratch(transfer_runs):
 
 
 def test_no_run_scores_like_a_leak(transfer_runs):
-    for name in ("sm_base_sasrec", "finetune", "adapter_side", "frozen-transfer", "frozen-scratch"):
+    for name in PIPELINE_RUNS:
         test = results(transfer_runs, name)["test"]
         assert test["ndcg@10"] < 0.40 and test["hr@10"] < 0.65, (name, test)
 
@@ -116,6 +119,7 @@ def test_side_transfer_through_the_launcher(transfer_runs):
     import torch
 
     from adapter4rec.export import check_reproduces, rebuild_run
+    from tests.test_side_network import SIDE_NAMES
     run = transfer_runs / "adapter_side"
     res = results(transfer_runs, "adapter_side")
     assert res["test"]["users"] == res["data"]["test_users"] > 0
@@ -123,7 +127,7 @@ def test_side_transfer_through_the_launcher(transfer_runs):
     assert record["hit"] is False and record["bytes"] > 0 and record["build_seconds"] >= 0
     ckpt = torch.load(run / "best.pt", weights_only=True)
     assert ckpt["kind"] == "trainable" and ckpt["model"]
-    assert all(re.match(r"item_encoder\.side\.(downs|mixes|gates|up)", k) for k in ckpt["model"]), sorted(ckpt["model"])
+    assert all(re.search(SIDE_NAMES, k) for k in ckpt["model"]), sorted(ckpt["model"])
     model, data, cfg, ckpt = rebuild_run(run)
     check_reproduces(model, data, cfg, ckpt, torch.device("cpu"))
 
