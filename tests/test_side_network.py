@@ -100,6 +100,33 @@ def test_cached_path_equals_live_path_in_eval(source_model, dtype):
     assert not torch.allclose(cached, scores(source_model[0], data), atol=1e-3)  # the side network did act
 
 
+@pytest.mark.parametrize("which", ["catalogue", "subset"])
+def test_prepared_table_gives_the_same_numbers_and_gradients(source_model, monkeypatch, which):
+    """The cached table's parameter-free part (fp32 conversion + LayerNorm) is prepared once: outputs and side
+    gradients equal, bit for bit, the path that prepares each step's rows; a replaced table is prepared again."""
+    import adapter4rec.models.item_encoders as item_encoders
+    model, _ = with_side(source_model, side_layers="1", side_cache_dtype="bf16")
+    perturb(model)
+    encoder = model.item_encoder.train()
+    n = encoder.num_items
+    items = torch.arange(1, n + 1) if which == "catalogue" else torch.tensor([3, 1, 3, n, 2])
+
+    def run(limit):
+        monkeypatch.setattr(item_encoders, "PREPARED_SIDE_LIMIT", limit)
+        encoder.zero_grad()
+        out = encoder(items)
+        out.square().sum().backward()
+        return out.detach(), [p.grad.clone() for p in encoder.side.parameters()]
+
+    prepared, per_step = run(1 << 30), run(0)
+    assert encoder.side_prepared is not None
+    assert torch.equal(prepared[0], per_step[0])
+    assert all(torch.equal(a, b) for a, b in zip(prepared[1], per_step[1]))
+    encoder.side_table = encoder.side_table * 2  # another table: its prepared form must follow
+    assert torch.equal(run(1 << 30)[0], run(0)[0])
+    assert not torch.equal(run(1 << 30)[0], prepared[0])
+
+
 def test_only_the_side_network_and_user_adapters_train(source_model):
     model, data, _ = source_model
     side, cfg = with_side(source_model, adapter_where="both", side_layers="1", item_adapter_lr=1e-2,

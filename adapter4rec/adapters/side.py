@@ -52,11 +52,20 @@ class SideNetwork(AdapterModule):
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
 
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        normed = F.layer_norm(states, (self.hidden,))  # (n, k, hidden), no parameters: no backward
+    def prepare(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, k, hidden) states -> (normed (k, n, hidden), output state (n, hidden)): the part of the forward pass
+        that has no parameters, so a cached table needs it only once (ContentItemEncoder.cache_backbone)."""
+        normed = F.layer_norm(states, (self.hidden,))  # per row: the same numbers whatever the batch
+        return normed.transpose(0, 1).contiguous(), states[:, -1].contiguous()
+
+    def correct(self, normed: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """prepare()'s (normed (k, n, hidden), output (n, hidden)) -> (n, hidden) corrected output state."""
         z = None
         for j, (down, mix) in enumerate(zip(self.downs, self.mixes)):
-            u = down(normed[:, j])  # (n, r)
+            u = down(normed[j])  # (n, r)
             z = u if z is None else torch.lerp(u, z, torch.sigmoid(self.gates[j - 1]))  # mu z + (1 - mu) u
             z = z + mix(self.act(z))
-        return states[:, -1] + self.up(self.act(z))
+        return output + self.up(self.act(z))
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        return self.correct(*self.prepare(states))

@@ -36,6 +36,11 @@ def encode_catalogue(encode, num_items: int, device: torch.device, chunk: int = 
     return torch.cat([parts[0].new_zeros(1, parts[0].shape[1])] + parts)
 
 
+# the side network's prepared table (fp32, k + 1 states per item) is kept when it is at most this large; a larger
+# catalogue prepares each step's rows instead (the cached table itself is bounded by side_cache_max_gb)
+PREPARED_SIDE_LIMIT = 1 << 30
+
+
 class ContentItemEncoder(nn.Module):
     """backbone(content of items) -> pooled state -> Linear(hidden, d) -> GELU. Subclasses say how an item's
     content reaches the backbone (`encode_states`)."""
@@ -50,6 +55,7 @@ class ContentItemEncoder(nn.Module):
         self.prefix: PrefixCache | None = None       # when only its top layers train
         self.side = None                              # adapters/side.py SideNetwork, set by adapter=side
         self.side_table: torch.Tensor | None = None  # (num_items+1, k, hidden): its cached inputs
+        self.side_prepared: tuple | None = None       # (the side_table it came from, SideNetwork.prepare(table))
         self.cache_report: dict = {}                  # the last cache_backbone()'s record: hit, seconds, bytes
 
     def encode_states(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
@@ -84,9 +90,24 @@ class ContentItemEncoder(nn.Module):
         self.backbone.train(was_training)
         return states
 
+    def side_states(self, items: torch.Tensor) -> torch.Tensor:
+        """(n, hidden) the side network's output for `items`. With a cached table, its parameter-free part (the
+        fp32 conversion and the LayerNorm) is computed once for every item, not at every step (it is per row, so
+        the numbers are the same); the whole catalogue, what a full-catalogue softmax asks for, is then a slice."""
+        table = self.side_table
+        if table is None or table.shape[0] * (table.shape[1] + 1) * table.shape[2] * 4 > PREPARED_SIDE_LIMIT:
+            return self.side(self.side_inputs(items))
+        if self.side_prepared is None or self.side_prepared[0] is not table:  # a new table: prepare it again
+            self.side_prepared = (table, *self.side.prepare(table.float()))
+        _, normed, output = self.side_prepared  # (k, n+1, hidden), (n+1, hidden)
+        if items.dim() == 1 and len(items) == len(output) - 1 and torch.equal(items, torch.arange(
+                1, len(output), device=items.device)):
+            return self.side.correct(normed[:, 1:], output[1:])
+        return self.side.correct(normed[:, items], output[items])
+
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         if self.side is not None:
-            hidden = self.side(self.side_inputs(items))
+            hidden = self.side_states(items)
         elif self.cls_cache is not None:
             hidden = self.cls_cache[items]
         elif self.prefix is not None:
@@ -100,7 +121,7 @@ class ContentItemEncoder(nn.Module):
         """Encode the frozen part once into `store` (states/store.py; default: in memory): the side network's
         inputs (adapter=side), every item's pooled output when no backbone parameter trains, else the hidden
         states below the lowest trainable layer (models/prefix_cache.py). Returns what was cached."""
-        self.cls_cache, self.prefix, self.side_table = None, None, None
+        self.cls_cache, self.prefix, self.side_table, self.side_prepared = None, None, None, None
         store = store if store is not None else MemoryStore()
         device = self.proj.weight.device
         if self.side is not None:
