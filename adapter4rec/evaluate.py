@@ -17,28 +17,28 @@ would turn exact ties (duplicated items, a collapsed model) into arbitrary wins 
 
 `evaluate_embeddings` (dot-product scorers, the training loop's path) never holds more than a small score tile:
 on a CPU, 128 users x (1,024 items + their 128 targets), small enough to stay in cache from the product to the
-counts, with whole tiles handed to one worker per torch thread (bench/benchmark.py's scale point). The counts
-are exact: the same per-user numbers of items above / level with the target whatever the tile, group, chunk
-or thread count (tests/test_metrics.py compares them with a float64 reference).
+counts, with whole tiles handed to one worker per torch thread (adapter4rec/ranking/; bench/benchmark.py's
+scale point). A user stops being counted once its target is below max K items (its metrics are 0 from there
+on). The counts are exact: the same per-user numbers of items above / level with the target whatever the
+tile, group, chunk or thread count (tests/test_metrics.py compares them with a float64 reference).
 """
 from __future__ import annotations
 
-import itertools
 import math
-import threading
 from typing import Callable
 
 import torch
 
 from adapter4rec import dist
 from adapter4rec.data.split import EvalSplit
+from adapter4rec.ranking import count_until
 from adapter4rec.rundir import progress_bar
 
 
 METRICS = ("hr", "ndcg", "mrr")
-# ranking by dot products (evaluate_embeddings): users counted per pass over the item table, and on a CPU the
-# users per product and items per tile (a (128, 1024 + 128) fp32 score tile, 0.6 MB, stays in cache)
-_BLOCK_USERS, _GROUP, _TILE = 4096, 128, 1024
+# ranking by dot products (evaluate_embeddings): users counted per pass over the item table (the tiles of one
+# pass: adapter4rec/ranking/)
+_BLOCK_USERS = 4096
 
 
 def rank_metrics(scores: torch.Tensor, target: torch.Tensor, ks: list[int]) -> dict[str, torch.Tensor]:
@@ -154,7 +154,7 @@ def evaluate_embeddings(users: Callable[[torch.Tensor], torch.Tensor], table: to
             which = which[seen >= 0]  # a masked item that is not a candidate needs no masking
             seen = seen[seen >= 0]
         with torch.autocast(device.type, enabled=False):  # ...the ranking products never do
-            greater, ties = _count_above(vectors, ranked, target.to(device), (which, seen), item_chunk)
+            greater, ties = count_until(vectors, ranked, target.to(device), (which, seen), item_chunk, max(ks))
         return metrics_from_counts(greater, ties, ks)
     return _average_over_users(split, ks, batch_size, per_chunk, progress, desc,
                                batches_per_call=max(1, _BLOCK_USERS // batch_size))
@@ -179,111 +179,6 @@ def _chunk_scores(u: torch.Tensor, table: torch.Tensor, c0: int, c1: int, which:
     inside = (items >= c0) & (items < c1)
     scores[which[inside], items[inside] - c0] = -math.inf            # history masking
     return scores
-
-
-def _count_above(u: torch.Tensor, table: torch.Tensor, target: torch.Tensor, seen: tuple, item_chunk: int,
-                 group: int | None = None, tile: int | None = None, threads: int | None = None):
-    """(greater, ties) per user over items 1..N, excluding the user's seen items and the target itself.
-
-    Each product is (a group of `group` users) x (a tile of at most item_chunk items + the group's target rows
-    appended), so a target is compared with scores from the very GEMM call that produced its own: equal
-    embeddings give equal scores, ties stay ties. The excluded items (padding, history, the target) are set to
-    -inf in the tile's scores (positions precomputed once, one index_fill per product), then one compare pass
-    each for "above" and "level" into a float 0/1 buffer, summed per tile in fp32 (exact: at most one tile of
-    ones) into float64 counts. On a CPU a tile is small (128 x (1024 + 128) fp32 = 0.6 MB) so the scores stay
-    in cache from the product to the counts, each item tile is copied next to the targets once per call (not
-    once per user batch), and `threads` workers (torch's thread count by default) take whole tiles, each with
-    single-threaded ops. Elsewhere (a GPU) one worker runs 256 users x item_chunk tiles, like the old path."""
-    cpu = u.device.type == "cpu"
-    n, d = table.shape
-    b = len(target)
-    t_items = max(1, min(item_chunk, n, tile or (_TILE if cpu else item_chunk)))
-    # never one user per product: MKL computes a 1-row product as a matrix-vector product whose columns do not
-    # all round alike (equal items would not tie); a padded second user costs nothing
-    g = max(2, min(b, group or (_GROUP if cpu else 256)))
-    groups, tiles = -(-b // g), -(-n // t_items)
-    users = u.new_zeros(groups * g, d)
-    users[:b] = u
-    targets = table.new_zeros(groups * g, d)
-    targets[:b] = table[target]
-    # excluded (user, item) pairs: the history, the target itself and the padding item, as flat positions in
-    # a tile's (g, t_items + g) score buffer, sorted by (tile, group) so each product fills one slice
-    which, items = (t.to(u.device) for t in seen)
-    mine = torch.arange(b, device=u.device)
-    rows = torch.cat([which, mine, mine])
-    cols = torch.cat([items, target, torch.zeros_like(target)])
-    key, order = ((cols // t_items) * groups + rows // g).sort()
-    flat = ((rows % g) * (t_items + g) + cols % t_items)[order]
-    group_edges = torch.arange(groups + 1, device=u.device)
-    threads = max(1, min(threads or (torch.get_num_threads() if cpu else 1), tiles))
-    greater = torch.zeros(threads, groups * g, dtype=torch.float64, device=u.device)  # per worker
-    ties = torch.zeros_like(greater)
-    next_tile = itertools.count()  # tiles are handed out one by one (next() is atomic under the GIL)
-    stop = threading.Event()       # set when a worker fails: the others stop too
-
-    def work(w: int) -> None:
-        buf = table.new_zeros(t_items + g, d)                        # [item tile; the group's targets]
-        out = table.new_empty(g, t_items + g)                        # its scores
-        hit = table.new_empty(g, t_items)                            # 1.0 where above (level) the target
-        count = table.new_empty(g)                                   # per tile: exact in fp32
-        flat_out, buf_t, tail = out.view(-1), buf.T, buf[t_items:]
-        target_score = out[:, t_items:].diagonal().unsqueeze(1)      # user r's own target, same product
-        views = [(users[k * g:(k + 1) * g], targets[k * g:(k + 1) * g], greater[w, k * g:(k + 1) * g],
-                  ties[w, k * g:(k + 1) * g]) for k in range(groups)]
-        for j in iter(next_tile.__next__, None):
-            if j >= tiles or stop.is_set():
-                return
-            c0 = j * t_items
-            width = min(t_items, n - c0)
-            buf[:width] = table[c0:c0 + width]
-            scores, counted = out[:, :width], hit[:, :width]
-            bounds = torch.searchsorted(key, j * groups + group_edges).tolist()
-            for (uk, tk, above, level), lo, hi in zip(views, bounds, bounds[1:]):
-                tail.copy_(tk)
-                torch.mm(uk, buf_t, out=out)
-                if hi > lo:
-                    flat_out.index_fill_(0, flat[lo:hi], -math.inf)
-                torch.gt(scores, target_score, out=counted)
-                above += torch.sum(counted, 1, out=count)
-                torch.eq(scores, target_score, out=counted)
-                level += torch.sum(counted, 1, out=count)
-
-    _run_workers(work, threads, cpu, stop)
-    return greater.sum(0)[:b], ties.sum(0)[:b]
-
-
-def _run_workers(work: Callable[[int], None], threads: int, single_threaded_ops: bool,
-                 stop: threading.Event | None = None) -> None:
-    """work(0), ..., work(threads - 1) in parallel threads, work(0) in the calling one; the first error is
-    re-raised here (after `stop` is set and every worker has returned). single_threaded_ops (a CPU): torch's
-    intra-op threads are 1 meanwhile (restored afterwards), so the workers' small ops pay no OpenMP barrier
-    each, which would also stall them whenever another process holds a core."""
-    if not single_threaded_ops:
-        for w in range(threads):
-            work(w)
-        return
-    saved = torch.get_num_threads()
-    errors = []
-
-    def run(w: int) -> None:
-        try:
-            torch.set_num_threads(1)  # this thread's OpenMP team and MKL
-            work(w)
-        except BaseException as error:  # noqa: BLE001 - re-raised in the calling thread
-            errors.append(error)
-            if stop is not None:
-                stop.set()
-    pool = [threading.Thread(target=run, args=(w,), daemon=True) for w in range(1, threads)]
-    try:
-        for thread in pool:
-            thread.start()
-        run(0)
-        for thread in pool:
-            thread.join()
-    finally:
-        torch.set_num_threads(saved)
-    if errors:
-        raise errors[0]
 
 
 @torch.no_grad()

@@ -30,10 +30,14 @@ def markdown(report: dict) -> str:
     if "eval" not in report:  # --training_only
         return "\n".join(lines)
     ev, sc = report["eval"], report["scale"]
+    scale = (f"Scale point, {sc['users']:,} users x {sc['items']:,} items, d=64: {sc['seconds']:.1f} s, "
+             f"peak RSS {sc['peak_rss_mb']:.0f} MB (of which {sc['peak_rss_before_mb']:.0f} MB before ranking)")
+    if "seconds_targets_on_top" in sc:  # older reports have only the random case
+        scale += (f" with random vectors (HR@20 {sc['hr@20_random']:.4f}); with every target on top (HR@20 "
+                  f"{sc['hr@20_targets_on_top']:.4f}, no user stops early) {sc['seconds_targets_on_top']:.1f} s")
     lines += ["", f"Evaluation ranking, {ev['users']:,} users x {ev['items']:,} items: batched {ev['batched_s']:.2f} s "
               f"vs per-user argsort loop {ev['per_user_loop_s']:.2f} s ({ev['per_user_loop_s'] / ev['batched_s']:.0f}x).",
-              f"Scale point, {sc['users']:,} users x {sc['items']:,} items, d=64: {sc['seconds']:.1f} s, "
-              f"peak RSS {sc['peak_rss_mb']:.0f} MB (of which {sc['peak_rss_before_mb']:.0f} MB before ranking)."]
+              scale + "."]
     return "\n".join(lines)
 
 

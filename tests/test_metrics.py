@@ -1,6 +1,8 @@
 """rank_metrics against hand-computed HR@K / NDCG@K, and evaluate() masking / repeat handling on a tiny split."""
 from __future__ import annotations
 
+import itertools
+
 import math
 
 import numpy as np
@@ -305,15 +307,15 @@ def _reference_counts(users, table, target, which, items):
 @pytest.mark.parametrize("group", [1, 5, 128])             # larger; groups of 1, 5 (37 = 7 * 5 + 2) and all
 @pytest.mark.parametrize("threads", [1, 3])
 def test_tiled_counts_equal_a_float64_reference(item_chunk, group, threads):
-    from adapter4rec.evaluate import _count_above
+    from adapter4rec.ranking import count_above
 
     for kind in ("dyadic", "twins", "collapsed"):
         users, table, target, which, items = _counting_case(kind)
         want = _reference_counts(users, table, target, which, items)
-        got = _count_above(users, table, target, (which, items), item_chunk, group=group, threads=threads)
+        got = count_above(users, table, target, (which, items), item_chunk, group=group, threads=threads)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), kind
         if kind != "dyadic":  # the default tile (1024, capped by item_chunk) agrees too
-            default = _count_above(users, table, target, (which, items), item_chunk)
+            default = count_above(users, table, target, (which, items), item_chunk)
             assert torch.equal(default[0], want[0]) and torch.equal(default[1], want[1]), kind
     # the cases do exercise ties: twins tie with their twin, a collapsed model with everything
     assert int(want[1].sum()) > 0 and bool((want[0] == 0).all())
@@ -321,32 +323,73 @@ def test_tiled_counts_equal_a_float64_reference(item_chunk, group, threads):
 
 def test_tiled_counts_with_several_tiles_per_group_and_workers():
     """Tile sizes are independent of item_chunk (here 64 > tile): every combination gives the same counts."""
-    from adapter4rec.evaluate import _count_above
+    from adapter4rec.ranking import count_above
 
     users, table, target, which, items = _counting_case("dyadic", seed=3)
     want = _reference_counts(users, table, target, which, items)
     for tile, group, threads in ((3, 4, 2), (16, 37, 4), (101, 2, 1), (102, 64, 2)):
-        got = _count_above(users, table, target, (which, items), 64, group=group, tile=tile, threads=threads)
+        got = count_above(users, table, target, (which, items), 64, group=group, tile=tile, threads=threads)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), (tile, group, threads)
 
 
+@pytest.mark.parametrize("stop_at", [1, 5, 20, 200])
+def test_counting_stops_only_for_users_out_of_every_top_k(stop_at, monkeypatch):
+    """count_until: a user whose target is above fewer than stop_at items gets exactly count_above's counts (ties
+    included); any other user a count >= stop_at, which gives the same metrics (all 0 at K <= stop_at). The later
+    rounds count fewer users (the saving), in spans that cover every row once."""
+    from adapter4rec import ranking
+    from adapter4rec.evaluate import metrics_from_counts
+    from adapter4rec.ranking import early_exit, tiles
+
+    calls = []
+    kernel = tiles.count_above
+
+    def recording(u, table, target, seen, item_chunk, span=None, **options):
+        calls.append((len(target), span))
+        return kernel(u, table, target, seen, item_chunk, span=span, **options)
+    monkeypatch.setattr(tiles, "count_above", recording)
+    for kind, (tile, group, threads) in itertools.product(("dyadic", "twins", "collapsed", "random"),
+                                                           ((3, 4, 2), (5, 128, 1), (1, 2, 3))):
+        users, table, target, which, items = _counting_case("twins" if kind == "random" else kind, seed=7)
+        if kind == "random":
+            table = torch.randn(table.shape, generator=torch.Generator().manual_seed(1))
+        want = kernel(users, table, target, (which, items), 64, group=group, tile=tile, threads=threads)
+        calls.clear()
+        got = ranking.count_until(users, table, target, (which, items), 64, stop_at, group=group, tile=tile,
+                                  threads=threads)
+        exact = want[0] < stop_at
+        assert torch.equal(got[0][exact], want[0][exact]) and torch.equal(got[1][exact], want[1][exact]), kind
+        assert bool((got[0][~exact] >= stop_at).all()), kind
+        for a, b in zip(metrics_from_counts(*got, [stop_at]).values(), metrics_from_counts(*want, [stop_at]).values()):
+            assert torch.equal(a, b), kind
+        spans = [span for _, span in calls]
+        assert spans[0] == (0, tile * early_exit.FIRST_TILES) and spans[-1][1] <= len(table)
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # consecutive, no row twice
+        sizes = [size for size, _ in calls]
+        assert sizes == sorted(sizes, reverse=True)
+        work = sum(size * (span[1] - span[0]) for size, span in calls)  # (user, item) pairs scored
+        assert work <= len(target) * len(table)
+        if kind == "random" and stop_at <= 5:
+            assert work < len(target) * len(table), calls  # users did leave
+
+
 def test_count_workers_leave_torch_threads_alone_and_raise_errors():
-    from adapter4rec.evaluate import _run_workers
+    from adapter4rec.ranking import run_workers
 
     before = torch.get_num_threads()
     seen = []
-    _run_workers(lambda w: seen.append((w, torch.get_num_threads())), 3, single_threaded_ops=True)
+    run_workers(lambda w: seen.append((w, torch.get_num_threads())), 3, single_threaded_ops=True)
     assert sorted(seen) == [(0, 1), (1, 1), (2, 1)] and torch.get_num_threads() == before
 
     def fails(w):
         if w == 1:
             raise ValueError("worker 1")
     with pytest.raises(ValueError, match="worker 1"):
-        _run_workers(fails, 2, single_threaded_ops=True)
+        run_workers(fails, 2, single_threaded_ops=True)
     assert torch.get_num_threads() == before
     # elsewhere (a GPU) one worker, in this thread, ops as they are
     seen.clear()
-    _run_workers(lambda w: seen.append((w, torch.get_num_threads())), 1, single_threaded_ops=False)
+    run_workers(lambda w: seen.append((w, torch.get_num_threads())), 1, single_threaded_ops=False)
     assert seen == [(0, before)]
 
 
@@ -356,6 +399,7 @@ def test_embeddings_path_is_exact_under_any_blocking(candidates, monkeypatch):
     duplicated items) and items no user interacted with; then the same numbers, bit for bit, whatever the item
     chunk, the users per pass / per product, the tile or the thread count."""
     import adapter4rec.evaluate as ev
+    from adapter4rec.ranking import tiles
 
     rng = np.random.default_rng(5)
     n_items, n_users, d = 90, 70, 5
@@ -376,8 +420,8 @@ def test_embeddings_path_is_exact_under_any_blocking(candidates, monkeypatch):
     for block, group, tile, item_chunk, threads in ((8, 3, 7, 65536, 2), (16, 128, 1024, 7, 1), (24, 5, 64, 10, 3),
                                                      (4096, 1, 1, 1, 2)):
         monkeypatch.setattr(ev, "_BLOCK_USERS", block)
-        monkeypatch.setattr(ev, "_GROUP", group)
-        monkeypatch.setattr(ev, "_TILE", tile)
+        monkeypatch.setattr(tiles, "GROUP", group)
+        monkeypatch.setattr(tiles, "TILE", tile)
         torch.set_num_threads(threads)  # the default number of counting workers
         try:
             got = ev.evaluate_embeddings(user_fn, table, split, ks, 8, torch.device("cpu"), item_chunk)
