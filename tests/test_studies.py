@@ -56,8 +56,13 @@ def test_amazon_study_runs_its_source_once_and_a_chosen_subset():
 
 def test_amazon_settings_study_varies_one_setting_at_a_time():
     commands = dry_run("Downstream/Text/script/study_amazon_settings.py")
-    assert len(commands) == 7 and all("--train_head=true" in c and "--train_user_encoder=true" in c for c in commands)
-    joined = "\n".join(commands)
+    frozen = [c for c in commands if "--adapter=none" in c]
+    side = [c for c in commands if "--adapter=side" in c]
+    ids = [c for c in commands if "--item_tower=id" in c]
+    assert (len(frozen), len(side), len(ids)) == (7, 2, 4) and len(commands) == 13
+    assert all("--train_head=true" in c and "--train_user_encoder=true" in c for c in frozen + side)
+    assert sum("--max_seq_len=50" in c for c in ids) == sum("--embedding_dim=128" in c for c in ids) == 1
+    joined = "\n".join(frozen)
     for variant in ("--score=cosine", "--item_pooling=mean", "--max_title_tokens=64", "--inbatch_correction=popularity",
                     "--inbatch_correction=inclusion"):
         assert joined.count(variant) == 1, variant

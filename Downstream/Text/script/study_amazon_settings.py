@@ -1,10 +1,13 @@
 """How the Amazon study's settings were chosen: variants of the cheap frozen-features model on Scientific, compared
 on VALIDATION NDCG@10 (the selection metric; the test columns are printed once, for the record).
 
-Every run: frozen MiniLM (every item's state cached) under a trained head + SASRec, no source, early stopping.
-Variants: scoring (dot / cosine, tau 0.07), item pooling (CLS / mean), the token budget (32 / 64 title tokens),
-and the loss: full-catalogue softmax against the in-batch softmax with each sampling correction (multiplicity,
-popularity = the correction this project used before, inclusion). Data: as study_amazon.py (converted there).
+Every `settings-*` run: frozen MiniLM (every item's state cached) under a trained head + SASRec, no source, early
+stopping. Variants: scoring (dot / cosine, tau 0.07), item pooling (CLS / mean), the token budget (32 / 64 title
+tokens), and the loss: full-catalogue softmax against the in-batch softmax with each sampling correction
+(multiplicity, popularity = the correction this project used before, inclusion). The `settings-id-*` runs vary
+the study's ID-SASRec row (its history length, width, learning rate and batch size; RecBole's defaults are
+L = 50, d = 64, lr 1e-3, batch 2048), the `settings-side-*` runs its side network + head + user encoder row
+(learning rates, dropout). Data: as study_amazon.py (converted there).
 Extra arguments go to every run; `--skip_done` continues; `--only=a,b` runs a subset.
 """
 import json
@@ -17,16 +20,24 @@ from adapter4rec.studies import RUNS_DIR
 
 STUDY = runpy.run_path(str(Path(__file__).resolve().with_name("study_amazon.py")))  # its settings, not a copy
 COMMON, FROZEN, SCIENTIFIC, convert = STUDY["COMMON"], STUDY["FROZEN"], STUDY["SCIENTIFIC"], STUDY["convert"]
+ID, SIDE_HEAD_USER = STUDY["RUNS"]["amazon-sci-id-sasrec"], STUDY["RUNS"]["amazon-sci-side-head-user"]
 
-INBATCH = dict(loss="inbatch", batch_size=64)
-VARIANTS = {
-    "settings-softmax-dot-cls": {},
-    "settings-softmax-cosine": dict(score="cosine", temperature=0.07),
-    "settings-softmax-mean": dict(item_pooling="mean"),
-    "settings-softmax-64-tokens": dict(max_title_tokens=64),
+BASE = dict(FROZEN, max_title_tokens=32)  # the variants are compared at 32 tokens (the study now reads 64)
+INBATCH = dict(BASE, loss="inbatch", batch_size=64)
+VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
+    "settings-softmax-dot-cls": dict(BASE),
+    "settings-softmax-cosine": dict(BASE, score="cosine", temperature=0.07),
+    "settings-softmax-mean": dict(BASE, item_pooling="mean"),
+    "settings-softmax-64-tokens": dict(BASE, max_title_tokens=64),
     "settings-inbatch-multiplicity": dict(INBATCH, inbatch_correction="multiplicity"),
     "settings-inbatch-popularity": dict(INBATCH, inbatch_correction="popularity"),
     "settings-inbatch-inclusion": dict(INBATCH, inbatch_correction="inclusion"),
+    "settings-side-head-user-lr-2e-3": dict(SIDE_HEAD_USER, lr=2e-3, item_adapter_lr=2e-3),
+    "settings-side-head-user-dropout-0.3": dict(SIDE_HEAD_USER, dropout=0.3),
+    "settings-id-history-50": dict(ID, max_seq_len=50),
+    "settings-id-width-128": dict(ID, embedding_dim=128),
+    "settings-id-lr-2e-3": dict(ID, lr=2e-3),
+    "settings-id-batch-1024": dict(ID, batch_size=1024, lr=2e-3),
 }
 
 
@@ -49,12 +60,15 @@ if __name__ == "__main__":
     extra = sys.argv[1:]
     only = [a.split("=", 1)[1].split(",") for a in extra if a.startswith("--only=")]
     names = only[-1] if only else list(VARIANTS)
+    if set(names) - set(VARIANTS):
+        raise SystemExit(f"study_amazon_settings.py: unknown run(s) {sorted(set(names) - set(VARIANTS))}; "
+                         f"known: {', '.join(VARIANTS)}")
     extra = [a for a in extra if not a.startswith("--only=")]
     dry = "--dry_run" in extra or "--dry-run" in extra
     if not dry:
         convert()
     for name in names:
-        sweep(__file__, {**COMMON, **FROZEN, "dataset": str(SCIENTIFIC), **VARIANTS[name]}, {}, name=name, argv=extra)
+        sweep(__file__, {**COMMON, "dataset": str(SCIENTIFIC), **VARIANTS[name]}, {}, name=name, argv=extra)
     if not dry:
         text = table(list(VARIANTS))
         (RUNS_DIR / "report_amazon_settings.md").write_text(text + "\n")
