@@ -20,7 +20,8 @@ from adapter4rec.studies import RUNS_DIR
 
 STUDY = runpy.run_path(str(Path(__file__).resolve().with_name("study_amazon.py")))  # its settings, not a copy
 COMMON, FROZEN, SCIENTIFIC, convert = STUDY["COMMON"], STUDY["FROZEN"], STUDY["SCIENTIFIC"], STUDY["convert"]
-ID, SIDE_HEAD_USER = STUDY["RUNS"]["amazon-sci-id-sasrec"], STUDY["RUNS"]["amazon-sci-side-head-user"]
+ID = STUDY["RUNS"]["amazon-sci-id-sasrec"]
+SIDE_HEAD_USER = dict(STUDY["RUNS"]["amazon-sci-side-head-user"], dropout=0.2)  # the variants' base (0.3 chosen)
 
 BASE = dict(FROZEN, max_title_tokens=32)  # the variants are compared at 32 tokens (the study now reads 64)
 INBATCH = dict(BASE, loss="inbatch", batch_size=64)
@@ -34,6 +35,7 @@ VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     "settings-inbatch-inclusion": dict(INBATCH, inbatch_correction="inclusion"),
     "settings-side-head-user-lr-2e-3": dict(SIDE_HEAD_USER, lr=2e-3, item_adapter_lr=2e-3),
     "settings-side-head-user-dropout-0.3": dict(SIDE_HEAD_USER, dropout=0.3),
+    "settings-side-head-user-dropout-0.4": dict(SIDE_HEAD_USER, dropout=0.4),
     "settings-id-history-50": dict(ID, max_seq_len=50),
     "settings-id-width-128": dict(ID, embedding_dim=128),
     "settings-id-lr-2e-3": dict(ID, lr=2e-3),
