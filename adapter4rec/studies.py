@@ -25,11 +25,14 @@ def launch(script: Path, args: list[str], extra: list[str]) -> None:
 
 
 def run_dirs(names: list[str]) -> list[Path]:
-    """Each name's run directory, or its per-seed directories (`<name>-seed<N>`) when run with --seeds."""
+    """Each name's run directory and its per-seed directories (`<name>-seed<N>`, from --seeds): the report pools
+    the runs of one configuration into one row, so a run made without --seeds and later seeds of it count
+    together (the base run used to be dropped as soon as a seeded one existed)."""
     found = []
     for name in names:
         seeded = sorted(RUNS_DIR.glob(f"{name}-seed*"))
-        found += seeded if seeded else [RUNS_DIR / name]
+        base = [RUNS_DIR / name] if (RUNS_DIR / name).is_dir() or not seeded else []
+        found += base + seeded
     return found
 
 

@@ -50,8 +50,28 @@ def test_amazon_study_runs_its_source_once_and_a_chosen_subset():
     assert "--item_tower=id" in ids and "--loss=softmax" in ids and "--train_windows=all" in ids
     assert len(dry_run("Downstream/Text/script/study_amazon.py", "--only=amazon-sci-id-sasrec")) == 1  # no source
     everything = dry_run("Downstream/Text/script/study_amazon.py")
-    assert len(everything) == 10 and sum("--source_checkpoint=runs/" in c for c in everything) == 6
-    assert sum("--adapter=side" in c for c in everything) == 2
+    assert len(everything) == 11 and sum("--source_checkpoint=runs/" in c for c in everything) == 6
+    assert sum("--adapter=side" in c for c in everything) == 3
+
+
+def test_amazon_study_seeds_repeat_the_target_runs_from_the_one_source():
+    commands = dry_run("Downstream/Text/script/study_amazon.py", "--only=amazon-sci-side-head-user", "--seeds", "1,2")
+    assert len(commands) == 3 and "--run_name=amazon-office-sasrec" in commands[0] and "--seed=12345" in commands[0]
+    assert [c.split("--run_name=")[1].split()[0] for c in commands[1:]] == [
+        "amazon-sci-side-head-user-seed1", "amazon-sci-side-head-user-seed2"]
+    assert all("--source_checkpoint=runs/amazon-office-sasrec/best.pt" in c for c in commands[1:])
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        dry_run("Downstream/Text/script/study_amazon.py", "--only=amazon-sci-side-head-user", "--seeds", "12345,1")
+    assert "seed 12345" in failed.value.stderr
+
+
+def test_report_pools_a_base_run_with_its_later_seeds(tmp_path, monkeypatch):
+    from adapter4rec import studies
+    monkeypatch.setattr(studies, "RUNS_DIR", tmp_path)
+    for name in ("row", "row-seed1", "row-seed2", "alone", "seeded-seed1"):
+        (tmp_path / name).mkdir()
+    assert studies.run_dirs(["row", "alone", "seeded", "missing"]) == [
+        tmp_path / n for n in ("row", "row-seed1", "row-seed2", "alone", "seeded-seed1", "missing")]
 
 
 def test_amazon_settings_study_varies_one_setting_at_a_time():

@@ -17,7 +17,9 @@ Settings chosen on validation (docs/real_data.md): full-catalogue softmax where 
 cached frozen backbones), the in-batch softmax with the multiplicity correction where the backbone trains, every
 training window (`train_windows=all`); 32 title tokens where the backbone trains, 64 where it runs once per item.
 Extra arguments are passed to every run (e.g. `--epochs=1` for a try-out); `--skip_done` continues an
-interrupted study; `--only=name,name` runs a subset (the report covers the runs that exist).
+interrupted study; `--only=name,name` runs a subset (the report covers the runs that exist); `--seeds 1,2`
+repeats the chosen target runs with those seeds (NAME-seed1, ...) from the one source run, and the report
+pools them with NAME (seed 12345) into mean ± std.
 """
 import subprocess
 import sys
@@ -64,6 +66,8 @@ RUNS = {  # run name -> the target run's settings
     "amazon-sci-side-head-user": dict(SIDE, adapter_where="item", train_head=True, train_user_encoder=True,
                                       item_adapter_size=128, dropout=0.3),
 }
+# the same side network over the plain MiniLM, without the Office model: what the source adds to it
+RUNS["amazon-sci-side-head-user-scratch"] = dict(RUNS["amazon-sci-side-head-user"], source_checkpoint="")
 
 
 def convert() -> None:
@@ -74,6 +78,27 @@ def convert() -> None:
         subprocess.run([sys.executable, str(ROOT / "Dataset" / "convert.py"), "recbole-split", "--dir",
                         str(SHARED / "Amazon_Scientific_UniSRec"), "--name", "Scientific", "--out", str(SCIENTIFIC)],
                        check=True)
+
+
+def split_seeds(extra: list[str]) -> tuple[list[str], list[int]]:
+    """(the arguments without --seeds, for the one source run; the target seeds). `--seeds 1,2` repeats the
+    target runs as NAME-seed1, NAME-seed2 from the same source run; the report pools them with NAME (seed
+    COMMON["seed"]), so that seed may not be repeated."""
+    seeds, rest, i = [], [], 0
+    while i < len(extra):
+        arg = extra[i]
+        if arg == "--seeds" and i + 1 < len(extra):
+            seeds, i = [int(s) for s in extra[i + 1].split(",") if s.strip()], i + 2
+            continue
+        if arg.startswith("--seeds="):
+            seeds = [int(s) for s in arg.split("=", 1)[1].split(",") if s.strip()]
+        else:
+            rest.append(arg)
+        i += 1
+    if COMMON["seed"] in seeds:
+        raise SystemExit(f"study_amazon.py: --seeds {','.join(map(str, seeds))}: seed {COMMON['seed']} is every run's "
+                         "own seed (the run without a -seedN suffix); give the other seeds only")
+    return rest, seeds
 
 
 def selected(extra: list[str]) -> tuple[list[str], list[str]]:
@@ -88,15 +113,13 @@ def selected(extra: list[str]) -> tuple[list[str], list[str]]:
 
 if __name__ == "__main__":
     names, extra = selected(sys.argv[1:])
-    if any(a.startswith("--seeds") for a in extra):
-        raise SystemExit("study_amazon.py: --seeds is not supported here (every transfer starts from the one "
-                         f"source run runs/{SOURCE_NAME}); for another seed pass --seed=N with --output_dir")
+    source_argv, _ = split_seeds(extra)  # --seeds repeats the target runs only
     dry = "--dry_run" in extra or "--dry-run" in extra
     if not dry:
         convert()
     needs_source = any("source_checkpoint" in RUNS[n] for n in names if n in RUNS) or SOURCE_NAME in names
     if needs_source:
-        sweep(__file__, SOURCE, {}, name=SOURCE_NAME, argv=extra, run_py=PRETRAIN_RUN)
+        sweep(__file__, SOURCE, {}, name=SOURCE_NAME, argv=source_argv, run_py=PRETRAIN_RUN)
     for name in names:
         if name in RUNS:
             sweep(__file__, {**COMMON, "dataset": str(SCIENTIFIC), **RUNS[name]}, {}, name=name, argv=extra)
