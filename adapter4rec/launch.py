@@ -54,6 +54,21 @@ def _split_launcher_options(argv: list[str]) -> tuple[dict, list[str]]:
     return opts, rest
 
 
+def split_seeds(argv: list[str]) -> tuple[list[str], list[int] | None]:
+    """(argv without `--seeds LIST` / `--seeds=LIST`, the seeds parsed and checked as every launcher does them,
+    or None): for a study that passes --seeds to some of its runs only."""
+    seeds = _split_launcher_options(argv)[0]["seeds"]
+    rest, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--seeds":
+            i += 2
+            continue
+        if not argv[i].startswith("--seeds="):
+            rest.append(argv[i])
+        i += 1
+    return rest, seeds
+
+
 def _parse_seeds(text: str, rest: list[str]) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]

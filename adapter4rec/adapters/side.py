@@ -54,7 +54,7 @@ class SideNetwork(AdapterModule):
 
     def prepare(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, k, hidden) states -> (normed (k, n, hidden), output state (n, hidden)): the part of the forward pass
-        that has no parameters, so a cached table needs it only once (ContentItemEncoder.cache_backbone)."""
+        that has no parameters, so a cached table needs it only once (ContentItemEncoder.side_states)."""
         normed = F.layer_norm(states, (self.hidden,))  # per row: the same numbers whatever the batch
         return normed.transpose(0, 1).contiguous(), states[:, -1].contiguous()
 

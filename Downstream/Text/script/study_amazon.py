@@ -25,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from adapter4rec.launch import sweep
+from adapter4rec.launch import split_seeds, sweep
 from adapter4rec.studies import RUNS_DIR, report
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -80,25 +80,14 @@ def convert() -> None:
                        check=True)
 
 
-def split_seeds(extra: list[str]) -> tuple[list[str], list[int]]:
-    """(the arguments without --seeds, for the one source run; the target seeds). `--seeds 1,2` repeats the
-    target runs as NAME-seed1, NAME-seed2 from the same source run; the report pools them with NAME (seed
-    COMMON["seed"]), so that seed may not be repeated."""
-    seeds, rest, i = [], [], 0
-    while i < len(extra):
-        arg = extra[i]
-        if arg == "--seeds" and i + 1 < len(extra):
-            seeds, i = [int(s) for s in extra[i + 1].split(",") if s.strip()], i + 2
-            continue
-        if arg.startswith("--seeds="):
-            seeds = [int(s) for s in arg.split("=", 1)[1].split(",") if s.strip()]
-        else:
-            rest.append(arg)
-        i += 1
-    if COMMON["seed"] in seeds:
+def source_arguments(extra: list[str]) -> list[str]:
+    """The arguments for the one source run: without --seeds, which repeats the target runs only (NAME-seed1,
+    ...; the report pools them with NAME, whose seed is COMMON["seed"], so that seed may not be repeated)."""
+    rest, seeds = split_seeds(extra)
+    if seeds and COMMON["seed"] in seeds:
         raise SystemExit(f"study_amazon.py: --seeds {','.join(map(str, seeds))}: seed {COMMON['seed']} is every run's "
                          "own seed (the run without a -seedN suffix); give the other seeds only")
-    return rest, seeds
+    return rest
 
 
 def selected(extra: list[str]) -> tuple[list[str], list[str]]:
@@ -113,7 +102,7 @@ def selected(extra: list[str]) -> tuple[list[str], list[str]]:
 
 if __name__ == "__main__":
     names, extra = selected(sys.argv[1:])
-    source_argv, _ = split_seeds(extra)  # --seeds repeats the target runs only
+    source_argv = source_arguments(extra)
     dry = "--dry_run" in extra or "--dry-run" in extra
     if not dry:
         convert()
