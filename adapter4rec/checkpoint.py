@@ -140,6 +140,41 @@ def load_source(model: torch.nn.Module, path: Path, config: dict) -> dict:
     return source_cfg
 
 
+# what a warm-start run must share with the run it starts: the model, the target, and the backbone under its head
+WARM_MATCH = MUST_MATCH + ("arch", "item_encoder", "dataset", "source_checkpoint")
+
+
+def load_warm_start(model: torch.nn.Module, path: Path, config: dict) -> tuple[dict, int]:
+    """Load a finished target run's weights over `model` (after its source checkpoint, before adapters are added).
+
+    This is the second stage of linear probing then fine-tuning (LP-FT, Kumar et al., ICLR 2022): the head and
+    user encoder are trained first over the frozen backbone (cheap: its states are cached), and full fine-tuning or
+    an adapter then starts from that trained model instead of an untrained head, which otherwise spends the first
+    epochs of the expensive stage, and the backbone's features, on catching up. A PEFT run's checkpoint holds only
+    what it trained; every key it holds must be in this model with the same shape, so the warm run may not have
+    added modules of its own (warm-start from a run with adapter=none). Returns (its config, tensors loaded)."""
+    ckpt = read_checkpoint(path)
+    warm = ckpt.get("config", {})
+    if warm.get("stage") != "downstream":
+        raise CheckpointError(f"{path}: warm_start reads a finished target (downstream) run's checkpoint; this one "
+                              f"is stage={warm.get('stage')!r} (a source run goes to source_checkpoint)")
+    for key in WARM_MATCH:
+        if warm.get(key) != config.get(key):
+            raise CheckpointError(f"{path}: the warm-start run has {key}={warm.get(key)!r} but this run has "
+                                  f"{key}={config.get(key)!r}; they must match (the same model, target data and "
+                                  f"backbone under the trained head)")
+    own, state = model.state_dict(), ckpt["model"]
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+              for k, v in state.items() if k in own and v.shape != own[k].shape]
+    if unexpected or shapes:
+        raise CheckpointError(f"{path} does not fit this model before its adapters (the warm run had "
+                              f"adapter={warm.get('adapter')!r}; use one with adapter=none): {len(unexpected)} "
+                              f"unexpected key(s) {unexpected[:4]}, {len(shapes)} shape mismatch(es) {shapes[:3]}")
+    model.load_state_dict(state, strict=False)
+    return warm, len(state)
+
+
 def load_run_weights(model: torch.nn.Module, ckpt: dict) -> None:
     """Load a run's own checkpoint into a model built the same way (adapters added, trainability set).
 

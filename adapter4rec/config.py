@@ -101,6 +101,10 @@ class Config:
     # --- transfer
     source_checkpoint: str = _opt("", "downstream: the source run's checkpoint (e.g. runs/<name>/best.pt); "
                                   "empty = train on the target from scratch")
+    warm_start: str = _opt("", "downstream: a finished target run's checkpoint (runs/<name>/best.pt, adapter=none, "
+                           "same data, model and source_checkpoint) loaded over the source weights before adapters "
+                           "are added: LP-FT, the head and user encoder trained over the frozen backbone first, "
+                           "then full fine-tuning or an adapter starts from them; empty = no warm start")
     tune: str = _opt("all", "what trains. all: every parameter (pretraining, full fine-tuning); peft: every "
                      "pretrained parameter frozen, only the adapter modules and the extras below train",
                      ("all", "peft"))
@@ -248,6 +252,8 @@ class Config:
             _bad("text_fields", self.text_fields, "a comma list of: title, abstract")
         if self.stage == "pretrain" and self.source_checkpoint:
             _bad("source_checkpoint", self.source_checkpoint, "empty when stage=pretrain")
+        if self.stage == "pretrain" and self.warm_start:
+            _bad("warm_start", self.warm_start, "empty when stage=pretrain")
         return self
 
 

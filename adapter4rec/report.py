@@ -36,7 +36,12 @@ STD_NOTE = ("Metrics: mean ± sample standard deviation (n - 1 denominator) over
 
 
 def method_name(cfg: dict) -> str:
-    """A readable name for what a run trained."""
+    """A readable name for what a run trained; ", LP-FT" when it started from a warm-start run's head."""
+    name = _trained(cfg)
+    return f"{name}, LP-FT" if cfg.get("warm_start") else name
+
+
+def _trained(cfg: dict) -> str:
     if cfg.get("item_tower") == "id":
         return "ID-SASRec (target only)"
     if cfg.get("tune") == "all":

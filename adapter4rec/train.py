@@ -22,7 +22,7 @@ from adapter4rec.adapters.methods import add_adapters
 from adapter4rec.adapters.trainable import set_trainable, trainable_state, trainable_summary
 from adapter4rec.build import build_model, load_data
 from adapter4rec.checkpoint import (FORMAT, ForeignCheckpointError, epoch_path, load_run_weights, load_source,
-                                    prune_epoch_checkpoints, read_checkpoint, save_atomic)
+                                    load_warm_start, prune_epoch_checkpoints, read_checkpoint, save_atomic)
 from adapter4rec.config import Config
 from adapter4rec.data.shards import ShardedBatches
 from adapter4rec.data.split import sample_negatives
@@ -221,6 +221,9 @@ def prepare_model(cfg: Config, data, device: torch.device) -> torch.nn.Module:
     model = build_model(cfg, data)
     if cfg.source_checkpoint:
         load_any_source(model, cfg)
+    if cfg.warm_start:  # LP-FT: the trained head and user encoder of a frozen-backbone run on this target
+        _, loaded = load_warm_start(model, cfg.resolve(cfg.warm_start), dataclasses.asdict(cfg))
+        log.info("warm start: %d tensor(s) from %s", loaded, cfg.warm_start)
     changed = add_adapters(model, cfg)
     for side, names in changed.items():
         log.info("adapter %s in the %s encoder: %d module(s) changed, e.g. %s", cfg.adapter, side, len(names),

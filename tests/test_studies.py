@@ -50,7 +50,16 @@ def test_amazon_study_runs_its_source_once_and_a_chosen_subset():
     assert "--item_tower=id" in ids and "--loss=softmax" in ids and "--train_windows=all" in ids
     assert len(dry_run("Downstream/Text/script/study_amazon.py", "--only=amazon-sci-id-sasrec")) == 1  # no source
     everything = dry_run("Downstream/Text/script/study_amazon.py")
-    assert len(everything) == 11 and sum("--source_checkpoint=runs/" in c for c in everything) == 6
+    assert len(everything) == 13 and sum("--source_checkpoint=runs/" in c for c in everything) == 7
+    # LP-FT: every row whose backbone trains starts from the frozen-features row with its source and token budget
+    warm = {c.split("--run_name=")[1].split()[0]: c.split("--warm_start=")[1].split()[0]
+            for c in everything if "--warm_start=runs/" in c}
+    assert warm == {"amazon-sci-scratch": "runs/amazon-sci-frozen-scratch-32tok/best.pt",
+                    **{f"amazon-sci-{m}": "runs/amazon-sci-frozen-transfer-32tok/best.pt"
+                       for m in ("finetune", "houlsby", "lora")}}
+    order = [c.split("--run_name=")[1].split()[0] for c in everything]
+    assert order.index("amazon-sci-frozen-scratch-32tok") < order.index("amazon-sci-scratch")
+    assert order.index("amazon-sci-frozen-transfer-32tok") < order.index("amazon-sci-finetune")
     assert sum("--adapter=side" in c for c in everything) == 3
 
 
@@ -79,7 +88,7 @@ def test_amazon_settings_study_varies_one_setting_at_a_time():
     frozen = [c for c in commands if "--adapter=none" in c]
     side = [c for c in commands if "--adapter=side" in c]
     ids = [c for c in commands if "--item_tower=id" in c]
-    assert (len(frozen), len(side), len(ids)) == (7, 3, 4) and len(commands) == 14
+    assert (len(frozen), len(side), len(ids)) == (7, 3, 5) and len(commands) == 15
     assert all("--train_head=true" in c and "--train_user_encoder=true" in c for c in frozen + side)
     assert sum("--max_seq_len=50" in c for c in ids) == sum("--embedding_dim=128" in c for c in ids) == 1
     joined = "\n".join(frozen)

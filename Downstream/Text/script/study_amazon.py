@@ -47,17 +47,24 @@ FROZEN = dict(CACHED_TEXT, tune="peft", adapter="none", train_head=True, train_u
 # decoupled PEFT: a side network over cached layer states (the backbone never runs after the cache is built)
 SIDE = dict(CACHED_TEXT, tune="peft", adapter="side", item_adapter_lr=1e-3, user_adapter_lr=1e-3,
             source_checkpoint=FROM_SOURCE)
+WARM_SCRATCH = "runs/amazon-sci-frozen-scratch-32tok/best.pt"  # the LP stage of each backbone row (RUNS below)
+WARM_TRANSFER = "runs/amazon-sci-frozen-transfer-32tok/best.pt"
 SOURCE = {**COMMON, **BACKBONE, "dataset": str(OFFICE), "arch": "sasrec", "epochs": 5}
 RUNS = {  # run name -> the target run's settings
     "amazon-sci-id-sasrec": dict(CACHED, item_tower="id", dropout=0.5, epochs=200, patience=10),
     "amazon-sci-frozen-scratch": dict(FROZEN),
     "amazon-sci-frozen-transfer": dict(FROZEN, source_checkpoint=FROM_SOURCE),
-    "amazon-sci-scratch": dict(BACKBONE),
-    "amazon-sci-finetune": dict(BACKBONE, tune="all", source_checkpoint=FROM_SOURCE),
+    # LP-FT: the rows whose backbone trains start from the frozen-features model at their own token budget
+    # (trained in minutes over the cached backbone), not from an untrained head and user encoder
+    "amazon-sci-frozen-scratch-32tok": dict(FROZEN, max_title_tokens=32),
+    "amazon-sci-frozen-transfer-32tok": dict(FROZEN, max_title_tokens=32, source_checkpoint=FROM_SOURCE),
+    "amazon-sci-scratch": dict(BACKBONE, warm_start=WARM_SCRATCH),
+    "amazon-sci-finetune": dict(BACKBONE, tune="all", source_checkpoint=FROM_SOURCE, warm_start=WARM_TRANSFER),
     "amazon-sci-houlsby": dict(BACKBONE, tune="peft", adapter="houlsby", item_adapter_lr=1e-3, user_adapter_lr=1e-3,
-                               source_checkpoint=FROM_SOURCE),
+                               source_checkpoint=FROM_SOURCE, warm_start=WARM_TRANSFER),
     "amazon-sci-lora": dict(BACKBONE, tune="peft", adapter="lora", item_adapter_size=12, user_adapter_size=4,
-                            item_adapter_lr=1e-3, user_adapter_lr=1e-3, source_checkpoint=FROM_SOURCE),
+                            item_adapter_lr=1e-3, user_adapter_lr=1e-3, source_checkpoint=FROM_SOURCE,
+                            warm_start=WARM_TRANSFER),
     # as the Houlsby row trains: item-side method + Houlsby adapters in the user encoder, the rest frozen
     "amazon-sci-side": dict(SIDE, adapter_where="both"),
     # the side network on top of the frozen-features row: head and user encoder train too. Chosen on validation

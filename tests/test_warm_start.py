@@ -1,0 +1,87 @@
+"""warm_start (LP-FT): a target run's trained head and user encoder loaded before the adapters are added."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from adapter4rec import train
+from adapter4rec.build import build_model, load_data
+from adapter4rec.checkpoint import FORMAT, CheckpointError, load_run_weights, read_checkpoint, save_atomic
+from adapter4rec.config import parse_args
+from adapter4rec.report import method_name
+from tests.conftest import tiny_args
+
+CPU = torch.device("cpu")
+
+
+def _config(tiny_bert, tiny_data, out, domain="target", **overrides):
+    base = dict(stage="downstream") if domain == "target" else {}
+    return parse_args(tiny_args(tiny_bert, tiny_data / domain, out, **{**base, **overrides}))
+
+
+@pytest.fixture(scope="module")
+def frozen_run(tiny_bert, tiny_data, tmp_path_factory):
+    """A source checkpoint, then the frozen-features run on the target (head + user encoder train) from it."""
+    out = tmp_path_factory.mktemp("warm")
+    source_cfg = _config(tiny_bert, tiny_data, out, domain="source")
+    torch.manual_seed(0)
+    source = build_model(source_cfg, load_data(source_cfg))
+    save_atomic({"format": FORMAT, "config": dataclasses.asdict(source_cfg), "model": source.state_dict()},
+                out / "source.pt")
+    frozen_cfg = _config(tiny_bert, tiny_data, out, source_checkpoint=out / "source.pt", tune="peft",
+                         adapter="none", train_head="true", train_user_encoder="true", run_name="frozen",
+                         max_steps_per_epoch=3, lr=0.01)
+    train.run(frozen_cfg)
+    return out, frozen_cfg
+
+
+def _outputs(model, data):
+    model.eval()
+    with torch.no_grad():
+        return model.user_states(data.split.test.history[:6]), model.item_table()
+
+
+def test_adapter_run_starts_from_the_frozen_run(tiny_bert, tiny_data, frozen_run):
+    out, frozen_cfg = frozen_run
+    data = load_data(frozen_cfg)
+    # the frozen run's trained model, computed through the backbone (no state cache), as the reference
+    reference = train.prepare_model(dataclasses.replace(frozen_cfg, cache_frozen_backbone=False), data, CPU)
+    load_run_weights(reference, read_checkpoint(out / "frozen" / "best.pt"))
+    want = _outputs(reference, data)
+
+    houlsby = dict(source_checkpoint=out / "source.pt", tune="peft", adapter="houlsby", item_adapter_size=8,
+                   user_adapter_size=8)
+    cold = train.prepare_model(_config(tiny_bert, tiny_data, out, **houlsby), data, CPU)
+    assert not torch.allclose(_outputs(cold, data)[0], want[0], atol=1e-3)  # the check can fail
+    warm_cfg = _config(tiny_bert, tiny_data, out, warm_start=out / "frozen" / "best.pt", **houlsby)
+    warm = train.prepare_model(warm_cfg, data, CPU)
+    # the adapters are the identity at init, so the adapted model starts out computing the frozen run's scores
+    for got, exp in zip(_outputs(warm, data), want):
+        torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-5)
+    # the warm head is frozen under tune=peft and is the trained one, not the source's
+    trained = read_checkpoint(out / "frozen" / "best.pt")["model"]
+    head = [k for k in trained if "item_encoder.backbone" not in k and k.startswith("item_encoder.")]
+    assert head and all(torch.equal(warm.state_dict()[k], trained[k]) for k in head)
+    assert method_name(dataclasses.asdict(warm_cfg)) == "Houlsby, LP-FT"
+
+
+def test_warm_start_refuses_what_does_not_fit(tiny_bert, tiny_data, frozen_run):
+    out, frozen_cfg = frozen_run
+    data = load_data(frozen_cfg)
+    warm = out / "frozen" / "best.pt"
+    with pytest.raises(CheckpointError, match="source_checkpoint=''"):  # another backbone under the head
+        train.prepare_model(_config(tiny_bert, tiny_data, out, warm_start=warm), data, CPU)
+    with pytest.raises(CheckpointError, match="stage='pretrain'"):  # a source run belongs in source_checkpoint
+        train.prepare_model(_config(tiny_bert, tiny_data, out, warm_start=out / "source.pt"), data, CPU)
+    # a warm run that added modules of its own does not fit the model before its adapters
+    ckpt = read_checkpoint(warm)
+    ckpt["model"]["user_encoder.extra.weight"] = torch.zeros(2)
+    ckpt["config"]["adapter"] = "houlsby"
+    save_atomic(ckpt, out / "extra.pt")
+    with pytest.raises(CheckpointError, match=r"adapter='houlsby'.*1 unexpected key\(s\) \['user_encoder.extra"):
+        train.prepare_model(_config(tiny_bert, tiny_data, out, source_checkpoint=out / "source.pt",
+                                    warm_start=out / "extra.pt"), data, CPU)
+    with pytest.raises(SystemExit, match="warm_start=.*empty when stage=pretrain"):
+        _config(tiny_bert, tiny_data, out, domain="source", warm_start=warm)
