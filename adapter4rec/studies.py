@@ -24,6 +24,16 @@ def launch(script: Path, args: list[str], extra: list[str]) -> None:
     run_or_exit([sys.executable, str(script), *args, *extra], f"launcher {script.name}")
 
 
+def refuse_run_name(extra: list[str], script: str) -> None:
+    """A study names each of its runs; a --run_name passed through to every launcher would give them all (a
+    source run too) one name, so each run would overwrite or --skip_done the one before."""
+    given = [a for a in extra if a.partition("=")[0] in ("--run_name", "--run-name")]
+    if given:
+        raise SystemExit(f"{script}: {given[0]} cannot be given to a study, which names each of its runs itself; "
+                         f"run one launcher for a run of your own, or pick the study's runs with --only where "
+                         f"it has one")
+
+
 def run_dirs(names: list[str]) -> list[Path]:
     """Each name's run directory and its per-seed directories (`<name>-seed<N>`, from --seeds): the report pools
     the runs of one configuration into one row, so a run made without --seeds and later seeds of it count
@@ -48,6 +58,7 @@ def report(names: list[str], out: str, fig: str, title: str, curves: bool = True
 def run_study(script_dir: Path, runs: list[tuple[str, list[str], str]], extra: list[str], out: str, fig: str,
               title: str) -> None:
     """runs: (launcher file in script_dir, its extra arguments, run name = --run_name)."""
+    refuse_run_name(extra, "study")
     for launcher, args, name in runs:
         launch(script_dir / launcher, [*args, f"--run_name={name}"], extra)
     if "--dry_run" not in extra and "--dry-run" not in extra:
@@ -59,6 +70,7 @@ def scaling_study(tree: str, side: str, fractions: list[float], seeds: list[int]
     each with full fine-tuning and Houlsby) or target data scaled down (side="target": full fine-tuning,
     Houlsby and from-scratch on each fraction of the target users, from the default source checkpoint).
     tree: "Text" or "CV". Fractions are nested subsets (user_fraction), seeds repeat every run."""
+    refuse_run_name(extra, f"{tree} {side} scaling study")
     pre = REPO_ROOT / "Pretraining" / tree / "script"
     down = REPO_ROOT / "Downstream" / tree / "script"
     launchers = {"Text": ("sm_base_sasrec.py", "finetune.py", "adapter_houlsby.py"),

@@ -95,3 +95,14 @@ def test_amazon_settings_study_varies_one_setting_at_a_time():
     for variant in ("--score=cosine", "--item_pooling=mean", "--max_title_tokens=64", "--inbatch_correction=popularity",
                     "--inbatch_correction=inclusion"):
         assert joined.count(variant) == 1, variant
+
+
+@pytest.mark.parametrize("script", ["Downstream/Text/script/study_amazon.py",
+                                    "Downstream/Text/script/study_amazon_settings.py",
+                                    "Downstream/CV/script/study_placement.py",
+                                    "Downstream/Text/script/study_target_scaling.py"])
+def test_a_study_refuses_one_run_name_for_all_its_runs(script):
+    # passed through, it named every run (the Amazon source run too) the same, so each replaced the last
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        dry_run(script, "--run_name=mine")
+    assert "--run_name=mine cannot be given to a study" in failed.value.stderr

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from adapter4rec.launch import split_seeds, sweep
-from adapter4rec.studies import RUNS_DIR, report
+from adapter4rec.studies import RUNS_DIR, refuse_run_name, report
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -99,6 +99,7 @@ def source_arguments(extra: list[str]) -> list[str]:
 
 def selected(extra: list[str]) -> tuple[list[str], list[str]]:
     """(run names to run, the remaining arguments) from --only=a,b (default: every run)."""
+    refuse_run_name(extra, "study_amazon.py")
     only = [a for a in extra if a.startswith("--only=")]
     names = only[-1].split("=", 1)[1].split(",") if only else list(RUNS)
     unknown = sorted(set(names) - set(RUNS) - {SOURCE_NAME})

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from adapter4rec.launch import sweep
-from adapter4rec.studies import RUNS_DIR
+from adapter4rec.studies import RUNS_DIR, refuse_run_name
 
 STUDY = runpy.run_path(str(Path(__file__).resolve().with_name("study_amazon.py")))  # its settings, not a copy
 COMMON, FROZEN, SCIENTIFIC, convert = STUDY["COMMON"], STUDY["FROZEN"], STUDY["SCIENTIFIC"], STUDY["convert"]
@@ -61,6 +61,7 @@ def table(names: list[str]) -> str:
 
 if __name__ == "__main__":
     extra = sys.argv[1:]
+    refuse_run_name(extra, "study_amazon_settings.py")
     only = [a.split("=", 1)[1].split(",") for a in extra if a.startswith("--only=")]
     names = only[-1] if only else list(VARIANTS)
     if set(names) - set(VARIANTS):
