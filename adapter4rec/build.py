@@ -53,7 +53,7 @@ def load_data(cfg: Config) -> Data:
 
 def build_model(cfg: Config, data: Data) -> Recommender:
     if cfg.item_tower == "id":
-        item_encoder = IdItemEncoder(len(data.catalog), cfg.embedding_dim)
+        item_encoder = IdItemEncoder(len(data.catalog), cfg.embedding_dim, cfg.init_std)
     elif cfg.modality == "image":
         folder = checkpoint_dir(cfg)
         backbone = load_backbone(folder, "image")
@@ -64,7 +64,8 @@ def build_model(cfg: Config, data: Data) -> Recommender:
         folder = checkpoint_dir(cfg)
         tokens = token_table(cfg, data, folder)
         item_encoder = TextItemEncoder(load_backbone(folder, "text"), tokens, cfg.embedding_dim, cfg.item_pooling)
-    user_encoder = SASRecEncoder(cfg.embedding_dim, cfg.max_seq_len, cfg.num_blocks, cfg.num_heads, cfg.dropout)
+    user_encoder = SASRecEncoder(cfg.embedding_dim, cfg.max_seq_len, cfg.num_blocks, cfg.num_heads, cfg.dropout,
+                                 cfg.init_std)
     scorer = Scorer(cfg.score, cfg.temperature, cfg.learn_temperature)
     return Recommender(item_encoder, user_encoder, cfg.arch, cfg.loss, data.split.item_counts, scorer,
                        cfg.inbatch_correction, cfg.softmax_negatives, cfg.gather_negatives)

@@ -58,6 +58,8 @@ class Config:
     num_blocks: int = _opt(2, "Transformer blocks in the user encoder")
     num_heads: int = _opt(2, "attention heads in the user encoder")
     dropout: float = _opt(0.1, "dropout in the user encoder")
+    init_std: float = _opt(0.0, "initial weights of the user encoder's (and an ID tower's) Linear and Embedding "
+                           "layers: 0 = xavier_normal (the paper), > 0 = normal(0, init_std) (RecBole: 0.02)")
     arch: str = _opt("sasrec", "sasrec: loss at every position; cpc: loss at the last position only",
                      ("sasrec", "cpc"))
     loss: str = _opt("bce", "bce: one sampled negative per position (paper); inbatch: softmax over the batch's "
@@ -252,6 +254,8 @@ class Config:
             _bad("text_fields", self.text_fields, "a comma list of: title, abstract")
         if self.stage == "pretrain" and self.source_checkpoint:
             _bad("source_checkpoint", self.source_checkpoint, "empty when stage=pretrain")
+        if self.init_std < 0:
+            _bad("init_std", self.init_std, "0 (xavier_normal) or a positive standard deviation")
         if self.stage == "pretrain" and self.warm_start:
             _bad("warm_start", self.warm_start, "empty when stage=pretrain")
         return self

@@ -82,3 +82,22 @@ def test_dropout_acts_only_in_train_mode(encoder):
     torch.manual_seed(3)
     train_out = encoder(items, valid)
     assert not torch.allclose(eval_out, train_out)  # dropout is live in training mode
+
+
+def test_init_std_sets_the_initial_weights():
+    from adapter4rec.models.item_encoders import IdItemEncoder
+
+    torch.manual_seed(0)
+    paper = SASRecEncoder(64, L, blocks=2, heads=2, dropout=0.1)
+    torch.manual_seed(0)
+    recbole = SASRecEncoder(64, L, blocks=2, heads=2, dropout=0.1, init_std=0.02)
+    fc1 = (paper.blocks[0].feed_forward.fc1.weight, recbole.blocks[0].feed_forward.fc1.weight)  # (256, 64)
+    assert abs(fc1[0].std().item() - (2 / (64 + 256)) ** 0.5) < 0.005  # xavier_normal, the paper's default
+    assert abs(fc1[1].std().item() - 0.02) < 0.002 and abs(fc1[1].mean().item()) < 0.002
+    assert all(b.abs().max() == 0 for m in (paper, recbole) for n, b in m.named_parameters() if n.endswith("bias")
+               and "norm" not in n)
+    table = IdItemEncoder(1000, 64, init_std=0.02).embedding.weight
+    assert abs(table[1:].std().item() - 0.02) < 0.001 and table[0].abs().max() == 0  # padding row stays zero
+    with pytest.raises(SystemExit, match="init_std=-0.1"):
+        from adapter4rec.config import parse_args
+        parse_args(["--init_std=-0.1"])

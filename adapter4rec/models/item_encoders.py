@@ -25,6 +25,7 @@ from torch import nn
 from adapter4rec.data.images import ImageSpec, PixelTable
 from adapter4rec.data.text import TokenTable, gather_tokens, token_mask
 from adapter4rec.models.prefix_cache import PrefixCache, frozen_prefix_depth, pool_states
+from adapter4rec.models.user_encoder import init_weight  # one init rule for the ID table and SASRec
 from adapter4rec.states.layers import estimate_bytes, layer_state_table, pooled_layer_states, tensor_digest
 from adapter4rec.states.store import DTYPES, CacheError, MemoryStore, on_device
 
@@ -237,10 +238,10 @@ class ImageItemEncoder(ContentItemEncoder):
 
 
 class IdItemEncoder(nn.Module):
-    def __init__(self, num_items: int, d: int):
+    def __init__(self, num_items: int, d: int, init_std: float = 0.0):
         super().__init__()
         self.embedding = nn.Embedding(num_items + 1, d, padding_idx=0)
-        nn.init.xavier_normal_(self.embedding.weight)
+        init_weight(self.embedding.weight, init_std)
         with torch.no_grad():
             self.embedding.weight[0].zero_()
 

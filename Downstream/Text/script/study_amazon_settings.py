@@ -5,9 +5,9 @@ Every `settings-*` run: frozen MiniLM (every item's state cached) under a traine
 stopping. Variants: scoring (dot / cosine, tau 0.07), item pooling (CLS / mean), the token budget (32 / 64 title
 tokens), and the loss: full-catalogue softmax against the in-batch softmax with each sampling correction
 (multiplicity, popularity = the correction this project used before, inclusion). The `settings-id-*` runs vary
-the study's ID-SASRec row (history length, width, learning rate, batch size, bf16 or fp32; RecBole's defaults are
-L = 50, d = 64, lr 1e-3, batch 2048), the `settings-side-*` runs its side network + head + user encoder row
-(learning rates, dropout). Data: as study_amazon.py (converted there).
+the study's ID-SASRec row (history length, width, learning rate, batch size, bf16 or fp32, initial weights;
+RecBole's defaults are L = 50, d = 64, lr 1e-3, batch 2048, normal(0, 0.02)), the `settings-side-*` runs its
+side network + head + user encoder row (learning rates, dropout). Data: as study_amazon.py (converted there).
 Extra arguments go to every run; `--skip_done` continues; `--only=a,b` runs a subset.
 """
 import json
@@ -41,6 +41,7 @@ VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     "settings-id-lr-2e-3": dict(ID, lr=2e-3),
     "settings-id-batch-1024": dict(ID, batch_size=1024, lr=2e-3),
     "settings-id-fp32": dict(ID, precision="fp32"),
+    "settings-id-init-0.02": dict(ID, init_std=0.02),
 }
 
 
