@@ -20,7 +20,7 @@ from adapter4rec.studies import RUNS_DIR, refuse_run_name
 
 STUDY = runpy.run_path(str(Path(__file__).resolve().with_name("study_amazon.py")))  # its settings, not a copy
 COMMON, FROZEN, SCIENTIFIC, convert = STUDY["COMMON"], STUDY["FROZEN"], STUDY["SCIENTIFIC"], STUDY["convert"]
-ID = STUDY["RUNS"]["amazon-sci-id-sasrec"]
+ID = dict(STUDY["RUNS"]["amazon-sci-id-sasrec"], init_std=0.0)  # the variants' base (xavier; 0.02 chosen)
 SIDE_HEAD_USER = dict(STUDY["RUNS"]["amazon-sci-side-head-user"], dropout=0.2)  # the variants' base (0.3 chosen)
 
 BASE = dict(FROZEN, max_title_tokens=32)  # the variants are compared at 32 tokens (the study now reads 64)
@@ -36,6 +36,8 @@ VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     "settings-side-head-user-lr-2e-3": dict(SIDE_HEAD_USER, lr=2e-3, item_adapter_lr=2e-3),
     "settings-side-head-user-dropout-0.3": dict(SIDE_HEAD_USER, dropout=0.3),
     "settings-side-head-user-dropout-0.4": dict(SIDE_HEAD_USER, dropout=0.4),
+    "settings-side-head-user-init-0.02": dict(SIDE_HEAD_USER, dropout=0.3, init_std=0.02),
+    "settings-softmax-64-tokens-init-0.02": dict(BASE, max_title_tokens=64, init_std=0.02),
     "settings-id-history-50": dict(ID, max_seq_len=50),
     "settings-id-width-128": dict(ID, embedding_dim=128),
     "settings-id-lr-2e-3": dict(ID, lr=2e-3),
