@@ -175,7 +175,8 @@ def transfer_check(rows: list[dict]) -> list[str]:
         base = min(scratch, key=lambda s: _differences(row["config"], s["config"]))
         which = f" [{base['group']}]" if len(scratch) > 1 else ""
         if row["hr@10"] < base["hr@10"]:
-            spread = max(row["hr@10_std"], base["hr@10_std"])  # NaN (comparison False) with single seeds
+            stds = [s for s in (row["hr@10_std"], base["hr@10_std"]) if not math.isnan(s)]
+            spread = max(stds, default=float("nan"))  # NaN (comparison False) when both ran one seed
             within = "; the gap is within one standard deviation over seeds" \
                 if base["hr@10"] - row["hr@10"] <= spread else ""
             lines.append(f"Negative transfer: {row['label']} (HR@10 {row['hr@10']:.4f}) is below training from "
