@@ -36,7 +36,6 @@ VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     "settings-side-head-user-lr-2e-3": dict(SIDE_HEAD_USER, lr=2e-3, item_adapter_lr=2e-3),
     "settings-side-head-user-dropout-0.3": dict(SIDE_HEAD_USER, dropout=0.3),
     "settings-side-head-user-dropout-0.4": dict(SIDE_HEAD_USER, dropout=0.4),
-    "settings-side-head-user-init-0.02": dict(SIDE_HEAD_USER, dropout=0.3, init_std=0.02),
     "settings-softmax-64-tokens-init-0.02": dict(BASE, max_title_tokens=64, init_std=0.02),
     "settings-id-history-50": dict(ID, max_seq_len=50),
     "settings-id-width-128": dict(ID, embedding_dim=128),
