@@ -110,6 +110,13 @@ def read_checkpoint(path: Path) -> dict:
 MUST_MATCH = ("item_tower", "embedding_dim", "num_blocks", "num_heads", "max_seq_len")
 
 
+def mismatches(own: dict, state: dict) -> tuple[list[str], list[str], list[str]]:
+    """(keys of `own` missing from `state`, keys of `state` not in `own`, shape mismatches as text)."""
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and state[k].shape != own[k].shape]
+    return sorted(set(own) - set(state)), sorted(set(state) - set(own)), shapes
+
+
 def load_source(model: torch.nn.Module, path: Path, config: dict) -> dict:
     """Load a source-domain checkpoint into `model` (before adapters are added).
 
@@ -124,12 +131,8 @@ def load_source(model: torch.nn.Module, path: Path, config: dict) -> dict:
         if key in source_cfg and source_cfg[key] != config.get(key):
             raise CheckpointError(f"{path}: source {key}={source_cfg[key]!r} but this run has "
                                   f"{key}={config.get(key)!r}; they must match to transfer")
-    own = model.state_dict()
     state = ckpt["model"]
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
+    missing, unexpected, shapes = mismatches(model.state_dict(), state)
     if missing or unexpected or shapes:
         enc = source_cfg.get("item_encoder", "?")
         raise CheckpointError(
@@ -163,10 +166,8 @@ def load_warm_start(model: torch.nn.Module, path: Path, config: dict) -> tuple[d
             raise CheckpointError(f"{path}: the warm-start run has {key}={warm.get(key)!r} but this run has "
                                   f"{key}={config.get(key)!r}; they must match (the same model, target data and "
                                   f"backbone under the trained head)")
-    own, state = model.state_dict(), ckpt["model"]
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-              for k, v in state.items() if k in own and v.shape != own[k].shape]
+    state = ckpt["model"]
+    _, unexpected, shapes = mismatches(model.state_dict(), state)  # a warm run holds a subset: none missing
     if unexpected or shapes:
         raise CheckpointError(f"{path} does not fit this model before its adapters (the warm run had "
                               f"adapter={warm.get('adapter')!r}; use one with adapter=none): {len(unexpected)} "
