@@ -147,6 +147,9 @@ class Config:
                                                                  "compacter", "lora", "kadapter"))
     side_layers: str = _opt("", "adapter=side: comma list of the backbone layers (1..L) whose pooled states feed the "
                             "side network; the last layer is always added; empty = every other layer (2, 4, .., L)")
+    side_pooling: str = _opt("item", "adapter=side: how each intermediate side layer's tokens are pooled: item = as "
+                             "the item tower pools (item_pooling; IISAN's first token), both = that and the other "
+                             "pooling (CLS and the mean of the item's own tokens), two states per layer", ("item", "both"))
     side_cache_dtype: str = _opt("bf16", "adapter=side: dtype of the cached layer states", ("bf16", "fp16", "fp32"))
     side_cache_max_gb: float = _opt(8.0, "adapter=side: refuse to build a layer-state cache larger than this (the "
                                     "estimate is checked before anything is computed)")

@@ -17,7 +17,7 @@ from adapter4rec.states.store import CacheError, DiskStore, MemoryStore
 from adapter4rec.train import build_optimizer
 from tests.test_adapters import config
 
-SIDE_NAMES = r"^item_encoder\.side\.(downs|mixes|gates|up)"
+SIDE_NAMES = r"^item_encoder\.side\.(downs|other_downs|mixes|gates|up)"
 USER_ADAPTER_NAMES = r"^user_encoder\..*\.adapter\.(down|up)\."
 
 
@@ -127,6 +127,29 @@ def test_prepared_table_gives_the_same_numbers_and_gradients(source_model, monke
     assert not torch.equal(run(1 << 30)[0], prepared[0])
 
 
+def test_both_poolings_add_the_mean_of_each_intermediate_layer_and_keep_the_identity(source_model):
+    """side_pooling=both: states = [CLS at layers 1, 2 (the output)] + [the mean of layer 1's real tokens]; the
+    identity at init and cached == live hold; the second view reaches the output once it is trained."""
+    model, data, _ = source_model
+    side, _ = with_side(source_model, side_layers="1", side_pooling="both")
+    encoder = side.item_encoder
+    assert encoder.side_table.shape[1] == 3 and encoder.side.states_per_item == 3
+    items = torch.arange(1, 6)
+    with torch.no_grad():
+        hidden, _, mask = encoder.encode_all_states(items)
+        mean = (hidden[1] * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+    torch.testing.assert_close(encoder.side_table[items, 2], mean, rtol=0, atol=1e-5)
+    torch.testing.assert_close(encoder.side_table[items, 0], hidden[1][:, 0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(scores(side, data), scores(model, data), rtol=0, atol=1e-5)
+    perturb(side)
+    cached = scores(side, data)
+    encoder.side_table = None
+    torch.testing.assert_close(cached, scores(side, data), rtol=0, atol=1e-5)
+    with torch.no_grad():
+        encoder.side.other_downs[0].weight.zero_()
+    assert not torch.allclose(cached, scores(side, data), atol=1e-3)  # the mean view is read
+
+
 def test_only_the_side_network_and_user_adapters_train(source_model):
     model, data, _ = source_model
     side, cfg = with_side(source_model, adapter_where="both", side_layers="1", item_adapter_lr=1e-2,
@@ -164,7 +187,7 @@ def test_side_cache_is_keyed_by_backbone_weights_layers_and_dtype(source_model, 
     assert store.report["hit"] is False
     with_side(source_model, store=store)
     assert store.report["hit"] is True  # same backbone, inputs, layers, dtype: reused
-    for overrides in (dict(side_layers="1"), dict(side_cache_dtype="bf16")):
+    for overrides in (dict(side_layers="1"), dict(side_cache_dtype="bf16"), dict(side_pooling="both")):
         with_side(source_model, store=store, **overrides)
         assert store.report["hit"] is False, overrides
     model.item_encoder.pooling = "mean"
@@ -174,17 +197,19 @@ def test_side_cache_is_keyed_by_backbone_weights_layers_and_dtype(source_model, 
         model.item_encoder.backbone.embeddings.word_embeddings.weight[5, 0] += 1.0  # another backbone
     model.item_encoder.cache_backbone(store)
     assert store.report["hit"] is False
-    assert len(list(tmp_path.glob("states-layers-*.bin"))) == 5
+    assert len(list(tmp_path.glob("states-layers-*.bin"))) == 6
 
 
-@pytest.mark.parametrize("encoder", ["tiny_vit", "tiny_mae"])
-def test_image_side_network_is_the_identity_at_init_and_caches_exactly(encoder, request, tiny_image_data, tmp_path):
-    """ViT / MAE: the last side state is the final-LayerNorm output the item tower reads, so identity holds."""
+@pytest.mark.parametrize("encoder, pooling", [("tiny_vit", "item"), ("tiny_mae", "item"), ("tiny_vit", "both")])
+def test_image_side_network_is_the_identity_at_init_and_caches_exactly(encoder, pooling, request, tiny_image_data,
+                                                                       tmp_path):
+    """ViT / MAE: the last side state is the final-LayerNorm output the item tower reads, so identity holds (also
+    with the patches' mean as a second view of layer 1)."""
     import copy
 
     from tests.test_image_models import image_config
     cfg = image_config(request.getfixturevalue(encoder), tiny_image_data, tmp_path, adapter="side",
-                       adapter_where="item", side_cache_dtype="fp32", side_layers="1")
+                       adapter_where="item", side_cache_dtype="fp32", side_layers="1", side_pooling=pooling)
     data = load_data(cfg)
     torch.manual_seed(0)
     source = build_model(cfg, data).eval()

@@ -84,7 +84,8 @@ def _add(model: nn.Module, site: Site, layers: set[int], cfg: Config, method: st
     d, r = site.width, site.size
     if method == "side":  # decoupled: nothing goes into the backbone; the item tower reads cached layer states
         model.item_encoder.side = SideNetwork(d, parse_side_layers(cfg.side_layers, site.num_layers), r,
-                                              cfg.adapter_activation, cfg.side_cache_dtype)
+                                              cfg.adapter_activation, cfg.side_cache_dtype,
+                                              both_poolings=cfg.side_pooling == "both")
         return ["item_encoder.side"]
     if method in ("houlsby", "pfeiffer"):
         return inject(site.encoder, site.family, sublayer_slots(cfg, method), layers,

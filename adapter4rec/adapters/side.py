@@ -5,6 +5,7 @@ s_1 .. s_k (s_k = the backbone's output, what the item tower reads; states/layer
 cached; the side network reads them and corrects the output state, working in a narrow width r:
 
     u_j = D_j norm(s_j)                                   hidden -> r, norm = LayerNorm without affine
+        (+ E_j norm(m_j) for j < k under side_pooling=both: m_j = layer j's other pooling, mean or CLS)
     z_1 = u_1;  z_j = mu_j z_{j-1} + (1 - mu_j) u_j       j = 2..k, mu_j = sigmoid(g_j), g_j = 0 at init
     z_j = z_j + M_j act(z_j)                              r -> r residual mixing, every j
     h   = s_k + U act(z_k)                                r -> hidden, U zero-initialised -> the projection head
@@ -22,6 +23,9 @@ Why this shape:
 - the residual around the backbone's output with a zero-initialised U makes the network the identity at init:
   a transferred model starts out computing exactly what its source model computed, so transfer never starts
   from a worse point; U gets a gradient at the first step (act(z_k) is not zero), the chain from the second on;
+- side_pooling=both gives each intermediate layer a second view: IISAN reads the first token only, which in a
+  ViT is one token among the patches (the mean over the patches summarises all of them); the output layer keeps
+  the item tower's pooling, so the identity at init is unchanged;
 - it works on pooled vectors only, so a step costs O(k hidden r) per item, not the backbone's
   O(layers T hidden^2): the step no longer depends on the backbone's size.
 """
@@ -35,16 +39,24 @@ from adapter4rec.adapters.bottleneck import ACTIVATIONS, AdapterModule
 
 
 class SideNetwork(AdapterModule):
-    """(n, k, hidden) pooled layer states -> (n, hidden) corrected output state; the identity on s_k at init."""
+    """(n, k + m, hidden) pooled layer states -> (n, hidden) corrected output state; the identity on s_k at init.
+    The states: s_1 .. s_k (the item tower's pooling at `layers`, s_k the output), then, under both_poolings,
+    m_1 .. m_{k-1} (the other pooling of the intermediate layers); m = 0 otherwise."""
 
-    def __init__(self, hidden: int, layers: list[int], r: int, activation: str = "relu", state_dtype: str = "bf16"):
+    def __init__(self, hidden: int, layers: list[int], r: int, activation: str = "relu", state_dtype: str = "bf16",
+                 both_poolings: bool = False):
         super().__init__()
         self.layers = list(layers)  # which backbone layers feed it (for the cache key and the log)
         # its inputs are the states rounded to this dtype, cached or not: caching changes the speed, not the function
         self.state_dtype = state_dtype
         self.hidden = hidden
+        self.both_poolings = both_poolings
         k = len(self.layers)
+        self.states_per_item = 2 * k - 1 if both_poolings else k
         self.downs = nn.ModuleList(nn.Linear(hidden, r) for _ in range(k))
+        # the second view's projections (no bias: D_j's is enough)
+        self.other_downs = nn.ModuleList(nn.Linear(hidden, r, bias=False) for _ in range(k - 1)) \
+            if both_poolings else None
         self.mixes = nn.ModuleList(nn.Linear(r, r) for _ in range(k))
         self.act = ACTIVATIONS[activation]()
         self.gates = nn.Parameter(torch.zeros(k - 1)) if k > 1 else None  # mu = 0.5 at init
@@ -53,16 +65,18 @@ class SideNetwork(AdapterModule):
         nn.init.zeros_(self.up.bias)
 
     def prepare(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n, k, hidden) states -> (normed (k, n, hidden), output state (n, hidden)): the part of the forward pass
-        that has no parameters, so a cached table needs it only once (ContentItemEncoder.side_states)."""
+        """(n, k + m, hidden) states -> (normed (k + m, n, hidden), output state (n, hidden)): the part of the
+        forward pass that has no parameters, so a cached table needs it only once (ContentItemEncoder.side_states)."""
         normed = F.layer_norm(states, (self.hidden,))  # per row: the same numbers whatever the batch
-        return normed.transpose(0, 1).contiguous(), states[:, -1].contiguous()
+        return normed.transpose(0, 1).contiguous(), states[:, len(self.layers) - 1].contiguous()
 
     def correct(self, normed: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        """prepare()'s (normed (k, n, hidden), output (n, hidden)) -> (n, hidden) corrected output state."""
-        z = None
+        """prepare()'s (normed (k + m, n, hidden), output (n, hidden)) -> (n, hidden) corrected output state."""
+        z, k = None, len(self.layers)
         for j, (down, mix) in enumerate(zip(self.downs, self.mixes)):
             u = down(normed[j])  # (n, r)
+            if self.other_downs is not None and j < k - 1:
+                u = u + self.other_downs[j](normed[k + j])
             z = u if z is None else torch.lerp(u, z, torch.sigmoid(self.gates[j - 1]))  # mu z + (1 - mu) u
             z = z + mix(self.act(z))
         return output + self.up(self.act(z))

@@ -72,8 +72,9 @@ class ContentItemEncoder(nn.Module):
         """A digest of what the backbone reads for every item (the cache key's input part)."""
         raise NotImplementedError
 
-    def pool(self, hidden: torch.Tensor, mask) -> torch.Tensor:
-        return pool_states(hidden, mask, self.pooling)
+    def pool(self, hidden: torch.Tensor, mask, pooling: str | None = None) -> torch.Tensor:
+        """(n, T', h) -> (n, h) by `pooling` (default: item_pooling)."""
+        return pool_states(hidden, mask, pooling or self.pooling)
 
     def encode_cls(self, items: torch.Tensor) -> torch.Tensor:
         """(n, hidden) pooled backbone states (the CLS state under item_pooling=cls)."""
@@ -87,7 +88,8 @@ class ContentItemEncoder(nn.Module):
         was_training = self.backbone.training
         self.backbone.eval()
         with torch.no_grad():
-            states = pooled_layer_states(self, items, self.side.layers).to(DTYPES[self.side.state_dtype]).float()
+            states = pooled_layer_states(self, items, self.side.layers, self.side.both_poolings)
+            states = states.to(DTYPES[self.side.state_dtype]).float()
         self.backbone.train(was_training)
         return states
 
@@ -127,16 +129,18 @@ class ContentItemEncoder(nn.Module):
         device = self.proj.weight.device
         if self.side is not None:
             side_dtype = self.side.state_dtype
-            need = estimate_bytes(self, self.side.layers, side_dtype)
+            need = estimate_bytes(self, self.side.layers, side_dtype, self.side.both_poolings)
             if side_limit_bytes is not None and need > side_limit_bytes:
                 raise CacheError(
                     f"the side network's state cache would take {need / 2**30:.2f} GB ({self.num_items + 1} items x "
-                    f"{len(self.side.layers)} layers x {self.backbone.config.hidden_size} x {side_dtype}), above "
-                    f"side_cache_max_gb={side_limit_bytes / 2**30:g}: use fewer side_layers, "
+                    f"{self.side.states_per_item} states x {self.backbone.config.hidden_size} x {side_dtype}), above "
+                    f"side_cache_max_gb={side_limit_bytes / 2**30:g}: use fewer side_layers, side_pooling=item, "
                     f"side_cache_dtype=bf16 or fp16, or raise side_cache_max_gb")
-            self.side_table = on_device(layer_state_table(self, store, self.side.layers, side_dtype), device)
+            self.side_table = on_device(layer_state_table(self, store, self.side.layers, side_dtype,
+                                                          both_poolings=self.side.both_poolings), device)
             self.cache_report = dict(store.report)
-            return f"the side network's inputs (layers {self.side.layers}, {side_dtype})"
+            both = ", both poolings" if self.side.both_poolings else ""
+            return f"the side network's inputs (layers {self.side.layers}{both}, {side_dtype})"
         if not any(p.requires_grad for p in self.backbone.parameters()):
             top = self.backbone.config.num_hidden_layers
             self.cls_cache = on_device(layer_state_table(self, store, [top], "fp32"), device)[:, 0]

@@ -1,7 +1,8 @@
 """What the frozen backbone computes for every item, computed once into a store (states/store.py).
 
 One builder, three readers:
-- pooled states at chosen layers, (n+1, k, hidden): the side network's input (adapters/side.py). Layer l in
+- pooled states at chosen layers, (n+1, k, hidden): the side network's input (adapters/side.py); with
+  side_pooling=both also the other pooling of the intermediate ones, (n+1, 2k - 1, hidden). Layer l in
   1..L is the output of encoder layer l; the last one, L, is the backbone's output exactly as the item tower
   reads it (for ViT / MAE after the final LayerNorm), so a side network that adds nothing reproduces the
   source model. Intermediate layers are the raw hidden states.
@@ -90,19 +91,31 @@ def _in_chunks(encoder, compute, chunk: int):
     return fill
 
 
-def pooled_layer_states(encoder, items: torch.Tensor, layers: list[int]) -> torch.Tensor:
-    """(n, k, hidden): the pooled states of `items` at `layers` (see the module docstring), from a live forward."""
+def states_per_item(layers: list[int], both_poolings: bool) -> int:
+    """k pooled states, plus the other pooling of the k - 1 intermediate layers under both_poolings."""
+    return 2 * len(layers) - 1 if both_poolings else len(layers)
+
+
+def pooled_layer_states(encoder, items: torch.Tensor, layers: list[int], both_poolings: bool = False) -> torch.Tensor:
+    """(n, k [+ k - 1], hidden): the pooled states of `items` at `layers` (see the module docstring), from a live
+    forward; under both_poolings followed by the other pooling (mean <-> cls) of every layer but the last."""
     hidden, output, mask = encoder.encode_all_states(items)
     top = len(hidden) - 1
-    return torch.stack([encoder.pool(output if layer == top else hidden[layer], mask) for layer in layers], 1)
+    states = [encoder.pool(output if layer == top else hidden[layer], mask) for layer in layers]
+    if both_poolings:
+        other = "mean" if encoder.pooling == "cls" else "cls"
+        states += [encoder.pool(hidden[layer], mask, other) for layer in layers[:-1]]
+    return torch.stack(states, 1)
 
 
-def layer_state_table(encoder, store, layers: list[int], dtype: str, chunk: int = 256) -> torch.Tensor:
-    """(n+1, k, hidden) pooled states at `layers` for every item, from `store` or built into it."""
-    shape = (encoder.num_items + 1, len(layers), encoder.backbone.config.hidden_size)
-    key = record_key(encoder, "layers", dtype, layers=list(layers))
+def layer_state_table(encoder, store, layers: list[int], dtype: str, chunk: int = 256,
+                      both_poolings: bool = False) -> torch.Tensor:
+    """(n+1, k [+ k - 1], hidden) pooled states at `layers` for every item, from `store` or built into it."""
+    shape = (encoder.num_items + 1, states_per_item(layers, both_poolings), encoder.backbone.config.hidden_size)
+    extra = dict(both_poolings=True) if both_poolings else {}  # the default's key (and its caches) unchanged
+    key = record_key(encoder, "layers", dtype, layers=list(layers), **extra)
     return store.get_or_build(key, shape, dtype, _in_chunks(
-        encoder, lambda items: pooled_layer_states(encoder, items, layers), chunk))
+        encoder, lambda items: pooled_layer_states(encoder, items, layers, both_poolings), chunk))
 
 
 def prefix_state_table(encoder, store, depth: int, run_prefix, weights: list[nn.Module],
@@ -118,5 +131,6 @@ def prefix_state_table(encoder, store, depth: int, run_prefix, weights: list[nn.
                               _in_chunks(encoder, compute, chunk))
 
 
-def estimate_bytes(encoder, layers: list[int], dtype: str) -> int:
-    return record_bytes((encoder.num_items + 1, len(layers), encoder.backbone.config.hidden_size), dtype)
+def estimate_bytes(encoder, layers: list[int], dtype: str, both_poolings: bool = False) -> int:
+    return record_bytes((encoder.num_items + 1, states_per_item(layers, both_poolings),
+                         encoder.backbone.config.hidden_size), dtype)

@@ -37,12 +37,13 @@ VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     "settings-side-head-user-dropout-0.3": dict(SIDE_HEAD_USER, dropout=0.3),
     "settings-side-head-user-dropout-0.4": dict(SIDE_HEAD_USER, dropout=0.4),
     "settings-softmax-64-tokens-init-0.02": dict(BASE, max_title_tokens=64, init_std=0.02),
-    "settings-id-history-50": dict(ID, max_seq_len=50),
-    "settings-id-width-128": dict(ID, embedding_dim=128),
     "settings-id-lr-2e-3": dict(ID, lr=2e-3),
-    "settings-id-batch-1024": dict(ID, batch_size=1024, lr=2e-3),
     "settings-id-fp32": dict(ID, precision="fp32"),
     "settings-id-init-0.02": dict(ID, init_std=0.02),
+    # after init 0.02 was chosen, the next variants start from it
+    "settings-id-init-0.02-history-50": dict(ID, init_std=0.02, max_seq_len=50),
+    "settings-id-init-0.02-width-128": dict(ID, init_std=0.02, embedding_dim=128),
+    "settings-id-init-0.02-batch-1024": dict(ID, init_std=0.02, batch_size=1024, lr=2e-3),
 }
 
 
