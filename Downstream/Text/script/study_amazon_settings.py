@@ -7,8 +7,8 @@ tokens), and the loss: full-catalogue softmax against the in-batch softmax with 
 (multiplicity, popularity = the correction this project used before, inclusion). The `settings-id-*` runs vary
 the study's ID-SASRec row (history length, width, learning rate, batch size, bf16 or fp32, initial weights;
 RecBole's defaults are L = 50, d = 64, lr 1e-3, batch 2048, normal(0, 0.02)), the `settings-side-*` runs its
-side network + head + user encoder row (learning rates, dropout). Data: as study_amazon.py (converted there).
-Extra arguments go to every run; `--skip_done` continues; `--only=a,b` runs a subset.
+side network + head + user encoder row (learning rates, dropout, side_pooling). Data: as study_amazon.py
+(converted there). Extra arguments go to every run; `--skip_done` continues; `--only=a,b` runs a subset.
 """
 import json
 import runpy
@@ -36,6 +36,7 @@ VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     "settings-side-head-user-lr-2e-3": dict(SIDE_HEAD_USER, lr=2e-3, item_adapter_lr=2e-3),
     "settings-side-head-user-dropout-0.3": dict(SIDE_HEAD_USER, dropout=0.3),
     "settings-side-head-user-dropout-0.4": dict(SIDE_HEAD_USER, dropout=0.4),
+    "settings-side-head-user-both-poolings": dict(SIDE_HEAD_USER, dropout=0.3, side_pooling="both"),
     "settings-softmax-64-tokens-init-0.02": dict(BASE, max_title_tokens=64, init_std=0.02),
     "settings-id-lr-2e-3": dict(ID, lr=2e-3),
     "settings-id-fp32": dict(ID, precision="fp32"),
