@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adapter4rec.adapters.bottleneck import ACTIVATIONS, AdapterModule
+from adapter4rec.states.layers import states_per_item
 
 
 class SideNetwork(AdapterModule):
@@ -52,7 +53,7 @@ class SideNetwork(AdapterModule):
         self.hidden = hidden
         self.both_poolings = both_poolings
         k = len(self.layers)
-        self.states_per_item = 2 * k - 1 if both_poolings else k
+        self.states_per_item = states_per_item(self.layers, both_poolings)
         self.downs = nn.ModuleList(nn.Linear(hidden, r) for _ in range(k))
         # the second view's projections (no bias: D_j's is enough)
         self.other_downs = nn.ModuleList(nn.Linear(hidden, r, bias=False) for _ in range(k - 1)) \
