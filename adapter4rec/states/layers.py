@@ -96,6 +96,11 @@ def states_per_item(layers: list[int], both_poolings: bool) -> int:
     return 2 * len(layers) - 1 if both_poolings else len(layers)
 
 
+def layer_table_shape(encoder, layers: list[int], both_poolings: bool = False) -> tuple[int, int, int]:
+    """(n+1, states per item, hidden): the pooled-state table's shape, for building it and for its size estimate."""
+    return encoder.num_items + 1, states_per_item(layers, both_poolings), encoder.backbone.config.hidden_size
+
+
 def pooled_layer_states(encoder, items: torch.Tensor, layers: list[int], both_poolings: bool = False) -> torch.Tensor:
     """(n, k [+ k - 1], hidden): the pooled states of `items` at `layers` (see the module docstring), from a live
     forward; under both_poolings followed by the other pooling (mean <-> cls) of every layer but the last."""
@@ -111,7 +116,7 @@ def pooled_layer_states(encoder, items: torch.Tensor, layers: list[int], both_po
 def layer_state_table(encoder, store, layers: list[int], dtype: str, chunk: int = 256,
                       both_poolings: bool = False) -> torch.Tensor:
     """(n+1, k [+ k - 1], hidden) pooled states at `layers` for every item, from `store` or built into it."""
-    shape = (encoder.num_items + 1, states_per_item(layers, both_poolings), encoder.backbone.config.hidden_size)
+    shape = layer_table_shape(encoder, layers, both_poolings)
     extra = dict(both_poolings=True) if both_poolings else {}  # the default's key (and its caches) unchanged
     key = record_key(encoder, "layers", dtype, layers=list(layers), **extra)
     return store.get_or_build(key, shape, dtype, _in_chunks(
@@ -132,5 +137,4 @@ def prefix_state_table(encoder, store, depth: int, run_prefix, weights: list[nn.
 
 
 def estimate_bytes(encoder, layers: list[int], dtype: str, both_poolings: bool = False) -> int:
-    return record_bytes((encoder.num_items + 1, states_per_item(layers, both_poolings),
-                         encoder.backbone.config.hidden_size), dtype)
+    return record_bytes(layer_table_shape(encoder, layers, both_poolings), dtype)
