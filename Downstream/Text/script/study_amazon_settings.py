@@ -46,6 +46,10 @@ VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     "settings-id-init-0.02-history-50": dict(ID, init_std=0.02, max_seq_len=50),
     "settings-id-init-0.02-width-128": dict(ID, init_std=0.02, embedding_dim=128),
     "settings-id-init-0.02-batch-1024": dict(ID, init_std=0.02, batch_size=1024, lr=2e-3),
+    # after width 128 was chosen (the study's row): wider still, and a learning rate that decays to 0 by epoch 30
+    "settings-id-init-0.02-width-256": dict(ID, init_std=0.02, embedding_dim=256),
+    "settings-id-init-0.02-width-128-cosine-30": dict(ID, init_std=0.02, embedding_dim=128, lr_schedule="cosine",
+                                                      epochs=30),
 }
 
 
