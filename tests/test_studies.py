@@ -88,7 +88,7 @@ def test_amazon_settings_study_varies_one_setting_at_a_time():
     frozen = [c for c in commands if "--adapter=none" in c]
     side = [c for c in commands if "--adapter=side" in c]
     ids = [c for c in commands if "--item_tower=id" in c]
-    assert (len(frozen), len(side), len(ids)) == (8, 4, 8) and len(commands) == 20
+    assert (len(frozen), len(side), len(ids)) == (8, 5, 8) and len(commands) == 21
     assert all("--train_head=true" in c and "--train_user_encoder=true" in c for c in frozen + side)
     assert sum("--max_seq_len=50" in c for c in ids) == sum("--embedding_dim=256" in c for c in ids) == 1
     assert sum("--embedding_dim=128" in c for c in ids) == sum("--lr_schedule=cosine" in c for c in ids) + 1 == 2

@@ -38,6 +38,7 @@ VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     "settings-side-head-user-dropout-0.3": dict(SIDE_HEAD_USER, dropout=0.3),
     "settings-side-head-user-dropout-0.4": dict(SIDE_HEAD_USER, dropout=0.4),
     "settings-side-head-user-both-poolings": dict(SIDE_HEAD_USER, dropout=0.3, side_pooling="both"),
+    "settings-side-head-user-dropout-0.3-lr-2e-3": dict(SIDE_HEAD_USER, dropout=0.3, lr=2e-3, item_adapter_lr=2e-3),
     "settings-softmax-64-tokens-init-0.02": dict(BASE, max_title_tokens=64, init_std=0.02),
     "settings-id-lr-2e-3": dict(ID, lr=2e-3),
     "settings-id-fp32": dict(ID, precision="fp32"),
