@@ -20,8 +20,8 @@ from adapter4rec.studies import RUNS_DIR, refuse_run_name
 
 STUDY = runpy.run_path(str(Path(__file__).resolve().with_name("study_amazon.py")))  # its settings, not a copy
 COMMON, FROZEN, SCIENTIFIC, convert = STUDY["COMMON"], STUDY["FROZEN"], STUDY["SCIENTIFIC"], STUDY["convert"]
-# the variants' base: xavier at width 64 (init 0.02, then width 128 chosen)
-ID = dict(STUDY["RUNS"]["amazon-sci-id-sasrec"], init_std=0.0, embedding_dim=64)
+# the variants' base: xavier at width 64, a constant learning rate (init 0.02, width 128, then cosine chosen)
+ID = dict(STUDY["RUNS"]["amazon-sci-id-sasrec"], init_std=0.0, embedding_dim=64, lr_schedule="constant", epochs=200)
 SIDE_HEAD_USER = dict(STUDY["RUNS"]["amazon-sci-side-head-user"], dropout=0.2)  # the variants' base (0.3 chosen)
 
 BASE = dict(FROZEN, max_title_tokens=32)  # the variants are compared at 32 tokens (the study now reads 64)
