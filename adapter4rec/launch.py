@@ -17,13 +17,19 @@ Command-line options of every launcher:
                          with --seeds X-seed<N>), so runs of one sweep never share a directory
   anything else          passed to run.py after the launcher's own arguments, so it overrides them
                          (e.g. `python finetune.py --epochs 1 --precision fp32`)
+
+A study that calls sweep() for many runs may hand it a `JobQueue` (`--jobs N` of study_amazon.py): the runs
+then go N at a time, each with its share of the CPU threads, every run after the runs it reads from.
 """
 from __future__ import annotations
 
 import itertools
+import os
 import shlex
 import subprocess
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapter4rec.config import REPO_ROOT
@@ -126,10 +132,106 @@ def run_or_exit(cmd: list[str], what: str) -> None:
         raise SystemExit(status)
 
 
+@dataclass
+class Job:
+    name: str
+    cmd: list[str]
+    log: Path
+    after: list["Job"]                      # the runs whose directories its arguments name
+    process: subprocess.Popen | None = None
+    status: int | None = None               # exit status once finished; -1 = never started
+    seconds: float = 0.0
+    started: float = field(default=0.0, repr=False)
+
+
+class JobQueue:
+    """Runs submitted commands `jobs` at a time. Small models do not keep two CPU cores busy (their ops are too
+    small to split well), so two runs with one thread each finish sooner than the same runs one after the other
+    with two threads (bench: 1.7x the steps per second for the Amazon study's cached rows on 2 cores).
+
+    A run starts when a slot is free and every earlier run whose directory one of its arguments names (a
+    source_checkpoint or warm_start `runs/<name>/best.pt`) has finished; runs start in submission order
+    otherwise. Each run gets cpu_count // jobs threads (OMP_NUM_THREADS) and writes its output to `log_dir/<name>.log`
+    (the terminal gets one line per start and end). After a failure no new run starts; the running ones finish,
+    then wait() exits with the failed run's status, naming it."""
+
+    def __init__(self, jobs: int, log_dir: Path, threads: int | None = None, poll_seconds: float = 0.5):
+        if jobs < 1:
+            raise SystemExit(f"launcher: --jobs {jobs}: expected a positive number of runs at a time")
+        self.jobs, self.log_dir, self.poll = jobs, Path(log_dir), poll_seconds
+        self.threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+        self.queued: list[Job] = []
+
+    def submit(self, name: str, cmd: list[str], reads: list[str]) -> None:
+        """`reads`: the run's argument values; one that names `<earlier run>/` in a path makes it wait for that run."""
+        after = [job for job in self.queued if any(f"/{job.name}/" in f"/{value}" for value in reads)]
+        self.queued.append(Job(name, cmd, self.log_dir / f"{name}.log", after))
+
+    def _start(self, job: Job) -> None:
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads), MKL_NUM_THREADS=str(self.threads))
+        with open(job.log, "w") as log:
+            job.process = subprocess.Popen(job.cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        job.started = time.time()
+        print(f"> {job.name}: started ({self.threads} thread(s), output in {job.log})", flush=True)
+
+    def wait(self) -> None:
+        """Run everything submitted; return when all finished, or exit with the first failure's status."""
+        pending, running, failed = list(self.queued), [], None
+        while pending or running:
+            for job in list(pending):
+                if failed is not None or len(running) >= self.jobs:
+                    break
+                if all(dep.status == 0 for dep in job.after):
+                    pending.remove(job)
+                    self._start(job)
+                    running.append(job)
+            if not running and failed is None:  # cannot happen: a run only waits for earlier ones
+                raise RuntimeError(f"launcher: no run can start: {[job.name for job in pending]}")
+            for job in list(running):
+                if job.process.poll() is None:
+                    continue
+                running.remove(job)
+                job.status, job.seconds = job.process.returncode, time.time() - job.started
+                print(f"< {job.name}: {'finished' if job.status == 0 else f'FAILED (exit status {job.status})'} "
+                      f"after {job.seconds:.0f} s", flush=True)
+                if job.status and failed is None:
+                    failed = job
+            if failed is not None and not running:
+                break
+            if running:
+                time.sleep(self.poll)
+        self.queued = []
+        if failed is not None:
+            print(f"launcher: run {failed.name} failed (exit status {failed.status}; its output: {failed.log}); "
+                  f"{len(pending)} run(s) were not started", file=sys.stderr, flush=True)
+            raise SystemExit(failed.status)
+
+
+def split_jobs(argv: list[str]) -> tuple[list[str], int]:
+    """(argv without `--jobs N` / `--jobs=N`, N (default 1))."""
+    rest, jobs, i = [], 1, 0
+    while i < len(argv):
+        name, eq, value = argv[i].partition("=")
+        if name == "--jobs":
+            if not eq:
+                i += 1
+                value = argv[i] if i < len(argv) else ""
+            try:
+                jobs = int(value)
+            except ValueError:
+                raise SystemExit(f"launcher: --jobs {value!r}: expected a number of runs at a time") from None
+        else:
+            rest.append(argv[i])
+        i += 1
+    return rest, jobs
+
+
 def sweep(launcher_file: str, args: dict, grid: dict[str, list], nproc: int = 1, name: str | None = None,
-          argv: list[str] | None = None, run_py: Path | None = None) -> list[str]:
+          argv: list[str] | None = None, run_py: Path | None = None, queue: JobQueue | None = None) -> list[str]:
     """Run `../run.py` (relative to the launcher, or `run_py`) once per grid combination (and per seed of
-    `--seeds`). Returns the run names, which start with `name` (default: the launcher's file name)."""
+    `--seeds`); with a `queue`, hand each run to it instead (queue.wait() runs them). Returns the run names,
+    which start with `name` (default: the launcher's file name)."""
     launcher = Path(launcher_file).resolve()
     run_py = run_py or launcher.parent.parent / "run.py"
     opts, extra = _split_launcher_options(sys.argv[1:] if argv is None else argv)
@@ -149,7 +251,11 @@ def sweep(launcher_file: str, args: dict, grid: dict[str, list], nproc: int = 1,
             print(f"! {run_name}: finished before (results.json); it trains again from the start and its "
                   f"checkpoints are replaced (--skip_done keeps it)", flush=True)
         print("+ " + shlex.join(cmd), flush=True)
-        if not opts["dry_run"]:
+        if opts["dry_run"]:
+            pass
+        elif queue is not None:
+            queue.submit(run_name, cmd, [str(v) for v in merged.values()] + extra)
+        else:
             run_or_exit(cmd, f"run {run_name}")
         names.append(run_name)
     return names

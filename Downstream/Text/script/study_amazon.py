@@ -17,8 +17,9 @@ tested unmasked, the protocol of the published numbers):
 Settings chosen on validation (docs/real_data.md): full-catalogue softmax where the item table is cheap (ID and
 cached frozen backbones), the in-batch softmax with the multiplicity correction where the backbone trains, every
 training window (`train_windows=all`); 32 title tokens where the backbone trains, 64 where it runs once per item.
-Extra arguments are passed to every run (e.g. `--epochs=1` for a try-out); `--skip_done` continues an
-interrupted study; `--only=name,name` runs a subset (the report covers the runs that exist); `--seeds 1,2`
+Extra arguments are passed to every run (e.g. `--epochs=1` for a try-out); `--jobs=2` runs two at a time, each
+with half the CPU threads, a run after the runs it starts from (launch.JobQueue; output in runs/launch-logs/);
+`--skip_done` continues an interrupted study; `--only=name,name` runs a subset (the report covers the runs that exist); `--seeds 1,2`
 repeats the chosen target runs with those seeds (NAME-seed1, ...) from the one source run, and the report
 pools them with NAME (seed 12345) into mean ± std.
 """
@@ -26,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from adapter4rec.launch import split_seeds, sweep
+from adapter4rec.launch import JobQueue, split_jobs, split_seeds, sweep
 from adapter4rec.studies import RUNS_DIR, refuse_run_name, report
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -119,17 +120,22 @@ def selected(extra: list[str]) -> tuple[list[str], list[str]]:
 
 
 if __name__ == "__main__":
-    names, extra = selected(sys.argv[1:])
+    argv, jobs = split_jobs(sys.argv[1:])
+    names, extra = selected(argv)
     source_argv = source_arguments(extra)
     dry = "--dry_run" in extra or "--dry-run" in extra
+    queue = JobQueue(jobs, RUNS_DIR / "launch-logs") if jobs > 1 else None
     if not dry:
         convert()
     needs_source = any("source_checkpoint" in RUNS[n] for n in names if n in RUNS) or SOURCE_NAME in names
     if needs_source:
-        sweep(__file__, SOURCE, {}, name=SOURCE_NAME, argv=source_argv, run_py=PRETRAIN_RUN)
+        sweep(__file__, SOURCE, {}, name=SOURCE_NAME, argv=source_argv, run_py=PRETRAIN_RUN, queue=queue)
     for name in names:
         if name in RUNS:
-            sweep(__file__, {**COMMON, "dataset": str(SCIENTIFIC), **RUNS[name]}, {}, name=name, argv=extra)
+            sweep(__file__, {**COMMON, "dataset": str(SCIENTIFIC), **RUNS[name]}, {}, name=name, argv=extra,
+                  queue=queue)
+    if queue is not None:
+        queue.wait()
     if dry:
         sys.exit(0)
     done = [n for n in RUNS if (RUNS_DIR / n / "results.json").is_file()]

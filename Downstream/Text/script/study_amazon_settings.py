@@ -8,14 +8,15 @@ tokens), and the loss: full-catalogue softmax against the in-batch softmax with 
 the study's ID-SASRec row (history length, width, learning rate, batch size, bf16 or fp32, initial weights;
 RecBole's defaults are L = 50, d = 64, lr 1e-3, batch 2048, normal(0, 0.02)), the `settings-side-*` runs its
 side network + head + user encoder row (learning rates, dropout, side_pooling). Data: as study_amazon.py
-(converted there). Extra arguments go to every run; `--skip_done` continues; `--only=a,b` runs a subset.
+(converted there). Extra arguments go to every run; `--jobs=2` runs two at a time (as study_amazon.py);
+`--skip_done` continues; `--only=a,b` runs a subset.
 """
 import json
 import runpy
 import sys
 from pathlib import Path
 
-from adapter4rec.launch import sweep
+from adapter4rec.launch import JobQueue, split_jobs, sweep
 from adapter4rec.studies import RUNS_DIR, refuse_run_name
 
 STUDY = runpy.run_path(str(Path(__file__).resolve().with_name("study_amazon.py")))  # its settings, not a copy
@@ -70,7 +71,7 @@ def table(names: list[str]) -> str:
 
 
 if __name__ == "__main__":
-    extra = sys.argv[1:]
+    extra, jobs = split_jobs(sys.argv[1:])
     refuse_run_name(extra, "study_amazon_settings.py")
     only = [a.split("=", 1)[1].split(",") for a in extra if a.startswith("--only=")]
     names = only[-1] if only else list(VARIANTS)
@@ -81,8 +82,12 @@ if __name__ == "__main__":
     dry = "--dry_run" in extra or "--dry-run" in extra
     if not dry:
         convert()
+    queue = JobQueue(jobs, RUNS_DIR / "launch-logs") if jobs > 1 else None
     for name in names:
-        sweep(__file__, {**COMMON, "dataset": str(SCIENTIFIC), **VARIANTS[name]}, {}, name=name, argv=extra)
+        sweep(__file__, {**COMMON, "dataset": str(SCIENTIFIC), **VARIANTS[name]}, {}, name=name, argv=extra,
+              queue=queue)
+    if queue is not None:
+        queue.wait()
     if not dry:
         text = table(list(VARIANTS))
         (RUNS_DIR / "report_amazon_settings.md").write_text(text + "\n")
