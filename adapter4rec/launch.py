@@ -147,7 +147,9 @@ class Job:
 class JobQueue:
     """Runs submitted commands `jobs` at a time. Small models do not keep two CPU cores busy (their ops are too
     small to split well), so two runs with one thread each finish sooner than the same runs one after the other
-    with two threads (bench: 1.7x the steps per second for the Amazon study's cached rows on 2 cores).
+    with two threads: two of study_amazon_settings.py's ID-SASRec runs took 455 s with --jobs=2 against 630 s
+    one after the other on 2 cores (docs/real_data.md). A run's numbers depend on its thread count (the order
+    of float sums), so a 1-thread run differs from a 2-thread one by about what another seed would give.
 
     A run starts when a slot is free and every earlier run whose directory one of its arguments names (a
     source_checkpoint or warm_start `runs/<name>/best.pt`) has finished; runs start in submission order
