@@ -29,7 +29,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from adapter4rec.config import REPO_ROOT
@@ -139,9 +139,8 @@ class Job:
     log: Path
     after: list["Job"]                      # the runs whose directories its arguments name
     process: subprocess.Popen | None = None
-    status: int | None = None               # exit status once finished; -1 = never started
-    seconds: float = 0.0
-    started: float = field(default=0.0, repr=False)
+    status: int | None = None               # exit status once finished
+    started: float = 0.0
 
 
 class JobQueue:
@@ -194,9 +193,9 @@ class JobQueue:
                 if job.process.poll() is None:
                     continue
                 running.remove(job)
-                job.status, job.seconds = job.process.returncode, time.time() - job.started
+                job.status = job.process.returncode
                 print(f"< {job.name}: {'finished' if job.status == 0 else f'FAILED (exit status {job.status})'} "
-                      f"after {job.seconds:.0f} s", flush=True)
+                      f"after {time.time() - job.started:.0f} s", flush=True)
                 if job.status and failed is None:
                     failed = job
             if failed is not None and not running:
@@ -253,11 +252,9 @@ def sweep(launcher_file: str, args: dict, grid: dict[str, list], nproc: int = 1,
             print(f"! {run_name}: finished before (results.json); it trains again from the start and its "
                   f"checkpoints are replaced (--skip_done keeps it)", flush=True)
         print("+ " + shlex.join(cmd), flush=True)
-        if opts["dry_run"]:
-            pass
-        elif queue is not None:
+        if queue is not None and not opts["dry_run"]:
             queue.submit(run_name, cmd, [str(v) for v in merged.values()] + extra)
-        else:
+        elif not opts["dry_run"]:
             run_or_exit(cmd, f"run {run_name}")
         names.append(run_name)
     return names

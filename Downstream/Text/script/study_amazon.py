@@ -19,9 +19,9 @@ cached frozen backbones), the in-batch softmax with the multiplicity correction 
 training window (`train_windows=all`); 32 title tokens where the backbone trains, 64 where it runs once per item.
 Extra arguments are passed to every run (e.g. `--epochs=1` for a try-out); `--jobs=2` runs two at a time, each
 with half the CPU threads, a run after the runs it starts from (launch.JobQueue; output in runs/launch-logs/);
-`--skip_done` continues an interrupted study; `--only=name,name` runs a subset (the report covers the runs that exist); `--seeds 1,2`
-repeats the chosen target runs with those seeds (NAME-seed1, ...) from the one source run, and the report
-pools them with NAME (seed 12345) into mean ± std.
+`--skip_done` continues an interrupted study; `--only=name,name` runs a subset (the report covers the runs that
+exist); `--seeds 1,2` repeats the chosen target runs with those seeds (NAME-seed1, ...) from the one source run,
+and the report pools them with NAME (seed 12345) into mean ± std.
 """
 import subprocess
 import sys
