@@ -175,6 +175,10 @@ class Config:
                                "item embeddings adds in thread order and CPU runs drift apart in the 7th digit")
     resume: str = _opt("auto", "auto: continue an unfinished run from runs/<name>/last.pt (mid-epoch included); "
                        "none: start afresh; or the path of a last.pt")
+    overwrite: bool = _opt(False, "start afresh in a run folder that already holds a run's results or checkpoints "
+                           "(results.json, best.pt, last.pt), deleting them first; without it such a folder is "
+                           "resumed (an unfinished run), reported as done (a finished run of the same settings) or "
+                           "refused, never replaced")
     save_every_steps: int = _opt(200, "also write last.pt every this many batches (0 = at epoch ends only)")
     keep_last: int = _opt(1, "keep epoch-N.pt (same format as best.pt) of the newest this many epochs; older "
                           "ones are deleted once the new one is written (0 = no per-epoch files)")

@@ -248,9 +248,9 @@ def sweep(launcher_file: str, args: dict, grid: dict[str, list], nproc: int = 1,
             print(f"= {run_name}: results.json exists, skipped (--skip_done)", flush=True)
             names.append(run_name)
             continue
-        if done:  # resume=auto starts a finished run afresh: say so before its checkpoints are replaced
-            print(f"! {run_name}: finished before (results.json); it trains again from the start and its "
-                  f"checkpoints are replaced (--skip_done keeps it)", flush=True)
+        if done:  # the run itself decides (run_folder.decide): done if its settings are the same, else refused
+            print(f"! {run_name}: finished before (results.json): reported as done if its settings are unchanged, "
+                  f"refused otherwise (--overwrite=true trains it again; --skip_done does not start it)", flush=True)
         print("+ " + shlex.join(cmd), flush=True)
         if queue is not None and not opts["dry_run"]:
             queue.submit(run_name, cmd, [str(v) for v in merged.values()] + extra)

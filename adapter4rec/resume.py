@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 # config keys that may differ between the interrupted run and the resumed one
 # (nonfinite: a run stopped by a NaN loss may be continued with nonfinite=skip)
-MAY_CHANGE = {"resume", "epochs", "progress", "num_workers", "save_every_steps", "patience", "device", "keep_last",
-              "nonfinite", "tensorboard", "cache_dir", "deterministic"}
+MAY_CHANGE = {"resume", "overwrite", "epochs", "progress", "num_workers", "save_every_steps", "patience", "device",
+              "keep_last", "nonfinite", "tensorboard", "cache_dir", "deterministic"}
 
 
 @dataclass
@@ -43,6 +43,7 @@ class Progress:
     skipped: int = 0           # batches of `epoch` whose update was skipped (nonfinite=skip)
     skipped_total: int = 0     # the same over the whole run
     skipped_in_a_row: int = 0  # consecutive skipped updates (a diverged run skips every batch: stop it)
+    stopped_early: bool = False  # patience ran out: training is over, testing is what is left
 
 
 def rng_state(negatives: torch.Generator, sampler_epoch_state: torch.Tensor | None) -> dict:

@@ -1,10 +1,9 @@
-"""A run's surroundings: its directory (created and checked before any work, with the record of what
-produced the run), its log handlers and its random state."""
+"""A run's surroundings: the record of what produced it, its name, its log handlers and its random state
+(who may write its folder, and when: run_folder.py)."""
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
+import logging.handlers
 import os
 import platform
 import random
@@ -21,25 +20,7 @@ from adapter4rec import dist
 from adapter4rec.config import Config
 
 log = logging.getLogger("adapter4rec")  # the package's logger: module loggers are its children
-
-
-def prepare_run_dir(run_dir: Path, cfg: Config) -> Path:
-    """Create the run directory and write config.json / environment.json before any work, so an output_dir
-    that cannot take files fails in a second with its name, not at the first checkpoint after an epoch.
-    Every rank gets rank 0's verdict, so none is left waiting in a collective for a rank that stopped."""
-    error = None
-    if dist.is_main():
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-            (run_dir / "environment.json").write_text(json.dumps(environment(), indent=1))
-        except OSError as err:
-            error = (f"adapter4rec: output directory {run_dir} is not writable ({err.strerror or err}"
-                     f"{f': {err.filename}' if err.filename else ''}); set output_dir to a writable folder")
-    error = dist.broadcast_object(error)
-    if error:
-        raise SystemExit(error)
-    return run_dir
+LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
 
 
 def environment() -> dict:
@@ -74,17 +55,32 @@ def run_dir_of(cfg: Config) -> Path:
     return cfg.resolve(cfg.output_dir) / name
 
 
-def setup_logging(run_dir: Path) -> None:
+def setup_logging() -> None:
+    """The package's log lines on stdout; on rank 0 also held in memory until attach_log_file names the run's
+    log.txt, so a start that is refused (a finished or busy run folder) leaves that folder's log untouched."""
     log.handlers.clear()
     log.propagate = False
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
     handlers = [logging.StreamHandler(sys.stdout)]
     if dist.is_main():
-        handlers.append(logging.FileHandler(run_dir / "log.txt", mode="a"))  # a resumed run continues the log
+        handlers.append(logging.handlers.MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1))
     for handler in handlers:
-        handler.setFormatter(fmt)
+        handler.setFormatter(LOG_FORMAT)
         log.addHandler(handler)
     log.setLevel(logging.INFO if dist.is_main() else logging.WARNING)  # module loggers are its children
+
+
+def attach_log_file(run_dir: Path) -> None:
+    """Rank 0: write the held lines, and every line from now on, to run_dir/log.txt (appended: a resumed run
+    continues the log)."""
+    held = [h for h in log.handlers if isinstance(h, logging.handlers.MemoryHandler)]
+    if not dist.is_main() or not held:
+        return
+    file_handler = logging.FileHandler(run_dir / "log.txt", mode="a")
+    file_handler.setFormatter(LOG_FORMAT)
+    held[0].setTarget(file_handler)
+    held[0].flush()
+    log.removeHandler(held[0])
+    log.addHandler(file_handler)
 
 
 def user_error_types() -> tuple[type, ...]:
@@ -95,9 +91,10 @@ def user_error_types() -> tuple[type, ...]:
     from adapter4rec.data.lmdb_images import ImageStoreError
     from adapter4rec.models.pretrained import CheckpointFolderError
     from adapter4rec.original import OriginalCheckpointError
+    from adapter4rec.run_folder import RunFolderError
     from adapter4rec.states.store import CacheError
     return DataError, CheckpointError, CheckpointFolderError, ImageStoreError, OriginalCheckpointError, \
-        CacheError, FloatingPointError
+        CacheError, RunFolderError, FloatingPointError
 
 
 def exit_on_user_error(main) -> None:

@@ -30,8 +30,9 @@ from adapter4rec.evaluate import evaluate_embeddings, model_user_fn, popularity_
 from adapter4rec.optim import apply_schedule, build_optimizer
 from adapter4rec.original import is_original_checkpoint, load_original
 from adapter4rec.resume import Progress, StopSignals, find_resume, restore, rng_state, save_last, set_rng_state
-from adapter4rec.rundir import (prepare_run_dir, progress_bar, run_dir_of, seed_everything, setup_logging,
-                               user_error_types)
+from adapter4rec.run_folder import claim, commit, decide, trim_metrics
+from adapter4rec.rundir import (attach_log_file, environment, progress_bar, run_dir_of, seed_everything,
+                               setup_logging, user_error_types)
 from adapter4rec.states.store import DiskStore
 from adapter4rec.tb import Board
 
@@ -161,18 +162,25 @@ def run(cfg: Config) -> dict:
     """Train and evaluate one configuration; returns the results dict (also written to results.json)."""
     device = dist.setup(cfg.device)
     try:
-        return _run(cfg, device)
+        run_dir = run_dir_of(cfg)
+        board = Board(cfg, run_dir)  # tensorboard=true without the package stops here, before any work
+        setup_logging()
+        with claim(run_dir):  # this process owns the folder until it returns
+            return _run(cfg, device, run_dir, board)
     finally:
         dist.cleanup()
 
 
-def _run(cfg: Config, device: torch.device) -> dict:
+def _run(cfg: Config, device: torch.device, run_dir: Path, board: Board) -> dict:
+    """Every check (folder, data, checkpoints) before the folder is written; then train, test, results.json."""
     if cfg.precision == "fp16" and device.type != "cuda":
         raise SystemExit("adapter4rec: precision=fp16 needs a CUDA device; use bf16 on CPU")
-    board = Board(cfg, run_dir_of(cfg))  # tensorboard=true without the package stops here, before any work
-    run_dir = prepare_run_dir(run_dir_of(cfg), cfg)
-    setup_logging(run_dir)
     log.info("run %s on %s, world size %d", run_dir, device, dist.world_size())
+    verdict = decide(run_dir, cfg)
+    if verdict.action == "done":
+        log.info("run %s finished before with these settings (test %s); nothing to do (overwrite=true trains it "
+                 "again)", run_dir, " ".join(f"{k}={v:.4f}" for k, v in verdict.results["test"].items() if "@" in k))
+        return verdict.results
     seed_everything(cfg.seed, cfg.deterministic)  # same init on every rank; per-rank streams below
     data = load_data(cfg)
     model = prepare_model(cfg, data, device)
@@ -183,12 +191,17 @@ def _run(cfg: Config, device: torch.device) -> dict:
     loader, generators = make_loader(data.split.train, cfg)
     negatives = torch.Generator().manual_seed(cfg.seed + dist.rank())  # one negative-sampling stream per rank
     progress, resume_rng = Progress(), None
-    ckpt = find_resume(run_dir, cfg)
+    # overwrite with resume=auto starts afresh: the folder's own last.pt belongs to the run being replaced
+    ckpt = None if verdict.action == "overwrite" and cfg.resume == "auto" else find_resume(run_dir, cfg)
     if ckpt is not None:
         progress, resume_rng = restore(ckpt, model, optimizer, scaler, negatives)
+    commit(run_dir, cfg, verdict, environment())  # every check passed: the folder is this run's now
+    attach_log_file(run_dir)
+    if ckpt is not None:
+        trim_metrics(run_dir, progress.epoch)  # drop lines of epochs the resumed run does again
     started = time.time() - progress.seconds
     with StopSignals() as stop:  # SIGTERM / Ctrl-C: finish the step, write last.pt, exit
-        while progress.epoch < cfg.epochs:
+        while progress.epoch < cfg.epochs and not progress.stopped_early:
             if isinstance(loader.batch_sampler, ShardedBatches):
                 loader.batch_sampler.set_epoch(progress.epoch)
             if resume_rng is not None and resume_rng["sampler_epoch"] is not None:
@@ -203,10 +216,12 @@ def _run(cfg: Config, device: torch.device) -> dict:
             loss = train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, progress, negatives,
                                    resume_rng, checkpoint, stop)
             resume_rng = None
-            if end_of_epoch(model, data, cfg, device, run_dir, progress, loss, time.time() - started, board):
-                break
+            progress.stopped_early = end_of_epoch(model, data, cfg, device, run_dir, progress, loss,
+                                                  time.time() - started, board)
             epoch_start = [gen.get_state() for gen in generators]  # = the next epoch's start
-            checkpoint()
+            checkpoint()  # also after early stopping: a kill while testing then resumes into testing
+            if progress.stopped_early:
+                break
             if stop.requested():  # a signal during the epoch's last step or its evaluation
                 stop.stop(f"at the end of epoch {progress.epoch - 1}")
         if stop.requested():  # early stopping or the last epoch: last.pt (if any) stands, testing is left to the rerun

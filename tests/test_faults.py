@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,8 +44,8 @@ def test_keep_last_keeps_the_newest_epochs(tiny_bert, tiny_data, tmp_path):
         assert set(ckpt) == set(best) and ckpt["epoch"] == n  # the format of best.pt
         assert ckpt["metrics"]["ndcg@10"] == lines[n]["ndcg@10"]
     assert (run_dir / "last.pt").is_file() and not list(run_dir.glob(".*.tmp"))
-    # the same folder trained afresh for fewer epochs: the old epoch-2/3 files must not pass for the newest
-    train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, epochs=2, keep_last=2)))
+    # the same folder trained afresh (overwrite) for fewer epochs: the old epoch-2/3 files must not pass for the newest
+    train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, epochs=2, keep_last=2, overwrite="true")))
     assert epoch_files(run_dir) == ["epoch-0.pt", "epoch-1.pt"]
 
 
@@ -176,22 +177,21 @@ def test_output_dir_under_a_file_fails_before_any_work(tiny_bert, tiny_data, tmp
 def test_read_only_output_dir(tiny_bert, tiny_data, tmp_path, monkeypatch):
     """A folder the process may not write to. Root ignores mode bits (CI runs as root), so the refusal the kernel
     would give an ordinary user, EACCES on the first write under the folder, is simulated for every user."""
-    import pathlib
+    import builtins
 
     out = tmp_path / "ro"
     out.mkdir()
-    real_write = pathlib.Path.write_text
 
-    def refuse_under_out(self, *a, **k):
-        if out in self.parents:
-            raise PermissionError(errno.EACCES, "Permission denied", str(self))
-        return real_write(self, *a, **k)
-    monkeypatch.setattr(pathlib.Path, "write_text", refuse_under_out)
+    def refuse_under_out(file, *a, **k):
+        if out in Path(file).parents:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return builtins.open(file, *a, **k)
+    monkeypatch.setattr("adapter4rec.run_folder.open", refuse_under_out, raising=False)  # its first file: .lock
     monkeypatch.setattr(train, "load_data", lambda cfg: pytest.fail("data was loaded before the check"))
     with pytest.raises(SystemExit) as err:
         train.run(parse_args(args(tiny_bert, tiny_data, out)))
     msg = str(err.value.code)
-    assert f"output directory {out / 'r'} is not writable (Permission denied" in msg and "config.json" in msg
+    assert f"output directory {out / 'r'} is not writable (Permission denied" in msg and ".lock" in msg
 
 
 def test_nonfinite_skip_stops_a_diverged_run(tiny_bert, tiny_data, tmp_path, monkeypatch):

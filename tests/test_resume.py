@@ -14,6 +14,7 @@ import pytest
 import adapter4rec.train as train
 from adapter4rec.checkpoint import CheckpointError, read_checkpoint, save_atomic
 from adapter4rec.config import REPO_ROOT, parse_args
+from adapter4rec.run_folder import RunFolderError
 from tests.conftest import tiny_args
 
 RUN_PY = REPO_ROOT / "Pretraining" / "Text" / "run.py"
@@ -94,8 +95,11 @@ def test_resume_refuses_a_different_configuration(tiny_bert, tiny_data, tmp_path
     monkeypatch.setattr(train, "save_last", real_save)
     with pytest.raises(CheckpointError, match="lr"):
         train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, lr=0.5)))
-    # resume=none starts afresh instead
-    assert train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, lr=0.5, resume="none")))["test"]["users"] > 0
+    # resume=none does not replace the unfinished run on its own; with overwrite=true it starts afresh
+    with pytest.raises(RunFolderError, match="resume=none; resume=auto continues it, or set overwrite=true"):
+        train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, lr=0.5, resume="none")))
+    fresh = train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, lr=0.5, resume="none", overwrite="true")))
+    assert fresh["test"]["users"] > 0
 
 
 def test_resume_refuses_another_process_count_and_a_non_resumable_file(tiny_bert, tiny_data, tmp_path):
@@ -105,10 +109,12 @@ def test_resume_refuses_another_process_count_and_a_non_resumable_file(tiny_bert
     ckpt["rng"] = ckpt["rng"] * 2  # as if written by 2 processes
     save_atomic(ckpt, tmp_path / "two.pt")
     with pytest.raises(CheckpointError, match="written by 2 process"):
-        train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, epochs=2, resume=tmp_path / "two.pt")))
+        train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, epochs=2, resume=tmp_path / "two.pt",
+                                  overwrite="true")))
     # best.pt holds weights only: no optimizer, progress or random-number state to continue from
     with pytest.raises(CheckpointError, match="not a resumable checkpoint"):
-        train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, epochs=2, resume=run_dir / "best.pt")))
+        train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, epochs=2, resume=run_dir / "best.pt",
+                                  overwrite="true")))
 
 
 @pytest.mark.parametrize("where", ["mid-epoch-1", "during-evaluation"])

@@ -108,3 +108,18 @@ def test_a_study_refuses_one_run_name_for_all_its_runs(script):
     with pytest.raises(subprocess.CalledProcessError) as failed:
         dry_run(script, "--run_name=mine")
     assert "--run_name=mine cannot be given to a study" in failed.value.stderr
+
+
+def test_amazon_study_reuses_a_finished_source_unless_it_is_named(tmp_path, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("study_amazon", REPO_ROOT / "Downstream/Text/script/study_amazon.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    target = ["amazon-sci-side-head-user"]
+    assert study.source_to_run(target, tmp_path)  # no source yet: it is trained first
+    (tmp_path / study.SOURCE_NAME).mkdir()
+    (tmp_path / study.SOURCE_NAME / "results.json").write_text("{}")
+    assert not study.source_to_run(target, tmp_path)  # finished: reused, not retrained
+    assert f"= {study.SOURCE_NAME}: finished (results.json), reused" in capsys.readouterr().out
+    assert study.source_to_run([study.SOURCE_NAME, *target], tmp_path)  # named: it runs (and decides for itself)
+    assert not study.source_to_run(["amazon-sci-id-sasrec"], tmp_path)  # nothing reads it

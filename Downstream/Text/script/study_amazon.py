@@ -20,7 +20,7 @@ training window (`train_windows=all`); 32 title tokens where the backbone trains
 Extra arguments are passed to every run (e.g. `--epochs=1` for a try-out); `--jobs=2` runs two at a time, each
 with half the CPU threads, a run after the runs it starts from (launch.JobQueue; output in runs/launch-logs/);
 `--skip_done` continues an interrupted study; `--only=name,name` runs a subset (the report covers the runs that
-exist); `--seeds 1,2` repeats the chosen target runs with those seeds (NAME-seed1, ...) from the one source run,
+exist; a finished source run is reused unless it is named there); `--seeds 1,2` repeats the chosen target runs with those seeds (NAME-seed1, ...) from the one source run,
 and the report pools them with NAME (seed 12345) into mean ± std.
 """
 import subprocess
@@ -122,6 +122,20 @@ def selected(extra: list[str]) -> tuple[list[str], list[str]]:
     return names, [a for a in extra if not a.startswith("--only=")]
 
 
+def source_to_run(names: list[str], runs_dir: Path) -> bool:
+    """Whether the Office source run is started: when a chosen run reads it or it is chosen itself, except that a
+    finished source (results.json) that was not chosen by name is reused as it is (its 10 CPU-minutes are not
+    spent again, and extra arguments meant for the target runs never reach it)."""
+    if SOURCE_NAME in names:
+        return True
+    if not any("source_checkpoint" in RUNS[n] for n in names if n in RUNS):
+        return False
+    if (runs_dir / SOURCE_NAME / "results.json").is_file():
+        print(f"= {SOURCE_NAME}: finished (results.json), reused; --only={SOURCE_NAME} runs it", flush=True)
+        return False
+    return True
+
+
 if __name__ == "__main__":
     argv, jobs = split_jobs(sys.argv[1:])
     names, extra = selected(argv)
@@ -130,8 +144,7 @@ if __name__ == "__main__":
     queue = JobQueue(jobs, RUNS_DIR / "launch-logs") if jobs > 1 else None
     if not dry:
         convert()
-    needs_source = any("source_checkpoint" in RUNS[n] for n in names if n in RUNS) or SOURCE_NAME in names
-    if needs_source:
+    if source_to_run(names, RUNS_DIR):
         sweep(__file__, SOURCE, {}, name=SOURCE_NAME, argv=source_argv, run_py=PRETRAIN_RUN, queue=queue)
     for name in names:
         if name in RUNS:
