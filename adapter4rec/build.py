@@ -35,6 +35,13 @@ def load_data(cfg: Config) -> Data:
     catalog = read_items(folder / cfg.items_file) if cfg.modality == "text" else read_item_names(folder / cfg.items_file)
     interactions = read_users(folder / cfg.users_file, catalog.index, cfg.min_seq_len, cfg.unknown_items)
     split = leave_one_out(interactions, cfg.max_seq_len, cfg.eval_repeats, cfg.eval_candidates, cfg.train_windows)
+    for name, part in (("validation", split.valid), ("test", split.test)):
+        if not len(part):  # every metric would be a mean over no users; refused here, not reported as numbers
+            raise DataError(f"{folder / cfg.users_file}: no {name} user left: of the {len(interactions.sequences)} "
+                            f"users kept ({interactions.stats['short_users_skipped']} shorter than min_seq_len="
+                            f"{cfg.min_seq_len} skipped), {part.repeats_skipped} have a {name} item that repeats an "
+                            f"item of their history, which eval_repeats={cfg.eval_repeats} leaves out. Set "
+                            f"eval_repeats=no_mask to rank them, or use data where some user's {name} item is new")
     train_users = len(interactions.sequences)
     if cfg.user_fraction < 1:  # train on a nested share of the users; validate and test on all of them
         share = subsample_users(interactions, cfg.user_fraction, cfg.user_fraction_seed)

@@ -21,6 +21,10 @@ counts, with whole tiles handed to one worker per torch thread (adapter4rec/rank
 scale point). A user stops being counted once its target is below max K items (its metrics are 0 from there
 on). The counts are exact: the same per-user numbers of items above / level with the target whatever the
 tile, group, chunk or thread count (tests/test_metrics.py compares them with a float64 reference).
+
+Non-finite scores: a user whose target score is NaN or +-inf (a diverged or overflowing model) ranks last, all
+its metrics 0, and is counted (`nonfinite_users`); a NaN competitor ranks below the target (metrics_of_targets).
+A split without users gives NaN metrics, never 0.0 (_average_over_users).
 """
 from __future__ import annotations
 
@@ -42,12 +46,26 @@ _BLOCK_USERS = 4096
 
 
 def rank_metrics(scores: torch.Tensor, target: torch.Tensor, ks: list[int]) -> dict[str, torch.Tensor]:
-    """Per-user HR@K, NDCG@K and MRR@K. scores: (B, N) with excluded items at -inf; target: (B,) column index."""
+    """Per-user HR@K, NDCG@K and MRR@K (and `nonfinite`, see metrics_of_targets). scores: (B, N) with excluded
+    items at -inf; target: (B,) column index."""
     scores = scores.float()
     target_score = scores.gather(1, target.unsqueeze(1))  # (B, 1)
+    # a NaN competitor is neither above nor level (every comparison with NaN is False): it ranks below the target
     greater = (scores > target_score).sum(1).double()      # g
     ties = (scores == target_score).sum(1).double() - 1.0  # t (the target itself excluded)
-    return metrics_from_counts(greater, ties, ks)
+    return metrics_of_targets(greater, ties, torch.isfinite(target_score.squeeze(1)), ks)
+
+
+def metrics_of_targets(greater: torch.Tensor, ties: torch.Tensor, finite: torch.Tensor,
+                       ks: list[int]) -> dict[str, torch.Tensor]:
+    """metrics_from_counts, except that a user whose target score is not finite (`finite` False) ranks LAST: every
+    metric exactly 0. Its counts mean nothing: a NaN target is neither below nor level with anything, so it would
+    count g = t = 0, a perfect rank (and an overflowed model would look like the best epoch). Also the per-user
+    0/1 `nonfinite`, which _average_over_users sums into `nonfinite_users`."""
+    nonfinite = ~finite.to(greater.device)
+    out = metrics_from_counts(greater.masked_fill(nonfinite, math.inf), ties.masked_fill(nonfinite, 0.0), ks)
+    out["nonfinite"] = nonfinite.double()
+    return out
 
 
 def metrics_from_counts(greater: torch.Tensor, ties: torch.Tensor, ks: list[int]) -> dict[str, torch.Tensor]:
@@ -90,7 +108,7 @@ def _average_over_users(split: EvalSplit, ks: list[int], batch_size: int,
     per_chunk gets up to `batches_per_call` batches of users at once; the sums are still taken batch by batch,
     so the result does not depend on it."""
     mine = torch.arange(dist.rank(), len(split), dist.world_size())
-    names = [f"{m}@{k}" for m in METRICS for k in ks]
+    names = [f"{m}@{k}" for m in METRICS for k in ks] + ["nonfinite"]  # summed alike: per-user values
     sums = torch.zeros(len(names) + 1, dtype=torch.float64)
     bar = progress_bar(len(range(0, len(mine), batch_size)), desc, progress, quiet=True)
     for block in range(0, len(mine), batch_size * batches_per_call):
@@ -104,8 +122,9 @@ def _average_over_users(split: EvalSplit, ks: list[int], batch_size: int,
     bar.close()
     dist.all_reduce_sum(sums)
     users = int(sums[-1])
-    result = {n: float(sums[i] / max(users, 1)) for i, n in enumerate(names)}
-    result.update(users=users, repeats_skipped=split.repeats_skipped)
+    # no users: NaN, never a 0.0 that reads like a measured (terrible) model
+    result = {n: float(sums[i] / users) if users else math.nan for i, n in enumerate(names[:-1])}
+    result.update(users=users, repeats_skipped=split.repeats_skipped, nonfinite_users=int(sums[-2]))
     return result
 
 
@@ -153,9 +172,15 @@ def evaluate_embeddings(users: Callable[[torch.Tensor], torch.Tensor], table: to
             target, seen = renumber[target], renumber[seen]
             which = which[seen >= 0]  # a masked item that is not a candidate needs no masking
             seen = seen[seen >= 0]
+        target = target.to(device)
         with torch.autocast(device.type, enabled=False):  # ...the ranking products never do
-            greater, ties = count_until(vectors, ranked, target.to(device), (which, seen), item_chunk, max(ks))
-        return metrics_from_counts(greater, ties, ks)
+            greater, ties = count_until(vectors, ranked, target, (which, seen), item_chunk, max(ks))
+            rows = ranked[target]
+            # the target's fp32 score (an overflowing product of finite vectors counts too), the user vector and
+            # the target row; count_until's own copy of the score is inside its tiles
+            finite = (torch.isfinite((vectors * rows).sum(1)) & torch.isfinite(vectors).all(1)
+                      & torch.isfinite(rows).all(1))
+        return metrics_of_targets(greater, ties, finite, ks)
     return _average_over_users(split, ks, batch_size, per_chunk, progress, desc,
                                batches_per_call=max(1, _BLOCK_USERS // batch_size))
 
@@ -174,6 +199,8 @@ def _chunk_scores(u: torch.Tensor, table: torch.Tensor, c0: int, c1: int, which:
                   items: torch.Tensor) -> torch.Tensor:
     """Scores of items c0..c1-1 with padding and each user's masked items at -inf (b, chunk), for top-K."""
     scores = u @ table[c0:c1].T
+    # torch.topk ranks NaN above every number: a NaN score is never recommended (-inf, which recommend drops)
+    scores.masked_fill_(torch.isnan(scores), -math.inf)
     if c0 == 0:
         scores[:, 0] = -math.inf                                     # the padding item
     inside = (items >= c0) & (items < c1)

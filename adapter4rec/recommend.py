@@ -1,50 +1,199 @@
 """Top-K recommendations out of a finished run, with the scorer evaluation uses.
 
     python -m adapter4rec.recommend RUN_DIR [--users FILE] [--k 20] [--out recs.tsv] [--device cpu]
+                                    [--fallback none|popularity]
 
 The model is rebuilt from RUN_DIR/best.pt as the run built it (full, PEFT adapters over the source checkpoint,
 any item tower), every item is encoded once, and each user's next items are ranked over the run's candidate items
 with the user's whole history masked (unless the run used eval_repeats=no_mask), chunked in users and items.
 Users: those of the run's users file (their whole sequence is the history), or of --users FILE in the same
 format, read against the run's items file (unknown items handled as the run's `unknown_items` says).
-Output: a TSV `user<TAB>rank<TAB>item<TAB>score`, K lines per user, best first.
+Output: a TSV `user<TAB>rank<TAB>item<TAB>score`, K lines per user, best first, in the users file's order.
+
+A user none of whose items is in the run's items file gets no list (counted in the summary line), or with
+--fallback popularity the run's most popular training items among the candidates (score = training count).
+Refused with one line, before any model is built: an --out that is a .pt name, a directory, a path under a
+file, unwritable, or an existing file that recommend did not write (best.pt, config.json, the users file...);
+a users file that is missing or names a user twice. After scoring, a model whose user vectors (or scores) are
+not finite is refused too: nothing is written. NaN item scores are never recommended.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from adapter4rec.data.files import read_users
+from adapter4rec.data.files import iter_tsv_lines, read_users
 from adapter4rec.data.split import eval_split_of
 from adapter4rec.evaluate import model_user_fn, top_k
 from adapter4rec.export import rebuild_run
 from adapter4rec.rundir import exit_on_user_error
 
+FALLBACKS = ("none", "popularity")
 
-def recommend(run_dir: Path, users_file: Path | None, k: int, out: Path, device: str = "cpu",
-              batch_size: int = 256) -> int:
-    """Write the top-k TSV; returns the number of users written."""
-    model, data, cfg, _ = rebuild_run(run_dir, device, cache=True)
-    if users_file is None:
-        users = read_users(cfg.resolve(cfg.dataset) / cfg.users_file, data.catalog.index, 1, cfg.unknown_items)
-    else:
-        users = read_users(users_file, data.catalog.index, 1, cfg.unknown_items)
+
+@dataclass
+class Written:
+    """What recommend wrote: users ranked by the model, users with no known item and what they got."""
+    ranked: int
+    unknown: int = 0
+    fallback: str = "none"
+
+    def summary(self, out: Path, k: int) -> str:
+        line = f"wrote {out}: top-{k} items of {self.ranked} users"
+        if self.unknown and self.fallback == "popularity":
+            return line + (f"; {self.unknown} users had no known items and got the run's {k} most popular training "
+                           f"items (--fallback popularity)")
+        if self.unknown:
+            return line + f"; {self.unknown} users had no known items and got no list"
+        return line
+
+
+def check_output(out: Path) -> None:
+    """Refuse an --out that would destroy a file or cannot be written, before anything is built or scored.
+
+    recommend never overwrites a file it did not write (a checkpoint, config.json, the users file it reads):
+    an existing file is replaced only when it is empty or reads like recommend's own TSV."""
+    if out.suffix.lower() == ".pt":
+        raise SystemExit(f"recommend: --out {out}: a .pt name is a checkpoint's, not recommendations (a TSV); "
+                         f"choose another name, e.g. recs.tsv")
+    try:  # any OSError here (a name too long, no permission) would also stop the write, after the scoring
+        _check_output_path(out)
+    except OSError as err:
+        raise SystemExit(f"recommend: --out {out}: cannot write into {out.parent} ({err.strerror or err})") from None
+
+
+def _check_output_path(out: Path) -> None:
+    if out.is_dir():
+        raise SystemExit(f"recommend: --out {out} is a directory; name a file in it, e.g. {out / 'recs.tsv'}")
+    above = next((p for p in out.parents if p.exists()), None)  # the nearest existing path above: a folder?
+    if above is not None and not above.is_dir():
+        raise SystemExit(f"recommend: --out {out} lies under {above}, which is a file, not a folder")
+    if out.exists() and not _reads_like_recommendations(out):
+        raise SystemExit(f"recommend: --out {out} exists and was not written by recommend (not a "
+                         f"'user<TAB>rank<TAB>item<TAB>score' file); it is left alone: choose another name")
+    out.parent.mkdir(parents=True, exist_ok=True)  # made as the write would make it, and probed
+    with tempfile.TemporaryFile(dir=out.parent):
+        pass
+
+
+def _reads_like_recommendations(path: Path) -> bool:
+    """Empty, or a first line `user<TAB>rank<TAB>item<TAB>score` with an integer rank and a numeric score."""
+    try:
+        with open(path, "rb") as handle:
+            first = handle.read(65536).split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+        if not first:
+            return True
+        cols = first.split("\t")
+        if len(cols) != 4:
+            return False
+        float(cols[3])  # a score, or ValueError
+        return int(cols[1]) >= 1
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+
+
+def user_ids(path: Path) -> list[str]:
+    """The user ids of a users file in file order, refusing an id given twice (recommend would write two lists for
+    one user; read_users only counts repeats). Malformed lines are left to read_users, which names them."""
+    if not path.is_file():
+        raise SystemExit(f"recommend: users file {path}: file not found")
+    first_line: dict[str, int] = {}
+    for number, cols in iter_tsv_lines(path):
+        user = cols[0].strip()
+        if len(cols) != 2 or not user:
+            continue
+        if user in first_line:
+            raise SystemExit(f"recommend: {path}:{number}: user {user!r} appears again (first on line "
+                             f"{first_line[user]}); give each user one line")
+        first_line[user] = number
+    return list(first_line)
+
+
+class _CheckedUsers:
+    """The model's user vectors, passed through as top_k asks for them (batches in user order), noting the users
+    whose vector is not finite."""
+
+    def __init__(self, user_fn):
+        self.user_fn, self.done, self.bad = user_fn, 0, []
+
+    def __call__(self, history: torch.Tensor) -> torch.Tensor:
+        vectors = self.user_fn(history)
+        self.bad += (torch.nonzero(~torch.isfinite(vectors).all(1)).squeeze(1) + self.done).tolist()
+        self.done += len(vectors)
+        return vectors
+
+
+def _rank(model, data, cfg, users, k: int, batch_size: int, device: str, run_dir: Path):
+    """top_k of every user, refusing a model that gives some user a non-finite vector or an overflowing score."""
     # the whole sequence is the history (no target: top_k reads none)
     split = eval_split_of(list(range(len(users.sequences))), users.sequences, [0] * len(users.sequences),
                           cfg.max_seq_len, cfg.eval_repeats == "skip", candidates=data.split.valid.candidates)
     with torch.no_grad():
         table = model.item_table()
-        items, scores = top_k(model_user_fn(model, table), model.ranking_table(table), split, k, batch_size,
-                              torch.device(device), cfg.eval_item_chunk)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", encoding="utf-8") as handle:
-        for row, user in enumerate(users.user_ids):
-            for rank, (item, score) in enumerate(zip(items[row].tolist(), scores[row].tolist()), 1):
-                if score != float("-inf"):  # fewer than k items left after masking
-                    handle.write(f"{user}\t{rank}\t{data.catalog.ids[item - 1]}\t{score:.6g}\n")
-    return len(users.user_ids)
+        checked = _CheckedUsers(model_user_fn(model, table))
+        items, scores = top_k(checked, model.ranking_table(table), split, k, batch_size, torch.device(device),
+                              cfg.eval_item_chunk)
+    bad = sorted(set(checked.bad) | set(torch.nonzero(torch.isposinf(scores).any(1)).squeeze(1).tolist()))
+    if bad:
+        raise SystemExit(f"recommend: the model in {run_dir} gives non-finite scores for {len(bad)} of "
+                         f"{len(users.user_ids)} users (e.g. user {users.user_ids[bad[0]]!r}): its weights have "
+                         f"diverged; nothing was written")
+    return items, scores
+
+
+def popular_items(data, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The run's k most-trained candidate items (ids, training counts), most popular first; ties by item order."""
+    counts = data.split.item_counts
+    candidates = data.split.valid.candidates
+    allowed = torch.ones(len(counts), dtype=torch.bool) if candidates is None else candidates.clone()
+    allowed[0] = False  # the padding item
+    ids = torch.nonzero(allowed).squeeze(1)
+    order = torch.sort(counts[ids], descending=True, stable=True).indices[:k]
+    return ids[order], counts[ids][order].double()
+
+
+def recommend(run_dir: Path, users_file: Path | None, k: int, out: Path, device: str = "cpu",
+              batch_size: int = 256, fallback: str = "none") -> Written:
+    """Write the top-k TSV (users in file order); returns what was written."""
+    if fallback not in FALLBACKS:
+        raise SystemExit(f"recommend: --fallback {fallback!r}: expected one of {', '.join(FALLBACKS)}")
+    check_output(out)
+    ids = None if users_file is None else user_ids(users_file)  # before the model is built
+    model, data, cfg, _ = rebuild_run(run_dir, device, cache=True)
+    path = users_file or cfg.resolve(cfg.dataset) / cfg.users_file
+    if ids is None:  # the run's own users file, known only from its config
+        ids = user_ids(path)
+    users = read_users(path, data.catalog.index, 1, cfg.unknown_items)
+    items, scores = _rank(model, data, cfg, users, k, batch_size, device, run_dir)
+    row_of = {user: row for row, user in enumerate(users.user_ids)}
+    popular = popular_items(data, k) if fallback == "popularity" else None
+    lists = {user: (items[row], scores[row]) for user, row in row_of.items()}
+    if popular is not None:
+        lists.update({user: popular for user in ids if user not in row_of})
+    _write(out, ids, lists, data.catalog.ids)
+    return Written(len(row_of), len(ids) - len(row_of), fallback)
+
+
+def _write(out: Path, ids: list[str], lists: dict, catalog_ids: list[str]) -> None:
+    """The TSV, users in file order, written to a temporary name and renamed (never a half-written --out)."""
+    partial = out.with_name(out.name + ".partial")
+    try:
+        with open(partial, "w", encoding="utf-8") as handle:
+            for user in ids:
+                if user not in lists:
+                    continue
+                items, scores = lists[user]
+                for rank, (item, score) in enumerate(zip(items.tolist(), scores.tolist()), 1):
+                    if score != float("-inf"):  # fewer than k items left after masking (or NaN scores)
+                        handle.write(f"{user}\t{rank}\t{catalog_ids[item - 1]}\t{score:.6g}\n")
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,12 +204,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="default: <run_dir>/recs.tsv")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch_size", type=int, default=256, help="users per scoring chunk")
+    parser.add_argument("--fallback", choices=FALLBACKS, default="none",
+                        help="users with no known item: no list (none) or the run's most popular training items")
     opts = parser.parse_args(argv)
     if opts.k < 1:
         raise SystemExit(f"recommend: --k {opts.k}: expected a positive integer")
     out = opts.out or opts.run_dir / "recs.tsv"
-    count = recommend(opts.run_dir, opts.users, opts.k, out, opts.device, opts.batch_size)
-    print(f"wrote {out}: top-{opts.k} items of {count} users")
+    written = recommend(opts.run_dir, opts.users, opts.k, out, opts.device, opts.batch_size, opts.fallback)
+    print(written.summary(out, opts.k))
 
 
 if __name__ == "__main__":

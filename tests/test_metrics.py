@@ -294,7 +294,9 @@ def _counting_case(kind: str, seed: int = 0):
 def _reference_counts(users, table, target, which, items):
     """Straightforward float64 full rows: items above / level with the target among 1..N minus the history and
     the target itself (the target's score read from the same product as its competitors)."""
-    scores = users.double() @ table.double().T
+    # elementwise products summed in one order for every column: a BLAS product may give a remainder of columns
+    # to another kernel that rounds differently (seen on an AMD EPYC), splitting the very ties this checks
+    scores = (users.double().unsqueeze(1) * table.double().unsqueeze(0)).sum(-1)
     rows = torch.arange(len(target))
     own = scores[rows, target].clone().unsqueeze(1)
     scores[:, 0] = -INF
@@ -468,3 +470,77 @@ def test_a_lone_user_ties_too(n_users, monkeypatch):
         res = ev.evaluate_embeddings(lambda h: users[h[:, -1]], table, split, [10], 8, torch.device("cpu"),
                                      item_chunk)
         assert res["hr@10"] == pytest.approx(10 / n_items, abs=1e-12), item_chunk
+
+
+# ---------------------------------------------------------------------------------------------- non-finite scores
+def _nonfinite_case():
+    """Three test users (no masking, every item ranked): u0 finite (target 3 below item 1 only: rank 1), u1 a NaN
+    user vector, u2 a finite vector whose fp32 product with its target overflows to +inf (the target the only
+    such item: with NaN / inf read as a rank, both would be perfect). Item 7 is a NaN row: a competitor of
+    every user, ranked below (neither above nor level)."""
+    seqs = [np.array([1, 2, 3]), np.array([2, 4, 5]), np.array([3, 6, 1])]
+    split = leave_one_out(Interactions(["u0", "u1", "u2"], seqs, 7, {}), 3, "no_mask", candidates="all").test
+    table = torch.tensor([[0.0, 0.0], [2.0, 0.0], [-1.0, 1.0], [0.5, 0.0], [-2.0, 0.0], [-1.0, -1.0], [0.25, 0.0],
+                          [math.nan, math.nan]])
+    vectors = torch.zeros(8, 2)
+    vectors[2] = torch.tensor([1.0, 0.0])       # u0's last history item
+    vectors[4] = math.nan                        # u1's
+    vectors[6] = torch.tensor([3e38, 0.0])      # u2's: 3e38 x 2 = inf in fp32, its other products stay finite
+    return split, table, lambda h: vectors[h[:, -1]]
+
+
+def test_nonfinite_target_scores_rank_last_and_are_counted():
+    from adapter4rec.evaluate import evaluate_embeddings
+
+    split, table, user_fn = _nonfinite_case()
+    ks = [1, 2, 10]
+    # u0 alone keeps its exact metrics (rank 1: hr@1 0, hr@2 1, ndcg@2 1/log2(3), mrr@2 1/2), divided by 3 users
+    want = {"hr@1": 0.0, "hr@2": 1 / 3, "hr@10": 1 / 3, "ndcg@1": 0.0, "ndcg@2": lg(3) / 3, "ndcg@10": lg(3) / 3,
+            "mrr@1": 0.0, "mrr@2": 0.5 / 3, "mrr@10": 0.5 / 3}
+    for got in (evaluate_embeddings(user_fn, table, split, ks, 2, torch.device("cpu")),
+                evaluate(lambda h: user_fn(h) @ table.T, split, ks, 2, torch.device("cpu"))):
+        assert {k: got[k] for k in want} == pytest.approx(want, abs=1e-12)
+        assert got["users"] == 3 and got["nonfinite_users"] == 2
+
+
+def test_a_nonfinite_target_gets_zero_for_every_k_and_a_nan_competitor_is_below():
+    scores = torch.tensor([[math.nan, 1.0, 2.0, math.nan],   # target 1: NaN competitors, one item above
+                           [math.nan, math.nan, math.nan, math.nan],
+                           [1.0, math.inf, 2.0, 0.0],
+                           [1.0, -math.inf, 2.0, 0.0]])
+    out = rank_metrics(scores, torch.tensor([1, 1, 1, 1]), [1, 2, 4])
+    assert out["hr@1"].tolist() == [0.0, 0.0, 0.0, 0.0] and out["hr@2"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    for name in ("hr@4", "ndcg@4", "mrr@4"):
+        assert out[name][1:].tolist() == [0.0, 0.0, 0.0], name
+    assert out["nonfinite"].tolist() == [0.0, 1.0, 1.0, 1.0]
+
+
+def test_a_split_without_users_gives_nan_not_zero():
+    from adapter4rec.data.split import eval_split_of
+    from adapter4rec.evaluate import evaluate_embeddings
+
+    empty = eval_split_of([], [], [], 3, True)
+    table = torch.ones(4, 2)
+    for got in (evaluate(lambda h: torch.ones(len(h), 4), empty, [1, 5], 8, torch.device("cpu")),
+                evaluate_embeddings(lambda h: torch.ones(len(h), 2), table, empty, [1, 5], 8, torch.device("cpu"))):
+        assert all(math.isnan(got[f"{m}@{k}"]) for m in ("hr", "ndcg", "mrr") for k in (1, 5)), got
+        assert got["users"] == 0 and got["nonfinite_users"] == 0
+
+
+@pytest.mark.parametrize("lines,split", [("u1\ti1 i2 i3 i1\nu2\ti2 i3 i1 i3\n", "test"),
+                                         ("u1\ti1 i2 i1 i2\nu2\ti3 i2 i3 i2\n", "validation")])
+def test_a_split_left_without_users_is_refused_at_load(tmp_path, lines, split):
+    """eval_repeats=skip leaves out every user whose target repeats a history item: with none left, every metric
+    would be a mean over no users, so loading the data refuses it and says why."""
+    from adapter4rec.build import load_data
+    from adapter4rec.config import Config
+    from adapter4rec.data.files import DataError
+
+    (tmp_path / "items.tsv").write_text("i1\tOne\ni2\tTwo\ni3\tThree\n")
+    (tmp_path / "users.tsv").write_text(lines)
+    with pytest.raises(DataError) as err:
+        load_data(Config(dataset=str(tmp_path), min_seq_len=3).validate())
+    msg = str(err.value)
+    assert str(tmp_path / "users.tsv") in msg and f"no {split} user left" in msg and "2 users kept" in msg
+    assert "2 have a" in msg and "eval_repeats=skip" in msg and "eval_repeats=no_mask" in msg
+    load_data(Config(dataset=str(tmp_path), min_seq_len=3, eval_repeats="no_mask").validate())  # what it says works

@@ -15,6 +15,7 @@ import torch
 
 # on a CPU: users per product and items per tile (a (128, 1024 + 128) fp32 score tile, 0.6 MB, stays in cache)
 GROUP, TILE = 128, 1024
+COLUMN_BLOCK = 16  # a product's columns come in whole blocks of this many (see count_above)
 
 
 def count_above(u: torch.Tensor, table: torch.Tensor, target: torch.Tensor, seen: tuple, item_chunk: int,
@@ -47,8 +48,12 @@ def count_above(u: torch.Tensor, table: torch.Tensor, target: torch.Tensor, seen
     users[:b] = u
     targets = table.new_zeros(groups * g, d)
     targets[:b] = table[target]
+    # the product's width, rounded up to whole column blocks: MKL computes a remainder of columns (width % 4, and
+    # more of them in small products) with another kernel whose sums round differently on some CPUs (seen on an
+    # AMD EPYC), which would split equal items' ties; the zero columns added are never counted
+    width_all = -(-(t_items + g) // COLUMN_BLOCK) * COLUMN_BLOCK
     # excluded (user, item) pairs: the history, the target itself and the padding item, as flat positions in
-    # a tile's (g, t_items + g) score buffer, sorted by (tile, group) so each product fills one slice
+    # a tile's (g, width_all) score buffer, sorted by (tile, group) so each product fills one slice
     which, items = (t.to(u.device) for t in seen)
     mine = torch.arange(b, device=u.device)
     rows = torch.cat([which, mine, mine])
@@ -56,7 +61,7 @@ def count_above(u: torch.Tensor, table: torch.Tensor, target: torch.Tensor, seen
     inside = (cols >= 0) & (cols < n)
     rows, cols = rows[inside], cols[inside]
     key, order = ((cols // t_items) * groups + rows // g).sort()
-    flat = ((rows % g) * (t_items + g) + cols % t_items)[order]
+    flat = ((rows % g) * width_all + cols % t_items)[order]
     group_edges = torch.arange(groups + 1, device=u.device)
     threads = max(1, min(threads or (torch.get_num_threads() if cpu else 1), tiles))
     greater = torch.zeros(threads, groups * g, dtype=torch.float64, device=u.device)  # per worker
@@ -65,12 +70,12 @@ def count_above(u: torch.Tensor, table: torch.Tensor, target: torch.Tensor, seen
     stop = threading.Event()       # set when a worker fails: the others stop too
 
     def work(w: int) -> None:
-        buf = table.new_zeros(t_items + g, d)                        # [item tile; the group's targets]
-        out = table.new_empty(g, t_items + g)                        # its scores
+        buf = table.new_zeros(width_all, d)                          # [item tile; the group's targets; zeros]
+        out = table.new_empty(g, width_all)                          # its scores
         hit = table.new_empty(g, t_items)                            # 1.0 where above (level) the target
         count = table.new_empty(g)                                   # per tile: exact in fp32
-        flat_out, buf_t, tail = out.view(-1), buf.T, buf[t_items:]
-        target_score = out[:, t_items:].diagonal().unsqueeze(1)      # user r's own target, same product
+        flat_out, buf_t, tail = out.view(-1), buf.T, buf[t_items:t_items + g]
+        target_score = out[:, t_items:t_items + g].diagonal().unsqueeze(1)  # user r's own target, same product
         views = [(users[k * g:(k + 1) * g], targets[k * g:(k + 1) * g], greater[w, k * g:(k + 1) * g],
                   ties[w, k * g:(k + 1) * g]) for k in range(groups)]
         for j in iter(next_tile.__next__, None):
@@ -86,6 +91,8 @@ def count_above(u: torch.Tensor, table: torch.Tensor, target: torch.Tensor, seen
                 torch.mm(uk, buf_t, out=out)
                 if hi > lo:
                     flat_out.index_fill_(0, flat[lo:hi], -math.inf)
+                # a NaN competitor is neither above nor level (comparisons with NaN are False): below the target.
+                # A non-finite target's counts are meaningless; evaluate.metrics_of_targets ranks it last
                 torch.gt(scores, target_score, out=counted)
                 above += torch.sum(counted, 1, out=count)
                 torch.eq(scores, target_score, out=counted)
