@@ -74,7 +74,7 @@ def build_model(cfg: Config, data: Data) -> Recommender:
     user_encoder = SASRecEncoder(cfg.embedding_dim, cfg.max_seq_len, cfg.num_blocks, cfg.num_heads, cfg.dropout,
                                  cfg.init_std)
     scorer = Scorer(cfg.score, cfg.temperature, cfg.learn_temperature)
-    return Recommender(item_encoder, user_encoder, cfg.arch, cfg.loss, data.split.item_counts, scorer,
+    return Recommender(item_encoder, user_encoder, cfg.arch, cfg.loss, data.split.window_counts, scorer,
                        cfg.inbatch_correction, cfg.softmax_negatives, cfg.gather_negatives)
 
 

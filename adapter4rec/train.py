@@ -125,6 +125,9 @@ def train_step(model, ddp_model, seqs, negs, optimizer, scaler, cfg, device) -> 
             optimizer.zero_grad(set_to_none=True)
             return loss.item(), f"non-finite gradient norm {norm.item()}"
     scaler.step(optimizer)
+    # parameter constraints (a learned temperature's cap) hold after every step; when fp16's scaler skipped the
+    # step, the parameters are unchanged and this is a no-op
+    model.after_step()
     scaler.update()
     return loss.item(), None
 

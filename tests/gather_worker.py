@@ -1,9 +1,10 @@
-"""Run by tests/test_gathered_negatives.py under torchrun (2 processes): each rank takes its half of a batch,
-computes the loss once with candidates gathered across ranks and once with its own half's only (the control),
-backpropagates, and rank 0 writes each loss and its rank-averaged gradients (what DDP would apply) to OUT as
-{"1": gathered, "0": not gathered}.
+"""Run by tests/test_gathered_negatives.py under torchrun (2 processes): rank 0 takes the first SPLIT windows of
+a batch and rank 1 the rest, so the ranks hold different numbers of loss positions. For every loss in VARIANTS
+each rank computes its loss and backpropagates, and rank 0 writes each variant's rank-averaged loss and
+gradients (what DDP would apply) to OUT as {name: {"loss": float, "grads": {param: tensor}}}.
 
-argv: CONFIG_JSON SEQS_PT OUT_PT"""
+argv: CONFIG_JSON BATCH_PT OUT_PT, BATCH_PT holding (seqs (B, L+1), SPLIT, shared negatives (2, S), bce
+negatives (B, L))."""
 import json
 import sys
 
@@ -13,25 +14,41 @@ from adapter4rec import dist
 from adapter4rec.build import build_model, load_data
 from adapter4rec.config import from_dict
 
+VARIANTS = {  # name -> (loss, softmax_negatives, gather_negatives)
+    "bce": ("bce", 0, True),
+    "inbatch": ("inbatch", 0, True),
+    "inbatch-own-candidates": ("inbatch", 0, False),  # the control: each rank ranks against its own windows only
+    "softmax": ("softmax", 0, True),
+    "softmax-sampled": ("softmax", 5, True),
+}
+
+
+def negatives_of(model, rows: slice, shared: torch.Tensor, bce: torch.Tensor) -> torch.Tensor | None:
+    """The negatives of the windows `rows`: one per position (bce), the shared draws (a sampled softmax: shared
+    is (S,) here), else None."""
+    if model.loss_name == "bce":
+        return bce[rows]
+    return shared if model.uses_shared_negatives() else None
+
+
 if __name__ == "__main__":
-    cfg_file, seqs_file, out_file = sys.argv[1:4]
+    cfg_file, batch_file, out_file = sys.argv[1:4]
     dist.setup("cpu")
     cfg = from_dict(json.loads(open(cfg_file).read()))
     torch.manual_seed(0)
     model = build_model(cfg, load_data(cfg)).double().eval()
-    seqs, shared = torch.load(seqs_file)
-    half = len(seqs) // 2
-    mine = seqs[dist.rank() * half:(dist.rank() + 1) * half]
+    seqs, split, shared, bce = torch.load(batch_file)
+    mine = slice(0, split) if dist.rank() == 0 else slice(split, len(seqs))
     outputs = {}
-    for gather in ("1", "0"):
-        model.gather_negatives = gather == "1"
+    for name, (loss_name, negatives, gather) in VARIANTS.items():
+        model.loss_name, model.softmax_negatives, model.gather_negatives = loss_name, negatives, gather
         model.zero_grad(set_to_none=True)
-        loss = model(mine, shared[dist.rank()] if model.uses_shared_negatives() else None)
+        loss = model(seqs[mine], negatives_of(model, mine, shared[dist.rank()], bce))
         loss.backward()
         losses = dist.all_reduce_sum(loss.detach().reshape(1).clone()) / dist.world_size()
         grads = {n: dist.all_reduce_sum(p.grad.clone()) / dist.world_size() for n, p in model.named_parameters()
                  if p.grad is not None}
-        outputs[gather] = {"loss": float(losses), "grads": grads}
+        outputs[name] = {"loss": float(losses), "grads": grads}
     if dist.is_main():
         torch.save(outputs, out_file)
     dist.cleanup()

@@ -1,4 +1,5 @@
-"""Recommender: distinct-item encoding equals per-slot encoding (values and gradients), cpc/inbatch losses."""
+"""Recommender: distinct-item encoding equals per-slot encoding (values and gradients), cpc/inbatch losses, the
+popularity of the sampling corrections (counted over the training windows)."""
 from __future__ import annotations
 
 import copy
@@ -147,8 +148,8 @@ def _reference_inbatch(model, seqs, correction):
 @pytest.mark.parametrize("correction", ["multiplicity", "inclusion", "popularity", "none"])
 def test_inbatch_loss_matches_reference(rec, correction):
     model, data = rec
-    inbatch = Recommender(model.item_encoder, model.user_encoder, loss="inbatch", item_counts=data.split.item_counts,
-                          inbatch_correction=correction).double().eval()
+    inbatch = Recommender(model.item_encoder, model.user_encoder, loss="inbatch",
+                          window_counts=data.split.window_counts, inbatch_correction=correction).double().eval()
     seqs = data.split.train[:5]
     with torch.no_grad():
         torch.testing.assert_close(inbatch(seqs), _reference_inbatch(inbatch, seqs, correction), rtol=1e-7, atol=1e-9)
@@ -158,7 +159,7 @@ def test_inbatch_loss_finite_and_decreases(rec):
     model, data = rec
     trained = copy.deepcopy(model).float()  # eval(): no dropout noise, the same batch gives the same loss
     inbatch = Recommender(trained.item_encoder, trained.user_encoder, loss="inbatch",
-                          item_counts=data.split.item_counts).eval()
+                          window_counts=data.split.window_counts).eval()
     seqs = data.split.train[:6]
     opt = torch.optim.Adam(inbatch.parameters(), lr=3e-3)
     losses = []
@@ -185,3 +186,23 @@ def test_item_table_row_zero_and_chunking(rec):
     with torch.no_grad():
         torch.testing.assert_close(model.user_states_from_table(history, table).double(),
                                    model.user_states(history).double(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_log_popularity_counts_the_training_windows(tiny_bert, tiny_data, tmp_path, fraction):
+    # L = 3: most users have more than L+1 training items, and train_windows=last keeps only the newest L+1, so the
+    # items the batches draw (every non-padding slot of a window: M = (seqs > 0).sum() in the losses) are not
+    # all training interactions (item_counts, which stays the popularity baseline's count)
+    cfg = parse_args(tiny_args(tiny_bert, tiny_data / "source", tmp_path, max_seq_len=3, train_windows="last",
+                               loss="inbatch", user_fraction=fraction))
+    data = load_data(cfg)
+    windows = data.split.train  # under user_fraction: the trained share's windows only
+    drawn = torch.bincount(windows[windows > 0], minlength=len(data.catalog) + 1)
+    assert torch.equal(data.split.window_counts, drawn)
+    assert int(drawn.sum()) < int(data.split.item_counts.sum())
+    smoothed = drawn.double() + 1
+    want = torch.log(smoothed / smoothed[1:].sum())
+    model = build_model(cfg, data)
+    torch.testing.assert_close(model.log_popularity.double()[1:], want[1:])
+    interactions = data.split.item_counts.double() + 1
+    assert (model.log_popularity.double()[1:] - torch.log(interactions / interactions[1:].sum())[1:]).abs().max() > 0.1

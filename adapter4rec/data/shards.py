@@ -6,8 +6,9 @@ permutation per epoch (the same on every rank: it depends only on seed and epoch
 W x batch_size windows; each global batch is split into W near-equal parts (sizes differ by at most one), one
 per rank. A last global batch with fewer windows than ranks is merged into the one before it, so no rank ever
 gets an empty batch and every rank takes the same number of steps (DDP's all-reduce needs every rank at every
-step). Each rank's loss is the mean over its own windows and DDP averages the ranks' gradients, so a window in
-a smaller part weighs slightly more; the parts differ by at most one window.
+step). Every loss divides its summed per-position losses by the global position count over W
+(models/losses.rank_denominator), so every loss position of the global batch weighs the same, whatever the
+part sizes.
 """
 from __future__ import annotations
 

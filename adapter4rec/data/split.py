@@ -14,7 +14,7 @@ be a target, and counting it as a competitor makes numbers incomparable with the
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -52,9 +52,24 @@ class LeaveOneOut:
     train: torch.Tensor        # (U, L+1) training windows
     valid: EvalSplit
     test: EvalSplit
-    item_counts: torch.Tensor  # (num_items+1,) training interactions per item (row 0 = 0)
+    item_counts: torch.Tensor  # (num_items+1,) training interactions per item (row 0 = 0): the popularity baseline
     test_no_mask: EvalSplit | None = None  # the test users without history masking (the RecBole protocol), so
     #                                        a history-masked run also reports the numbers published that way
+    # (num_items+1,) occurrences of each item in the slots of `train` (row 0 = 0), derived from it: what the
+    # in-batch / sampled softmax draws its candidates from, so the popularity of its logQ corrections. It differs
+    # from item_counts: train_windows=last drops the items before a user's newest L+1, and with `all` the item
+    # that two consecutive windows share is drawn twice.
+    window_counts: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.window_counts = slot_counts(self.train, len(self.item_counts))
+
+
+def slot_counts(windows: torch.Tensor, size: int) -> torch.Tensor:
+    """(size,) int64 how many non-padding slots of `windows` hold each item; row 0 (padding) is 0."""
+    counts = torch.bincount(windows.reshape(-1), minlength=size)
+    counts[0] = 0
+    return counts
 
 
 def _eval_split(data: Interactions, cut: int, max_seq_len: int, eval_repeats: str) -> EvalSplit:

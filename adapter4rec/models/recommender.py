@@ -14,13 +14,13 @@ from torch import nn
 
 from adapter4rec.models.item_encoders import encode_catalogue
 from adapter4rec.models.losses import (Scorer, bce_loss, candidate_softmax, correction, global_candidates,
-                                       own_items_mask)
+                                       own_items_mask, rank_denominator)
 from adapter4rec.models.user_encoder import SASRecEncoder
 
 
 class Recommender(nn.Module):
     def __init__(self, item_encoder: nn.Module, user_encoder: SASRecEncoder, arch: str = "sasrec",
-                 loss: str = "bce", item_counts: torch.Tensor | None = None, scorer: Scorer | None = None,
+                 loss: str = "bce", window_counts: torch.Tensor | None = None, scorer: Scorer | None = None,
                  inbatch_correction: str = "multiplicity", softmax_negatives: int = 0, gather_negatives: bool = True):
         super().__init__()
         self.item_encoder, self.user_encoder = item_encoder, user_encoder
@@ -28,9 +28,10 @@ class Recommender(nn.Module):
         self.arch, self.loss_name = arch, loss
         self.inbatch_correction, self.softmax_negatives = inbatch_correction, softmax_negatives
         self.gather_negatives = gather_negatives
-        counts = item_counts if item_counts is not None else torch.ones(item_encoder.num_items + 1)
-        # log of the smoothed training popularity p_j (sums to 1 over items 1..N), for the sampling corrections
-        # (not saved: data-derived)
+        counts = window_counts if window_counts is not None else torch.ones(item_encoder.num_items + 1)
+        # log of the smoothed popularity p_j (sums to 1 over items 1..N) for the sampling corrections: each item's
+        # share of the training windows' slots (LeaveOneOut.window_counts), which is what the batches' candidates
+        # are drawn from (not saved: data-derived)
         smoothed = counts.float() + 1.0
         self.register_buffer("log_popularity", torch.log(smoothed / smoothed[1:].sum()), persistent=False)
 
@@ -53,23 +54,31 @@ class Recommender(nn.Module):
     def uses_shared_negatives(self) -> bool:
         return self.loss_name == "softmax" and self.softmax_negatives > 0
 
+    def after_step(self) -> None:
+        """Call after every optimizer step that was taken: keeps a learned temperature under its cap."""
+        self.scorer.clamp_()
+
     def forward(self, seqs: torch.Tensor, negatives: torch.Tensor | None = None) -> torch.Tensor:
         """seqs: (B, L+1) left-padded training windows; negatives: (B, L) for bce, (S,) shared negatives for a
-        sampled softmax, else None. Returns the loss."""
+        sampled softmax, else None. Returns the loss: the mean over the loss positions in one process; under DDP
+        this rank's share of the global batch's mean (losses.rank_denominator)."""
         inputs, targets = seqs[:, :-1], seqs[:, 1:]
         mask = (inputs > 0) & (targets > 0)  # (B, L) positions that carry a loss
         if self.arch == "cpc":
             mask = mask & (torch.arange(mask.shape[1], device=mask.device) == mask.shape[1] - 1)
+        denominator = rank_denominator(mask.sum())  # None in one process
         if self.loss_name == "bce":
             table, inverse, _ = self.encode_distinct(torch.cat([seqs, negatives], dim=1))
             slots = table[inverse]  # (B, 2L+1, d)
             states = self.user_encoder(slots[:, :inputs.shape[1]], inputs > 0)  # (B, L, d)
-            return bce_loss(self.scorer, states, slots[:, 1:seqs.shape[1]], slots[:, seqs.shape[1]:], mask)
+            return bce_loss(self.scorer, states, slots[:, 1:seqs.shape[1]], slots[:, seqs.shape[1]:], mask,
+                            denominator)
         if self.loss_name == "softmax" and not self.softmax_negatives:
-            return self._catalogue_softmax(seqs, mask)
-        return self._sampled_softmax(seqs, negatives if self.uses_shared_negatives() else None, mask)
+            return self._catalogue_softmax(seqs, mask, denominator)
+        return self._sampled_softmax(seqs, negatives if self.uses_shared_negatives() else None, mask, denominator)
 
-    def _catalogue_softmax(self, seqs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _catalogue_softmax(self, seqs: torch.Tensor, mask: torch.Tensor,
+                           denominator: torch.Tensor | None) -> torch.Tensor:
         """Cross-entropy over every item (exact: no sampling, no correction)."""
         table = self.item_encoder(torch.arange(1, self.num_items + 1, device=seqs.device))  # (N, d)
         table = torch.cat([table.new_zeros(1, table.shape[1]), table])
@@ -77,9 +86,11 @@ class Recommender(nn.Module):
         rows = torch.arange(seqs.shape[0], device=seqs.device).unsqueeze(1).expand_as(mask)[mask]
         label = seqs[:, 1:][mask] - 1
         logits = self.scorer.pairwise(states[mask], table[1:])  # (P, N)
-        return candidate_softmax(logits, label, own_items_mask(seqs, seqs - 1, rows, label, self.num_items))
+        return candidate_softmax(logits, label, own_items_mask(seqs, seqs - 1, rows, label, self.num_items),
+                                 denominator)
 
-    def _sampled_softmax(self, seqs: torch.Tensor, shared: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+    def _sampled_softmax(self, seqs: torch.Tensor, shared: torch.Tensor | None, mask: torch.Tensor,
+                         denominator: torch.Tensor | None) -> torch.Tensor:
         """Softmax over the batch's distinct items (+ shared uniform negatives), corrected for how they were drawn."""
         flat = seqs.reshape(-1) if shared is None else torch.cat([seqs.reshape(-1), shared])
         table, inverse, distinct = self.encode_distinct(flat)
@@ -96,7 +107,7 @@ class Recommender(nn.Module):
         label = column[:, 1:][mask]
         logits = self.scorer.pairwise(states[mask], emb) + correction(
             self.inbatch_correction, self.log_popularity[cand], counts, slots, draws, self.num_items)
-        return candidate_softmax(logits, label, own_items_mask(seqs, column, rows, label, len(cand)))
+        return candidate_softmax(logits, label, own_items_mask(seqs, column, rows, label, len(cand)), denominator)
 
     def user_states(self, history: torch.Tensor) -> torch.Tensor:
         """history: (B, L) left-padded item ids -> (B, d) user state after the newest item."""
