@@ -309,6 +309,9 @@ def end_of_epoch(model, data, cfg: Config, device, run_dir: Path, progress: Prog
             board.epoch(epoch, loss, valid)
     log.info("epoch %d loss %.4f valid %s %s", epoch, loss,
              " ".join(f"{k}={v:.4f}" for k, v in valid.items() if "@" in k), "(best)" if improved else "")
+    if valid.get("nonfinite_users"):  # ranked last (metrics 0), so such an epoch is never the best by accident
+        log.warning("epoch %d: %d of %d validation users got a non-finite score (NaN/inf model output); they are "
+                    "ranked last", epoch, valid["nonfinite_users"], valid["users"])
     progress.epoch, progress.step, progress.loss_sum, progress.skipped = epoch + 1, 0, 0.0, 0
     if cfg.patience and progress.stale >= cfg.patience:
         log.info("early stop: no improvement of %s for %d epochs", cfg.select_metric, progress.stale)
