@@ -5,14 +5,18 @@ A checkpoint is a plain dict: {"format", "config" (asdict, plain types), "model"
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
+
+from adapter4rec.config import Config
 
 FORMAT = "adapter4rec/1"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -92,18 +96,44 @@ def _is_ours(path: Path) -> bool:
     return isinstance(ckpt, dict) and ckpt.get("format") == FORMAT
 
 
-def read_checkpoint(path: Path) -> dict:
+def read_checkpoint(path: Path, expected: str = "best.pt") -> dict:
+    """Read one of our checkpoints; every failure is a one-line CheckpointError naming the file. `expected` is the
+    file a run folder holds for this use (best.pt; last.pt to resume), suggested when `path` is a folder."""
+    if path.is_dir():
+        inside = path / expected
+        held = sorted(p.name for p in path.glob("*.pt"))[:4]
+        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file; " + (
+            f"give the file inside it: {inside}" if inside.is_file() else
+            f"it holds no {expected} (.pt files there: {', '.join(held) or 'none'}); give a checkpoint file"))
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of a file it then refuses
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated/corrupt zip archives
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
+        raise CheckpointError(f"checkpoint {path} cannot be read ({_load_failure(err, path)}); "
                               f"is it truncated or not a torch checkpoint?") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or ckpt.get("format") != FORMAT:
         raise ForeignCheckpointError(f"checkpoint {path} is not an adapter4rec checkpoint (format {FORMAT!r} "
                                      f"with a 'model' entry)", ckpt)
     return ckpt
+
+
+def _load_failure(err: Exception, path: Path) -> str:
+    """torch.load's reason in one short line: its multi-line weights_only message is advice about loading the file
+    with weights_only=False (arbitrary code), not about the file; its specific part is the unpickler's own error."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+        first = detail[0].strip().split(". ")[0].rstrip(".") if detail else "refused"
+        text = f"not a weights-only torch file: {first}"
+    elif not text.strip():
+        text = "the file is empty" if path.stat().st_size == 0 else "the data ends early"
+    else:
+        text = text.strip().splitlines()[0].split(". ")[0].rstrip(".")
+    text = text if len(text) <= 160 else text[:157] + "..."
+    return f"{type(err).__name__}: {text}"
 
 
 # settings that must match between a source checkpoint and the model it is loaded into
@@ -143,8 +173,26 @@ def load_source(model: torch.nn.Module, path: Path, config: dict) -> dict:
     return source_cfg
 
 
-# what a warm-start run must share with the run it starts: the model, the target, and the backbone under its head
-WARM_MATCH = MUST_MATCH + ("arch", "item_encoder", "dataset", "source_checkpoint")
+# what a warm-start run must share with the run it starts: the model, the target data, the backbone under its head,
+# and what the head was trained to read and score: the item features (which items, their text or images, pooling)
+# and the score (dot or cosine, at which temperature)
+WARM_MATCH = MUST_MATCH + ("arch", "item_encoder", "dataset", "users_file", "items_file", "source_checkpoint",
+                           "modality", "item_pooling", "score", "learn_temperature")
+# the same, for keys that only mean something under some settings: (key, when it matters, judged on either run)
+WARM_MATCH_IF = (("text_fields", lambda c: c.get("modality", "text") == "text"),
+                 ("max_title_tokens", lambda c: c.get("modality", "text") == "text"),
+                 ("images_lmdb", lambda c: c.get("modality") == "image"),
+                 ("missing_images", lambda c: c.get("modality") == "image"),
+                 ("temperature", lambda c: c.get("score") == "cosine"))
+
+
+def warm_mismatches(warm: dict, config: dict) -> list[str]:
+    """`key: warm run A, this run B` for every setting in which a warm-start run's config differs from this run's
+    where it must not (WARM_MATCH, WARM_MATCH_IF); a key the warm run's file predates counts as its default."""
+    defaults = dataclasses.asdict(Config())
+    keys = list(WARM_MATCH) + [k for k, matters in WARM_MATCH_IF if matters(warm) or matters(config)]
+    return [f"warm run {k}={warm.get(k, defaults.get(k))!r}, this run {k}={config.get(k)!r}" for k in keys
+            if warm.get(k, defaults.get(k)) != config.get(k)]
 
 
 def load_warm_start(model: torch.nn.Module, path: Path, config: dict) -> tuple[dict, int]:
@@ -161,11 +209,12 @@ def load_warm_start(model: torch.nn.Module, path: Path, config: dict) -> tuple[d
     if warm.get("stage") != "downstream":
         raise CheckpointError(f"{path}: warm_start reads a finished target (downstream) run's checkpoint; this one "
                               f"is stage={warm.get('stage')!r} (a source run goes to source_checkpoint)")
-    for key in WARM_MATCH:
-        if warm.get(key) != config.get(key):
-            raise CheckpointError(f"{path}: the warm-start run has {key}={warm.get(key)!r} but this run has "
-                                  f"{key}={config.get(key)!r}; they must match (the same model, target data and "
-                                  f"backbone under the trained head)")
+    differ = warm_mismatches(warm, config)
+    if differ:
+        raise CheckpointError(f"{path}: the warm-start run differs from this run in {len(differ)} setting(s) that must "
+                              f"match (the same model, target data, backbone, item features and score under the "
+                              f"trained head): {'; '.join(differ)}; warm-start from a run with these settings, or "
+                              f"set them as that run had them")
     state = ckpt["model"]
     _, unexpected, shapes = mismatches(model.state_dict(), state)  # a warm run holds a subset: none missing
     if unexpected or shapes:

@@ -26,7 +26,8 @@ from adapter4rec.checkpoint import FORMAT, CheckpointError, load_run_weights, re
 log = logging.getLogger(__name__)
 
 # config keys that may differ between the interrupted run and the resumed one
-# (nonfinite: a run stopped by a NaN loss may be continued with nonfinite=skip)
+# (nonfinite: a run stopped by a NaN loss may be continued with nonfinite=skip; epochs: only under a constant
+# learning-rate schedule, see find_resume)
 MAY_CHANGE = {"resume", "overwrite", "epochs", "progress", "num_workers", "save_every_steps", "patience", "device",
               "keep_last", "nonfinite", "tensorboard", "cache_dir", "deterministic"}
 
@@ -84,7 +85,7 @@ def find_resume(run_dir: Path, cfg) -> dict | None:
     path = run_dir / "last.pt" if cfg.resume == "auto" else cfg.resolve(cfg.resume)
     if cfg.resume == "auto" and (not path.is_file() or (run_dir / "results.json").is_file()):
         return None  # nothing to continue, or a finished run that is being run again from the start
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, expected="last.pt")
     if "progress" not in ckpt or "rng" not in ckpt:
         raise CheckpointError(f"{path} is not a resumable checkpoint (no progress / rng state)")
     stored = ckpt["config"]
@@ -92,12 +93,29 @@ def find_resume(run_dir: Path, cfg) -> dict | None:
     changed = {k: (stored.get(k, defaults[k]), v) for k, v in dataclasses.asdict(cfg).items()
                if k not in MAY_CHANGE and stored.get(k, defaults[k]) != v}
     if changed:
+        listed = sorted(changed.items())
+        more = f" (and {len(listed) - 8} more)" if len(listed) > 8 else ""
         raise CheckpointError(f"{path} was written by a different configuration; resuming would mix runs: "
-                              + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items())[:5]))
+                              + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in listed[:8]) + more)
+    check_epochs(path, stored.get("epochs", defaults["epochs"]), cfg)
     if len(ckpt["rng"]) != dist.world_size():
         raise CheckpointError(f"{path} was written by {len(ckpt['rng'])} process(es), this run has "
                               f"{dist.world_size()}: the data order cannot be continued exactly")
     return ckpt
+
+
+def check_epochs(path: Path, stored_epochs: int, cfg) -> None:
+    """epochs may change on resume under a constant schedule (training just runs longer or shorter); a linear or
+    cosine schedule is stretched over epochs x steps per epoch (optim.schedule_factor), so a new `epochs` would
+    silently change the learning rate of every step still to come, to a run that no single setting describes."""
+    if cfg.lr_schedule == "constant" or stored_epochs == cfg.epochs:
+        return
+    afresh = "overwrite=true" + (" resume=auto" if cfg.resume not in ("auto", "none") else "")
+    raise CheckpointError(f"{path} was written by a run with epochs={stored_epochs} and this one has "
+                          f"epochs={cfg.epochs}: lr_schedule={cfg.lr_schedule} decays the learning rate over "
+                          f"epochs x steps per epoch, so continuing would change the learning rate of every step "
+                          f"left to a schedule neither run has; keep epochs={stored_epochs} to continue exactly, or "
+                          f"start afresh with epochs={cfg.epochs} {afresh}")
 
 
 def restore(ckpt: dict, model, optimizer, scaler, negatives: torch.Generator) -> tuple[Progress, dict]:

@@ -227,3 +227,128 @@ def test_items_file_with_more_columns_than_the_format_is_refused(tmp_path):
     msg = str(err.value)
     assert f"{path}:2:" in msg and "5 tab-separated columns" in msg and "'news'" in msg
     assert len(read_items(_write(tmp_path, "ok.tsv", "i1\tTitle one\tAbstract\ni2\tTwo\n"))) == 2
+
+
+# ------------------------------------------------------------------------------------------ issue 26: one clear line
+@pytest.mark.parametrize("arg,key", [
+    ("--lr=inf", "lr"), ("--lr=nan", "lr"), ("--lr=-inf", "lr"), ("--item_encoder_lr=inf", "item_encoder_lr"),
+    ("--item_adapter_lr=nan", "item_adapter_lr"), ("--user_adapter_lr=1e999", "user_adapter_lr"),
+    ("--weight_decay=nan", "weight_decay"), ("--grad_clip=inf", "grad_clip"), ("--dropout=nan", "dropout"),
+    ("--temperature=inf", "temperature"), ("--side_cache_max_gb=inf", "side_cache_max_gb"),
+    ("--init_std=nan", "init_std"), ("--lora_alpha=inf", "lora_alpha"),
+])
+def test_nonfinite_float_values_are_refused(arg, key):
+    with pytest.raises(SystemExit) as err:
+        parse_args([arg])
+    msg = str(err.value.code)
+    assert msg.startswith(f"adapter4rec: config: {key}=") and "expected a finite number" in msg and "\n" not in msg
+    if key.endswith("lr"):
+        assert "> 0" in msg
+
+
+def test_learning_rates_must_be_positive():
+    for key in ("lr", "item_encoder_lr", "item_adapter_lr", "user_adapter_lr"):
+        with pytest.raises(SystemExit, match=f"{key}=0.0 is invalid; expected a positive number"):
+            parse_args([f"--{key}=0"])
+    assert parse_args(["--lr=0.5", "--grad_clip=1e3"]).lr == 0.5  # finite values pass
+
+
+@pytest.mark.parametrize("arg,want", [
+    ("--lerning_rate=0.1", "--lr"), ("--learning_rate=0.1", "--lr"), ("--learning-rate", "--lr"),
+    ("--bs=8", "--batch_size"), ("--batch=8", "--batch_size"), ("--epoch=2", "--epochs"),
+    ("--wd=0.1", "--weight_decay"), ("--seq_len=5", "--max_seq_len"), ("--maxlen=5", "--max_seq_len"),
+    ("--hidden=8", "--embedding_dim"), ("--d_model=8", "--embedding_dim"), ("--layers=1", "--num_blocks"),
+    ("--heads=1", "--num_heads"), ("--embeding-dim=8", "--embedding-dim"), ("--Epochs=2", "--epochs"),
+    ("--lr_shedule=cosine", "--lr_schedule"), ("--fine_tune_lr=1e-5", "--item_encoder_lr"),
+    ("--no_progress", "--progress=false"), ("--warmup=5", "--warmup_steps"),
+])
+def test_unknown_key_suggests_by_edit_distance_and_common_names(arg, want):
+    with pytest.raises(SystemExit) as err:
+        parse_args([arg])
+    msg = str(err.value.code)
+    assert msg.startswith(f"adapter4rec: unknown argument(s): {arg!r} (did you mean {want}?")
+    assert "learn_temperature" not in msg
+
+
+@pytest.mark.parametrize("arg", ["--zzzz=1", "--x=1", "--side=1", "--foo_bar_baz=2"])
+def test_unknown_key_far_from_every_key_gets_no_suggestion(arg):
+    with pytest.raises(SystemExit) as err:
+        parse_args([arg])
+    assert str(err.value.code) == f"adapter4rec: unknown argument(s): {arg!r}"
+
+
+def test_edit_distance_and_aliases():
+    import dataclasses
+
+    from adapter4rec.config import ALIASES, Config, edit_distance
+    assert [edit_distance(a, b) for a, b in [("kitten", "sitting"), ("abcd", "acbd"), ("", "ab"), ("lr", "lr")]] == \
+        [3, 1, 2, 0]
+    keys = {f.name for f in dataclasses.fields(Config)}
+    assert not set(ALIASES) & keys and {k for names in ALIASES.values() for k in names} <= keys
+
+
+def _tiny_model(head: bool = True):
+    import torch.nn as nn
+    model = nn.Module()
+    model.item_encoder = nn.Module()
+    model.item_encoder.backbone = nn.Linear(2, 2, bias=False)
+    if head:
+        model.item_encoder.proj = nn.Linear(2, 2, bias=False)
+    model.user_encoder = nn.Linear(2, 2, bias=False)
+    return model
+
+
+def test_peft_with_nothing_trainable_names_the_settings(capsys, monkeypatch):
+    from adapter4rec.adapters.trainable import set_trainable
+    from adapter4rec.config import Config
+    from adapter4rec.rundir import exit_on_user_error
+    cfg = Config(stage="downstream", tune="peft")
+    with pytest.raises(SystemExit) as err:
+        set_trainable(_tiny_model(), cfg)
+    msg = str(err.value.code)
+    assert msg.startswith("adapter4rec: config: tune=peft with adapter=none, train_head=false, "
+                          "train_user_encoder=false, tune_layernorm=false, tune_bias=false") and "\n" not in msg
+    assert "leaves no parameter to train" in msg and "train_head=true" in msg and "tune=all" in msg
+    # the entry points print it as one line with status 2
+    for key in ("A4R_DEBUG", "RANK"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(SystemExit) as status:
+        exit_on_user_error(lambda: set_trainable(_tiny_model(), cfg))
+    lines = capsys.readouterr().err.splitlines()
+    assert status.value.code == 2 and lines[0] == msg and "Traceback" not in "".join(lines)
+    # an ID item tower has no head: train_head alone trains nothing either, and the message says why
+    with pytest.raises(SystemExit, match=r"item_tower=id has no projection head"):
+        set_trainable(_tiny_model(head=False), Config(stage="downstream", tune="peft", item_tower="id",
+                                                      adapter_where="user", train_head=True))
+    set_trainable(_tiny_model(), Config(stage="downstream", tune="peft", train_head=True))  # something trains: ok
+
+
+def test_checkpoint_path_that_is_a_run_folder(tmp_path):
+    from adapter4rec.checkpoint import CheckpointError, read_checkpoint
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(tmp_path)
+    msg = str(err.value)
+    assert f"{tmp_path} is a folder" in msg and "holds no best.pt" in msg and "does not exist" not in msg
+    (tmp_path / "best.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=f"is a folder, not a checkpoint file; give the file inside it: "
+                                              f"{tmp_path / 'best.pt'}"):
+        read_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("content", ["random", "truncated", "empty"])
+def test_unreadable_checkpoint_is_one_short_line(tmp_path, content):
+    import random
+
+    import torch
+
+    from adapter4rec.checkpoint import CheckpointError, read_checkpoint
+    path = tmp_path / "best.pt"
+    torch.save({"w": torch.zeros(256)}, path)
+    data = {"random": random.Random(0).randbytes(4096), "truncated": path.read_bytes()[:600], "empty": b""}[content]
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    msg = str(err.value)
+    assert str(path) in msg and "truncated" in msg and "\n" not in msg and len(msg) < 300 + len(str(path))
+    assert "weights_only" not in msg and "arbitrary code" not in msg
+    assert content != "empty" or "(EOFError: the file is empty)" in msg

@@ -152,3 +152,49 @@ def test_sigterm_finishes_the_step_saves_and_resumes_exactly(tiny_bert, tiny_dat
     assert resumed["test"] == straight["test"]
     assert epochs_of(tmp_path / "b" / "r") == epochs_of(tmp_path / "a" / "r")
     assert "stopped by SIGTERM" in (tmp_path / "b" / "r" / "log.txt").read_text()
+
+
+def _last_pt(run_dir, **settings):
+    """A last.pt holding a config and empty resume state: enough for find_resume's checks (no weights are read)."""
+    import dataclasses
+
+    from adapter4rec.checkpoint import FORMAT
+    from adapter4rec.config import Config
+    cfg = Config(**settings)
+    save_atomic({"format": FORMAT, "config": dataclasses.asdict(cfg), "model": {}, "progress": {}, "rng": [{}]},
+                run_dir / "last.pt")
+    return cfg
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_resume_refuses_other_epochs_under_a_decaying_schedule(tmp_path, schedule):
+    import dataclasses
+
+    from adapter4rec.resume import find_resume
+    cfg = _last_pt(tmp_path, epochs=3, lr_schedule=schedule, warmup_steps=2)
+    assert find_resume(tmp_path, cfg)["config"]["epochs"] == 3  # the same settings resume
+    with pytest.raises(CheckpointError) as err:
+        find_resume(tmp_path, dataclasses.replace(cfg, epochs=5))
+    msg = str(err.value)
+    assert f"epochs=3 and this one has epochs=5: lr_schedule={schedule}" in msg and "\n" not in msg
+    assert "keep epochs=3 to continue exactly, or start afresh with epochs=5 overwrite=true" in msg
+    with pytest.raises(CheckpointError, match="overwrite=true resume=auto$"):  # resume=PATH: afresh needs auto
+        find_resume(tmp_path, dataclasses.replace(cfg, epochs=5, resume=str(tmp_path / "last.pt")))
+
+
+def test_resume_may_change_epochs_under_a_constant_schedule(tmp_path):
+    import dataclasses
+
+    from adapter4rec.resume import find_resume
+    cfg = _last_pt(tmp_path, epochs=3, lr_schedule="constant", warmup_steps=2)
+    assert find_resume(tmp_path, dataclasses.replace(cfg, epochs=5, patience=2)) is not None
+
+
+def test_resume_given_a_run_folder_suggests_its_last_pt(tmp_path):
+    import dataclasses
+
+    from adapter4rec.resume import find_resume
+    cfg = dataclasses.replace(_last_pt(tmp_path), resume=str(tmp_path))
+    with pytest.raises(CheckpointError, match=f"{tmp_path} is a folder, not a checkpoint file; give the file inside "
+                                              f"it: {tmp_path / 'last.pt'}$"):
+        find_resume(tmp_path, cfg)

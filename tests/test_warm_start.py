@@ -85,3 +85,63 @@ def test_warm_start_refuses_what_does_not_fit(tiny_bert, tiny_data, frozen_run):
                                     warm_start=out / "extra.pt"), data, CPU)
     with pytest.raises(SystemExit, match="warm_start=.*empty when stage=pretrain"):
         _config(tiny_bert, tiny_data, out, domain="source", warm_start=warm)
+
+
+def _warm_file(path, **settings):
+    """A warm-start checkpoint file holding only a config (the settings check runs before any weight is read)."""
+    warm = dataclasses.asdict(parse_args([f"--{k}={v}" for k, v in {"stage": "downstream", **settings}.items()]))
+    save_atomic({"format": FORMAT, "config": warm, "model": {}}, path)
+    return path
+
+
+def test_warm_start_refuses_other_item_features_or_scores_listing_every_key(tmp_path):
+    from adapter4rec.checkpoint import load_warm_start
+    path = _warm_file(tmp_path / "warm.pt", max_title_tokens=64, item_pooling="mean", text_fields="title,abstract",
+                      score="cosine", temperature=0.1, dataset="elsewhere")
+    this = dataclasses.asdict(parse_args(["--stage=downstream", "--score=cosine"]))
+    with pytest.raises(CheckpointError) as err:
+        load_warm_start(torch.nn.Linear(2, 2), path, this)
+    msg = str(err.value)
+    assert "\n" not in msg and "5 setting(s)" in msg
+    for part in ("warm run dataset='elsewhere', this run dataset='Dataset/default/source'",
+                 "warm run max_title_tokens=64, this run max_title_tokens=30",
+                 "warm run item_pooling='mean', this run item_pooling='cls'",
+                 "warm run text_fields='title,abstract', this run text_fields='title'",
+                 "warm run temperature=0.1, this run temperature=0.07", "warm run modality"):
+        assert (part in msg) == (part != "warm run modality"), part
+    # a differing score (or learned temperature) is named too; a temperature is compared only under cosine
+    dot = _warm_file(tmp_path / "dot.pt", temperature=0.5)
+    with pytest.raises(CheckpointError, match=r"2 setting\(s\).*: warm run score='dot', this run score='cosine'; "
+                                              r"warm run temperature=0.5, this run temperature=0.07; warm-start"):
+        load_warm_start(torch.nn.Linear(2, 2), dot, this)
+    dot_here = dataclasses.asdict(parse_args(["--stage=downstream"]))
+    assert load_warm_start(torch.nn.Linear(2, 2), dot, dot_here) == (torch.load(dot)["config"], 0)
+    image = _warm_file(tmp_path / "image.pt", modality="image", images_lmdb="other.lmdb")
+    with pytest.raises(CheckpointError, match="warm run modality='image', this run modality='text'; warm run "
+                                              "images_lmdb='other.lmdb', this run images_lmdb='images.lmdb'"):
+        load_warm_start(torch.nn.Linear(2, 2), image, dot_here)
+
+
+def test_the_amazon_study_lp_ft_pairs_pass_the_warm_start_check():
+    """study_amazon.py warm-starts each fine-tuning row from the frozen-features run at its own token budget: the
+    settings check must accept those pairs (loss, batch, dropout, learning rates, epochs, tune, adapter differ)."""
+    import importlib.util
+
+    from adapter4rec.checkpoint import warm_mismatches
+    from adapter4rec.config import REPO_ROOT
+    spec = importlib.util.spec_from_file_location("study_amazon", REPO_ROOT / "Downstream/Text/script/study_amazon.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+
+    def config(name):  # as the study's sweep passes it to Downstream/Text/run.py
+        settings = {**study.COMMON, "dataset": str(study.SCIENTIFIC), **study.RUNS[name]}
+        return dataclasses.asdict(parse_args([f"--{k}={v}" for k, v in settings.items()], stage="downstream",
+                                             modality="text"))
+    pairs = [(name, settings["warm_start"].split("/")[1]) for name, settings in study.RUNS.items()
+             if settings.get("warm_start")]
+    assert len(pairs) == 4
+    for name, warm in pairs:
+        assert warm_mismatches(config(warm), config(name)) == [], (name, warm)
+    # and the 64-token frozen run would be refused as the warm start of a 32-token row
+    assert warm_mismatches(config("amazon-sci-frozen-transfer"), config("amazon-sci-houlsby")) == \
+        ["warm run max_title_tokens=64, this run max_title_tokens=32"]

@@ -27,8 +27,10 @@ def adapter_parameter_names(model: nn.Module) -> set[str]:
 
 def set_trainable(model: nn.Module, cfg: Config) -> None:
     """tune=all: everything trains. tune=peft: pretrained parameters are frozen; adapter modules train, plus
-    the projection head (train_head), the user encoder (train_user_encoder), LayerNorms (tune_layernorm) and biases (tune_bias) when asked, and a
-    learned temperature (learn_temperature: a scalar the user asked to learn, part of no pretrained model)."""
+    the projection head (train_head), the user encoder (train_user_encoder), LayerNorms (tune_layernorm) and biases
+    (tune_bias) when asked, and a learned temperature (learn_temperature: a scalar the user asked to learn, part of
+    no pretrained model). Settings that leave nothing to train stop with a one-line SystemExit naming them
+    (nothing_trainable)."""
     if cfg.tune == "all":
         for param in model.parameters():
             param.requires_grad = True
@@ -48,6 +50,24 @@ def set_trainable(model: nn.Module, cfg: Config) -> None:
         train.update(n for n, _ in model.named_parameters() if n.startswith("scorer."))
     for name, param in model.named_parameters():
         param.requires_grad = name in train
+    if not any(param.requires_grad for param in model.parameters()):  # AdamW would fail on an empty list
+        raise SystemExit(f"adapter4rec: config: {nothing_trainable(model, cfg)}")
+
+
+# the settings that add trainable parameters under tune=peft
+PEFT_OPTIONS = ("adapter", "train_head", "train_user_encoder", "tune_layernorm", "tune_bias", "learn_temperature")
+
+
+def nothing_trainable(model: nn.Module, cfg: Config) -> str:
+    """Why tune=peft leaves every parameter of `model` frozen, and what to set instead (one line)."""
+    settings = ", ".join(f"{k}={str(getattr(cfg, k)).lower()}" for k in PEFT_OPTIONS)
+    why = ""
+    if cfg.train_head and not any(n.startswith("item_encoder.proj.") for n, _ in model.named_parameters()):
+        why = f" (item_tower={cfg.item_tower} has no projection head for train_head to train)"
+    return (f"tune=peft with {settings} leaves no parameter to train{why}; add something that trains: "
+            f"adapter=houlsby (or lora, parallel, ...), train_head=true, train_user_encoder=true, tune_layernorm=true "
+            f"or tune_bias=true (the frozen-features baseline is adapter=none train_head=true "
+            f"train_user_encoder=true), or tune=all to fine-tune every parameter")
 
 
 def lr_group(name: str, adapter_names: set[str]) -> str:
