@@ -10,9 +10,10 @@ from adapter4rec.config import Config
 from adapter4rec.data.files import (DataError, ItemCatalog, read_item_names, read_items, read_users,
                                     subsample_users)
 from adapter4rec.data.images import ImageSpec, PixelTable, build_pixel_cache, cache_path, summary
-from adapter4rec.data.split import LeaveOneOut, leave_one_out
+from adapter4rec.data.split import LeaveOneOut, cold_start_items, leave_one_out
 from adapter4rec.checkpoint import save_atomic
 from adapter4rec.data.text import TokenTable, build_token_table, cached_token_table, token_cache_path
+from adapter4rec.models.fusion import IdFusion
 from adapter4rec.models.item_encoders import IdItemEncoder, ImageItemEncoder, TextItemEncoder
 from adapter4rec.models.pretrained import checkpoint_dir, image_spec, load_backbone, load_tokenizer
 from adapter4rec.models.losses import Scorer
@@ -34,7 +35,9 @@ def load_data(cfg: Config) -> Data:
     folder = cfg.resolve(cfg.dataset)
     catalog = read_items(folder / cfg.items_file) if cfg.modality == "text" else read_item_names(folder / cfg.items_file)
     interactions = read_users(folder / cfg.users_file, catalog.index, cfg.min_seq_len, cfg.unknown_items)
-    split = leave_one_out(interactions, cfg.max_seq_len, cfg.eval_repeats, cfg.eval_candidates, cfg.train_windows)
+    cold = cold_start_items(len(catalog), cfg.cold_items)  # None unless the cold-start study asks for it
+    split = leave_one_out(interactions, cfg.max_seq_len, cfg.eval_repeats, cfg.eval_candidates, cfg.train_windows,
+                          cold)
     for name, part in (("validation", split.valid), ("test", split.test)):
         if not len(part):  # every metric would be a mean over no users; refused here, not reported as numbers
             raise DataError(f"{folder / cfg.users_file}: no {name} user left: of the {len(interactions.sequences)} "
@@ -45,7 +48,7 @@ def load_data(cfg: Config) -> Data:
     train_users = len(interactions.sequences)
     if cfg.user_fraction < 1:  # train on a nested share of the users; validate and test on all of them
         share = subsample_users(interactions, cfg.user_fraction, cfg.user_fraction_seed)
-        trained = leave_one_out(share, cfg.max_seq_len, cfg.eval_repeats, windows=cfg.train_windows)
+        trained = leave_one_out(share, cfg.max_seq_len, cfg.eval_repeats, windows=cfg.train_windows, cold=cold)
         train_users = len(share.sequences)
         split = LeaveOneOut(trained.train, split.valid, split.test, trained.item_counts, split.test_no_mask)
     candidates = len(catalog) if split.valid.candidates is None else int(split.valid.candidates.sum())
@@ -53,6 +56,7 @@ def load_data(cfg: Config) -> Data:
                  ranked_items=candidates,
                  item_duplicates_skipped=catalog.duplicates_skipped,
                  valid_users=len(split.valid), test_users=len(split.test),
+                 items_never_trained=int((split.window_counts[1:] == 0).sum()),
                  valid_repeats_skipped=split.valid.repeats_skipped, test_repeats_skipped=split.test.repeats_skipped)
     log.info("data %s: %s", folder, ", ".join(f"{k}={v}" for k, v in stats.items()))
     return Data(catalog, split, interactions.user_ids, stats)
@@ -66,11 +70,16 @@ def build_model(cfg: Config, data: Data) -> Recommender:
         backbone = load_backbone(folder, "image")
         spec = image_spec(folder, backbone.config)
         item_encoder = ImageItemEncoder(backbone, pixel_table(cfg, data, spec), spec, cfg.embedding_dim,
-                                        cfg.item_pooling)
+                                        cfg.item_pooling, head=cfg.item_head, experts=cfg.head_experts)
     else:
         folder = checkpoint_dir(cfg)
         tokens = token_table(cfg, data, folder)
-        item_encoder = TextItemEncoder(load_backbone(folder, "text"), tokens, cfg.embedding_dim, cfg.item_pooling)
+        item_encoder = TextItemEncoder(load_backbone(folder, "text"), tokens, cfg.embedding_dim, cfg.item_pooling,
+                                       head=cfg.item_head, experts=cfg.head_experts)
+    if cfg.item_tower == "fused":  # the target's own ID table: an item that never occurs in training has none
+        item_encoder.id_fusion = IdFusion(len(data.catalog), cfg.embedding_dim, cfg.item_fusion,
+                                          known=data.split.window_counts > 0, id_dropout=cfg.id_dropout,
+                                          init_std=cfg.init_std)
     user_encoder = SASRecEncoder(cfg.embedding_dim, cfg.max_seq_len, cfg.num_blocks, cfg.num_heads, cfg.dropout,
                                  cfg.init_std)
     scorer = Scorer(cfg.score, cfg.temperature, cfg.learn_temperature)

@@ -137,7 +137,9 @@ def _load_failure(err: Exception, path: Path) -> str:
 
 
 # settings that must match between a source checkpoint and the model it is loaded into
-MUST_MATCH = ("item_tower", "embedding_dim", "num_blocks", "num_heads", "max_seq_len")
+MUST_MATCH = ("embedding_dim", "num_blocks", "num_heads", "max_seq_len")
+# parameters a source never hands over: the target's own ID table and its fusion (a source's are another domain's)
+TARGET_ONLY = ("item_encoder.id_fusion.",)
 
 
 def mismatches(own: dict, state: dict) -> tuple[list[str], list[str], list[str]]:
@@ -156,28 +158,38 @@ def load_source(model: torch.nn.Module, path: Path, config: dict) -> dict:
     source_cfg = ckpt.get("config", {})
     if source_cfg.get("item_tower") == "id" or config.get("item_tower") == "id":
         raise CheckpointError(f"{path}: an ID item tower cannot transfer to a new domain (its items differ); "
-                              f"use item_tower=modal in both stages")
+                              f"use item_tower=modal (or fused) in both stages")
     for key in MUST_MATCH:
         if key in source_cfg and source_cfg[key] != config.get(key):
             raise CheckpointError(f"{path}: source {key}={source_cfg[key]!r} but this run has "
                                   f"{key}={config.get(key)!r}; they must match to transfer")
-    state = ckpt["model"]
-    missing, unexpected, shapes = mismatches(model.state_dict(), state)
+    fresh = fresh_on_target(source_cfg, config)
+    state = {k: v for k, v in ckpt["model"].items() if not k.startswith(fresh)}
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(fresh)}
+    missing, unexpected, shapes = mismatches(own, state)
     if missing or unexpected or shapes:
         enc = source_cfg.get("item_encoder", "?")
         raise CheckpointError(
             f"{path} does not fit this model (source item_encoder={enc!r}, this run "
             f"item_encoder={config.get('item_encoder')!r}): {len(missing)} missing key(s) {missing[:4]}, "
             f"{len(unexpected)} unexpected key(s) {unexpected[:4]}, {len(shapes)} shape mismatch(es) {shapes[:3]}")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=False)  # every key but the fresh ones, checked both ways above
     return source_cfg
+
+
+def fresh_on_target(source_cfg: dict, config: dict) -> tuple[str, ...]:
+    """Key prefixes the target starts afresh instead of loading: the target-only ID fusion, and the item head when
+    the source's is of another kind (item_head: a linear source head under a whitening MoE target head)."""
+    if source_cfg.get("item_head", "linear") != config.get("item_head", "linear"):
+        return TARGET_ONLY + ("item_encoder.proj.",)
+    return TARGET_ONLY
 
 
 # what a warm-start run must share with the run it starts: the model, the target data, the backbone under its head,
 # and what the head was trained to read and score: the item features (which items, their text or images, pooling)
 # and the score (dot or cosine, at which temperature)
 WARM_MATCH = MUST_MATCH + ("arch", "item_encoder", "dataset", "users_file", "items_file", "source_checkpoint",
-                           "modality", "item_pooling", "score", "learn_temperature")
+                           "modality", "item_pooling", "score", "learn_temperature", "item_tower", "item_head")
 # the same, for keys that only mean something under some settings: (key, when it matters, judged on either run)
 WARM_MATCH_IF = (("text_fields", lambda c: c.get("modality", "text") == "text"),
                  ("max_title_tokens", lambda c: c.get("modality", "text") == "text"),

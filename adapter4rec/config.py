@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapter4rec.flag_suggest import suggest
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,8 +49,18 @@ class Config:
     cache_dir: str = _opt("Dataset/cache", "where item tokens, decoded pixels and frozen backbone states are cached "
                           "(keyed: rebuilt when what they depend on changes)")
     # --- item tower
-    item_tower: str = _opt("modal", "modal: encode item content; id: learned item-ID embedding baseline",
-                           ("modal", "id"))
+    item_tower: str = _opt("modal", "modal: encode item content; id: learned item-ID embedding baseline; fused: "
+                           "content + a target item-ID embedding (items never trained: content alone)",
+                           ("modal", "id", "fused"))
+    item_fusion: str = _opt("sum", "item_tower=fused: how content c and ID e combine: sum (c + e), concat "
+                            "(Linear([c; e]), c + e at init), gate (g c + (1 - g) e per dimension)",
+                            ("sum", "concat", "gate"))
+    id_dropout: float = _opt(0.0, "item_tower=fused: share of a step's items embedded without their ID in "
+                             "training (item drop), so the content path alone stays usable for cold items")
+    item_head: str = _opt("linear", "the item tower's head over the pooled backbone state: linear (Linear + GELU, "
+                          "paper) or moe (UniSRec's whitening mixture: softmax-gated experts (x - b_i) W_i)",
+                          ("linear", "moe"))
+    head_experts: int = _opt(8, "item_head=moe: number of whitening experts k")
     item_encoder: str = _opt("all-MiniLM-L6-v2", "Hugging Face checkpoint folder under pretrained_models_dir "
                              "(or a path): bert_base_uncased, roberta_base, all-MiniLM-L6-v2, ...; images: "
                              "vit-base-patch16-224, mae, vit-tiny-demo, ...")
@@ -86,6 +98,9 @@ class Config:
     train_windows: str = _opt("last", "training windows per user: last (the newest L+1 items, paper) or all "
                               "(windows L items apart, so every training interaction is a target once per epoch)",
                               ("last", "all"))
+    cold_items: float = _opt(0.0, "cold-start study: this share of the items (seeded, the same for every run) is "
+                             "removed from every training window, so they are never trained; the cold-start slice "
+                             "of results.json (test targets never in training) then holds their test users")
     # --- optimisation
     epochs: int = _opt(10, "training epochs")
     batch_size: int = _opt(32, "users per step per process")
@@ -103,6 +118,8 @@ class Config:
     # --- transfer
     source_checkpoint: str = _opt("", "downstream: the source run's checkpoint (e.g. runs/<name>/best.pt); "
                                   "empty = train on the target from scratch")
+    zero_shot: bool = _opt(False, "downstream: no target training; the source model (item_tower=modal, "
+                           "adapter=none) is evaluated on the target as it is")
     warm_start: str = _opt("", "downstream: a finished target run's checkpoint (runs/<name>/best.pt, adapter=none, "
                            "same data, model, source_checkpoint, item features and score: checkpoint.WARM_MATCH) "
                            "loaded over the source weights before adapters are added: LP-FT, the head and user "
@@ -269,7 +286,25 @@ class Config:
             _bad("init_std", self.init_std, "0 (xavier_normal) or a positive standard deviation")
         if self.stage == "pretrain" and self.warm_start:
             _bad("warm_start", self.warm_start, "empty when stage=pretrain")
+        if self.learn_temperature and self.temperature < 0.01:
+            _bad("temperature", self.temperature, ">= 0.01 with learn_temperature (a learned 1/tau is capped at 100)")
+        self._validate_transfer_extras()
         return self
+
+    def _validate_transfer_extras(self) -> None:
+        """The ID + content tower, the whitening head, the cold-start study and zero-shot evaluation."""
+        if not 0 <= self.id_dropout < 1:
+            _bad("id_dropout", self.id_dropout, "a share in [0, 1)")
+        if self.head_experts < 1:
+            _bad("head_experts", self.head_experts, "a positive number of experts")
+        if not 0 <= self.cold_items < 1:
+            _bad("cold_items", self.cold_items, "a share of the items in [0, 1)")
+        if self.item_tower == "id" and self.item_head != "linear":
+            _bad("item_head", self.item_head, "linear with item_tower=id (an ID table has no head)")
+        if self.zero_shot and (self.stage != "downstream" or not self.source_checkpoint or self.warm_start
+                               or self.item_tower != "modal" or self.adapter != "none"):
+            _bad("zero_shot", True, "only with stage=downstream, a source_checkpoint, item_tower=modal, adapter=none "
+                 "and no warm_start (the source model is evaluated as it is: nothing new may be added to it)")
 
 
 # every learning-rate key (each must be a finite number > 0)
@@ -314,98 +349,14 @@ def parse_args(argv: list[str], **defaults) -> Config:
     parser = build_parser(base)
     known, unknown = parser.parse_known_args(argv)
     if unknown:
-        raise SystemExit("adapter4rec: unknown argument(s): " + ", ".join(f"{arg!r}{suggest(arg)}" for arg in unknown))
+        kinds = {f.name: type(f.default) for f in dataclasses.fields(Config)}
+        raise SystemExit("adapter4rec: unknown argument(s): "
+                         + ", ".join(f"{arg!r}{suggest(arg, kinds)}" for arg in unknown))
     values = {k: v for k, v in vars(known).items() if not k.startswith("_")}
     try:
         return Config(**values).validate()
     except ValueError as err:
         raise SystemExit(f"adapter4rec: {err}") from None
-
-
-# other names of our keys: common spellings elsewhere (PyTorch / Hugging Face / RecBole habits) and the original
-# Adapter4Rec code's flags (docs/original.md); an unknown argument close to one of them suggests our key
-ALIASES: dict[str, tuple[str, ...]] = {
-    "learning_rate": ("lr",), "learningrate": ("lr",), "batch": ("batch_size",), "bs": ("batch_size",),
-    "batchsize": ("batch_size",), "train_batch_size": ("batch_size",), "epoch": ("epochs",),
-    "num_epochs": ("epochs",), "n_epochs": ("epochs",), "max_epochs": ("epochs",), "wd": ("weight_decay",),
-    "l2_weight": ("weight_decay",), "seq_len": ("max_seq_len",), "maxlen": ("max_seq_len",),
-    "max_len": ("max_seq_len",), "max_seq_length": ("max_seq_len",), "hidden": ("embedding_dim",),
-    "hidden_size": ("embedding_dim",), "hidden_units": ("embedding_dim",), "d_model": ("embedding_dim",),
-    "dim": ("embedding_dim",), "embed_dim": ("embedding_dim",), "emb_dim": ("embedding_dim",),
-    "embedding_size": ("embedding_dim",), "layers": ("num_blocks",), "num_layers": ("num_blocks",),
-    "n_layers": ("num_blocks",), "transformer_block": ("num_blocks",), "heads": ("num_heads",),
-    "n_heads": ("num_heads",), "num_attention_heads": ("num_heads",), "drop_rate": ("dropout",),
-    "dropout_prob": ("dropout",), "max_grad_norm": ("grad_clip",), "clip_grad_norm": ("grad_clip",),
-    "warmup": ("warmup_steps",), "scheduler": ("lr_schedule",), "lr_scheduler": ("lr_schedule",),
-    "fine_tune_lr": ("item_encoder_lr",), "backbone_lr": ("item_encoder_lr",), "bert_lr": ("item_encoder_lr",),
-    "adapter_lr": ("item_adapter_lr", "user_adapter_lr"), "adapter_bert_lr": ("item_adapter_lr",),
-    "adapter_cv_lr": ("item_adapter_lr",), "adapter_sasrec_lr": ("user_adapter_lr",),
-    "adapter_size": ("item_adapter_size", "user_adapter_size"), "bert_adapter_down_size": ("item_adapter_size",),
-    "cv_adapter_down_size": ("item_adapter_size",), "adapter_down_size": ("user_adapter_size",),
-    "lora_r": ("item_adapter_size", "user_adapter_size"), "lora_rank": ("item_adapter_size", "user_adapter_size"),
-    "adapter_type": ("adapter",),
-    "adding_adapter_to": ("adapter_where",), "fine_tune_to": ("tune",), "finetune_layernorm": ("tune_layernorm",),
-    "n_tokens": ("prompt_tokens",), "root_data_dir": ("dataset",), "data": ("dataset",), "behaviors": ("users_file",),
-    "news": ("items_file",), "lmdb_data": ("images_lmdb",), "news_attributes": ("text_fields",),
-    "num_words_title": ("max_title_tokens",), "max_tokens": ("max_title_tokens",),
-    "bert_model_load": ("item_encoder",), "cv_model_load": ("item_encoder",), "model_name": ("item_encoder",),
-    "pretrained_model_name": ("source_checkpoint",), "pretrained_recsys_model": ("source_checkpoint",),
-    "checkpoint": ("source_checkpoint", "resume"), "load_ckpt_name": ("resume",), "out_dir": ("output_dir",),
-    "output": ("output_dir",), "name": ("run_name",), "metric": ("select_metric",), "k": ("topk",),
-}
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Damerau-Levenshtein distance (optimal string alignment): insertions, deletions, substitutions and swaps of
-    two adjacent characters each cost 1."""
-    previous2, previous = None, list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        row = [i] + [0] * len(b)
-        for j in range(1, len(b) + 1):
-            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (a[i - 1] != b[j - 1]))
-            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
-                row[j] = min(row[j], previous2[j - 2] + 1)
-        previous2, previous = previous, row
-    return previous[len(b)]
-
-
-def _close_enough(distance: int, word: str) -> bool:
-    """A typo, not another word: at most 1 edit up to 5 characters, 2 up to 10, 3 beyond, and under half the
-    word (so `--x` is not read as `--lr`)."""
-    return distance <= (1 if len(word) <= 5 else 2 if len(word) <= 10 else 3) and distance < len(word) / 2
-
-
-def suggest(arg: str) -> str:
-    """' (did you mean --key?)' for an unknown command-line argument, '' when no key is close.
-
-    Candidates: every key (typed with dashes or underscores, in any case), `--no_KEY` for a boolean key, and the
-    ALIASES; the closest by edit distance win (up to 3), else the keys (up to 3) that start with what was typed
-    (allow_abbrev is off: a prefix is never taken as the key)."""
-    if not arg.startswith("-") or arg.lstrip("-") == "":
-        return ""
-    typed = arg.lstrip("-").split("=", 1)[0]
-    key = typed.lower().replace("-", "_")
-    dashed = "-" in typed and "_" not in typed
-
-    def flag(name: str) -> str:
-        return "--" + (name.replace("_", "-") if dashed else name)
-    kinds = {f.name: type(f.default) for f in dataclasses.fields(Config)}
-    if key.startswith("no_") and kinds.get(key[3:]) is bool:
-        return f" (did you mean {flag(key[3:])}=false?)"
-    candidates = [(name, (name,)) for name in kinds] + list(ALIASES.items())
-    scored = [(edit_distance(key, spelling), spelling, names) for spelling, names in candidates]
-    scored = [(d, spelling, names) for d, spelling, names in scored if _close_enough(d, spelling)]
-    if scored:
-        best = min(d for d, _, _ in scored)
-        hits = [(spelling, names) for d, spelling, names in scored if d == best]
-    else:
-        hits = [(name, (name,)) for name in kinds if len(key) >= 4 and name.startswith(key)]
-    targets = list(dict.fromkeys(name for _, names in hits for name in names))
-    if not targets or len(targets) > 3:
-        return ""
-    aliases = [spelling for spelling, _ in hits if spelling in ALIASES]
-    note = f" {aliases[0]} is called {' / '.join(ALIASES[aliases[0]])} here" if aliases else ""
-    return f" (did you mean {' or '.join(flag(t) for t in targets)}?{note})"
 
 
 def from_dict(values: dict) -> Config:

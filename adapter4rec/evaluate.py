@@ -28,13 +28,14 @@ A split without users gives NaN metrics, never 0.0 (_average_over_users).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
 import torch
 
 from adapter4rec import dist
-from adapter4rec.data.split import EvalSplit
+from adapter4rec.data.split import EvalSplit, gather_csr
 from adapter4rec.ranking import count_until
 from adapter4rec.rundir import progress_bar
 
@@ -91,15 +92,6 @@ def metrics_from_counts(greater: torch.Tensor, ties: torch.Tensor, ks: list[int]
     return out
 
 
-def _gather_csr(ptr: torch.Tensor, items: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(row position in `rows`, item) pairs of the CSR rows `rows`, fully vectorised."""
-    starts, counts = ptr[rows], ptr[rows + 1] - ptr[rows]
-    total = int(counts.sum())
-    which = torch.repeat_interleave(torch.arange(len(rows)), counts)
-    offsets = torch.arange(total) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-    return which, items[torch.repeat_interleave(starts, counts) + offsets]
-
-
 def _average_over_users(split: EvalSplit, ks: list[int], batch_size: int,
                         per_chunk: Callable[[torch.Tensor], dict[str, torch.Tensor]], progress: bool, desc: str,
                         batches_per_call: int = 1) -> dict:
@@ -141,7 +133,7 @@ def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], split: EvalSplit,
         scores[:, 0] = -math.inf
         if excluded is not None:
             scores[:, excluded] = -math.inf
-        which, seen = _gather_csr(split.seen_ptr, split.seen_items, rows)
+        which, seen = gather_csr(split.seen_ptr, split.seen_items, rows)
         scores[which.to(device), seen.to(device)] = -math.inf
         return rank_metrics(scores, split.target[rows].to(device), ks)
     return _average_over_users(split, ks, batch_size, per_chunk, progress, desc)
@@ -166,7 +158,7 @@ def evaluate_embeddings(users: Callable[[torch.Tensor], torch.Tensor], table: to
         batches = [block[s:s + batch_size] for s in range(0, len(block), batch_size)]
         # the user encoder may run under autocast
         vectors = torch.cat([users(split.history[rows].to(device)).float() for rows in batches])
-        which, seen = _gather_csr(split.seen_ptr, split.seen_items, block)
+        which, seen = gather_csr(split.seen_ptr, split.seen_items, block)
         target = split.target[block]
         if renumber is not None:
             target, seen = renumber[target], renumber[seen]
@@ -222,7 +214,7 @@ def top_k(users: Callable[[torch.Tensor], torch.Tensor], table: torch.Tensor, sp
     for start in range(0, len(split), batch_size):
         rows = torch.arange(start, min(start + batch_size, len(split)))
         u = users(split.history[rows].to(device)).float()
-        which, seen = _gather_csr(split.seen_ptr, split.seen_items, rows)
+        which, seen = gather_csr(split.seen_ptr, split.seen_items, rows)
         if renumber is not None:
             which, seen = which[renumber[seen] >= 0], renumber[seen][renumber[seen] >= 0]
         best = torch.full((len(rows), k), -math.inf, device=device)
@@ -270,3 +262,21 @@ def popularity_scorer(item_counts: torch.Tensor, device: torch.device) -> Callab
     """score_fn ranking items by training popularity, the same for every user."""
     counts = item_counts.double().to(device)
     return lambda history: counts.unsqueeze(0).expand(history.shape[0], -1)
+
+
+def autocast(cfg, device: torch.device):
+    """The run's precision (cfg.precision) as an autocast context for its encoders; fp32: none."""
+    if cfg.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def validate(model, split: EvalSplit, cfg, device: torch.device, desc: str) -> dict:
+    """Full-ranking metrics of a Recommender on `split` under the run's settings (cfg): the item table once (in
+    the run's precision), then users x item tiles (fp32 products)."""
+    model.eval()
+    with autocast(cfg, device):
+        table = model.item_table()
+        return evaluate_embeddings(model_user_fn(model, table), model.ranking_table(table), split, cfg.topk_list(),
+                                   cfg.eval_batch_size, device, cfg.eval_item_chunk, cfg.progress, desc)

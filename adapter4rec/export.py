@@ -26,7 +26,8 @@ from adapter4rec.build import load_data
 from adapter4rec.checkpoint import FORMAT, CheckpointError, load_run_weights, read_checkpoint, save_atomic
 from adapter4rec.config import from_dict
 from adapter4rec.rundir import seed_everything
-from adapter4rec.train import prepare_model, validate
+from adapter4rec.evaluate import validate
+from adapter4rec.train import prepare_model
 
 log = logging.getLogger("adapter4rec")
 # stored vs recomputed validation metric: equal on the run's device; another device or precision (GPU bf16 run,

@@ -36,8 +36,18 @@ STD_NOTE = ("Metrics: mean ± sample standard deviation (n - 1 denominator) over
 
 
 def method_name(cfg: dict) -> str:
-    """A readable name for what a run trained; ", LP-FT" when it started from a warm-start run's head."""
+    """A readable name for what a run trained: the method, then the item tower's extras (a whitening MoE head,
+    fused target IDs, a cold-start study's share), ", LP-FT" when it started from a warm-start run's head."""
+    if cfg.get("zero_shot"):
+        return "zero-shot: the source model, no target training"
     name = _trained(cfg)
+    if cfg.get("item_head", "linear") == "moe":
+        name += f", whitening MoE head (k = {cfg.get('head_experts', 8)})"
+    if cfg.get("item_tower") == "fused":
+        name += f", + target item IDs ({cfg.get('item_fusion', 'sum')}" + (
+            f", ID dropout {cfg['id_dropout']:g})" if cfg.get("id_dropout") else ")")
+    if cfg.get("cold_items"):
+        name += f", {cfg['cold_items']:.0%} of items cold"
     return f"{name}, LP-FT" if cfg.get("warm_start") else name
 
 

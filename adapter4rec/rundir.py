@@ -50,7 +50,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 def run_dir_of(cfg: Config) -> Path:
-    encoder = "id" if cfg.item_tower == "id" else Path(cfg.item_encoder).name
+    encoder = "id" if cfg.item_tower == "id" else Path(cfg.item_encoder).name + ("+id" if cfg.item_tower == "fused"
+                                                                                 else "")
     name = cfg.run_name or "-".join([cfg.stage, cfg.arch, cfg.loss, encoder, cfg.tune, f"seed{cfg.seed}"])
     return cfg.resolve(cfg.output_dir) / name
 

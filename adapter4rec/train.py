@@ -7,7 +7,6 @@ epoch-N.pt (the newest keep_last epochs), last.pt (resume state), results.json.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -21,14 +20,15 @@ from adapter4rec import dist
 from adapter4rec.adapters.methods import add_adapters
 from adapter4rec.adapters.trainable import set_trainable, trainable_state, trainable_summary
 from adapter4rec.build import build_model, load_data
-from adapter4rec.checkpoint import (FORMAT, ForeignCheckpointError, epoch_path, load_run_weights, load_source,
-                                    load_warm_start, prune_epoch_checkpoints, read_checkpoint, save_atomic)
+from adapter4rec.checkpoint import (FORMAT, ForeignCheckpointError, epoch_path, load_source, load_warm_start,
+                                    prune_epoch_checkpoints, save_atomic)
 from adapter4rec.config import Config
 from adapter4rec.data.shards import ShardedBatches
 from adapter4rec.data.split import sample_negatives
-from adapter4rec.evaluate import evaluate_embeddings, model_user_fn, popularity_vectors
+from adapter4rec.evaluate import autocast, validate
 from adapter4rec.optim import apply_schedule, build_optimizer
 from adapter4rec.original import is_original_checkpoint, load_original
+from adapter4rec.results import finish
 from adapter4rec.resume import Progress, StopSignals, find_resume, restore, rng_state, save_last, set_rng_state
 from adapter4rec.run_folder import claim, commit, decide, trim_metrics
 from adapter4rec.rundir import (attach_log_file, environment, progress_bar, run_dir_of, seed_everything,
@@ -38,13 +38,6 @@ from adapter4rec.tb import Board
 
 log = logging.getLogger("adapter4rec")
 MAX_SKIPS_IN_A_ROW = 20  # nonfinite=skip: this many consecutive non-finite updates end the run
-
-
-def autocast(cfg: Config, device: torch.device):
-    if cfg.precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, progress, negatives, resume_rng,
@@ -151,15 +144,6 @@ def skip_or_stop(fault: str, cfg: Config, progress: Progress, step: int) -> None
                     progress.epoch, step, progress.skipped)
 
 
-def validate(model, split, cfg, device, desc) -> dict:
-    """Full-ranking metrics of `model` on `split`: the item table once, then users x item chunks."""
-    model.eval()
-    with autocast(cfg, device):
-        table = model.item_table()
-        return evaluate_embeddings(model_user_fn(model, table), model.ranking_table(table), split, cfg.topk_list(),
-                                   cfg.eval_batch_size, device, cfg.eval_item_chunk, cfg.progress, desc)
-
-
 @dist.record_errors(quiet=user_error_types)
 def run(cfg: Config) -> dict:
     """Train and evaluate one configuration; returns the results dict (also written to results.json)."""
@@ -187,6 +171,10 @@ def _run(cfg: Config, device: torch.device, run_dir: Path, board: Board) -> dict
     seed_everything(cfg.seed, cfg.deterministic)  # same init on every rank; per-rank streams below
     data = load_data(cfg)
     model = prepare_model(cfg, data, device)
+    if cfg.zero_shot:
+        commit(run_dir, cfg, verdict, environment())
+        attach_log_file(run_dir)
+        return zero_shot(model, data, cfg, device, run_dir)
     ddp_model = dist.wrap_ddp(model, device)
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
@@ -232,6 +220,18 @@ def _run(cfg: Config, device: torch.device, run_dir: Path, board: Board) -> dict
     board.close()
     dist.barrier()
     return finish(model, data, cfg, device, run_dir, progress, time.time() - started)
+
+
+def zero_shot(model, data, cfg: Config, device, run_dir: Path) -> dict:
+    """No target training: the source model (its backbone, head and user encoder) ranks the target's items as it
+    is. Its validation metrics go into best.pt as an epoch's would (epoch -1), then it is tested."""
+    valid = validate(model, data.split.valid, cfg, device, "valid")
+    if dist.is_main():
+        save_atomic(checkpoint_of(model, cfg, -1, valid), run_dir / "best.pt")
+    log.info("zero-shot: the source model evaluated on the target without training; valid %s",
+             " ".join(f"{k}={v:.4f}" for k, v in valid.items() if k in ("hr@10", "ndcg@10")))
+    dist.barrier()
+    return finish(model, data, cfg, device, run_dir, Progress(best=valid[cfg.select_metric], best_epoch=-1), 0.0)
 
 
 def prepare_model(cfg: Config, data, device: torch.device) -> torch.nn.Module:
@@ -329,42 +329,9 @@ def save_epoch_checkpoints(ckpt: dict, cfg: Config, run_dir: Path, epoch: int, i
         prune_epoch_checkpoints(run_dir, epoch, cfg.keep_last)
 
 
-def finish(model, data, cfg: Config, device, run_dir: Path, progress: Progress, train_seconds: float) -> dict:
-    """Test the best checkpoint (and the popularity baseline on the same users); write results.json."""
-    best, best_epoch = progress.best, progress.best_epoch
-    load_run_weights(model, read_checkpoint(run_dir / "best.pt"))
-    test = validate(model, data.split.test, cfg, device, "test")
-    unmasked = None if data.split.test_no_mask is None else \
-        validate(model, data.split.test_no_mask, cfg, device, "test, no masking")
-    users, counts = popularity_vectors(data.split.item_counts)
-    popularity = evaluate_embeddings(users, counts, data.split.test, cfg.topk_list(), cfg.eval_batch_size, device,
-                                     cfg.eval_item_chunk)
-    results = {"run_dir": str(run_dir), "best_epoch": best_epoch, f"valid_{cfg.select_metric}": best,
-               "test": test, "popularity_test": popularity, "test_no_mask": unmasked,
-               "train_seconds": round(train_seconds, 1),
-               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-               "total_params": sum(p.numel() for p in model.parameters()), "data": data.stats,
-               "nonfinite_skipped": progress.skipped_total, "protocol": protocol(cfg)}
-    if dist.is_main():
-        (run_dir / "results.json").write_text(json.dumps(results, indent=1))
-    log.info("test (best epoch %d): %s | popularity: %s", best_epoch,
-             " ".join(f"{k}={v:.4f}" for k, v in test.items() if "@" in k),
-             " ".join(f"{k}={v:.4f}" for k, v in popularity.items() if "@" in k))
-    return results
-
-
 def checkpoint_of(model: torch.nn.Module, cfg: Config, epoch: int, metrics: dict) -> dict:
     """PEFT runs store only the trainable parameters (load = source checkpoint + these); others everything."""
     peft = cfg.tune == "peft"
     return {"format": FORMAT, "config": dataclasses.asdict(cfg), "epoch": epoch, "metrics": metrics,
             "kind": "trainable" if peft else "full", "source_checkpoint": cfg.source_checkpoint,
             "model": trainable_state(model) if peft else model.state_dict()}
-
-
-def protocol(cfg: Config) -> str:
-    masking = "whole history masked, users whose target repeats a history item skipped" \
-        if cfg.eval_repeats == "skip" else "no history masking"
-    ranked = "every item of the items file" if cfg.eval_candidates == "all" else \
-        "the items occurring in the kept users' sequences"
-    return (f"leave-one-out (valid = 2nd-to-last, test = last item), history of {cfg.max_seq_len} items, "
-            f"full ranking over {ranked}, {masking}, ties by expectation, K={cfg.topk}")

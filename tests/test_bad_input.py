@@ -280,7 +280,8 @@ def test_unknown_key_far_from_every_key_gets_no_suggestion(arg):
 def test_edit_distance_and_aliases():
     import dataclasses
 
-    from adapter4rec.config import ALIASES, Config, edit_distance
+    from adapter4rec.config import Config
+    from adapter4rec.flag_suggest import ALIASES, edit_distance
     assert [edit_distance(a, b) for a, b in [("kitten", "sitting"), ("abcd", "acbd"), ("", "ab"), ("lr", "lr")]] == \
         [3, 1, 2, 0]
     keys = {f.name for f in dataclasses.fields(Config)}

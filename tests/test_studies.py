@@ -10,9 +10,13 @@ from adapter4rec.config import REPO_ROOT
 
 
 def dry_run(script: str, *args: str) -> list[str]:
+    """The commands a study would start; a finished Amazon source run in this checkout's runs/ is reused instead,
+    and its `= ... reused` line stands in for its command (as --run_name=..., so the checks read alike)."""
     out = subprocess.run([sys.executable, str(REPO_ROOT / script), "--dry_run", *args], capture_output=True,
                          text=True, check=True, cwd=REPO_ROOT).stdout
-    return [line for line in out.splitlines() if line.startswith("+ ")]
+    reused = [f"= Pretraining/Text/run.py --run_name={line.split()[1].rstrip(':')} --seed=12345"
+              for line in out.splitlines() if line.startswith("= amazon-office-sasrec: finished")]
+    return reused + [line for line in out.splitlines() if line.startswith("+ ")]
 
 
 @pytest.mark.parametrize("tree", ["Text", "CV"])
@@ -50,7 +54,10 @@ def test_amazon_study_runs_its_source_once_and_a_chosen_subset():
     assert "--item_tower=id" in ids and "--loss=softmax" in ids and "--train_windows=all" in ids
     assert len(dry_run("Downstream/Text/script/study_amazon.py", "--only=amazon-sci-id-sasrec")) == 1  # no source
     everything = dry_run("Downstream/Text/script/study_amazon.py")
-    assert len(everything) == 13 and sum("--source_checkpoint=runs/" in c for c in everything) == 7
+    assert len(everything) == 19 and sum("--source_checkpoint=runs/" in c for c in everything) == 11
+    zero = [c for c in everything if "--zero_shot=true" in c]
+    assert len(zero) == 1 and "--source_checkpoint=runs/amazon-office-sasrec/best.pt" in zero[0]
+    assert sum("--cold_items=0.1" in c for c in everything) == 3 and sum("--item_tower=fused" in c for c in everything) == 3
     # LP-FT: every row whose backbone trains starts from the frozen-features row with its source and token budget
     warm = {c.split("--run_name=")[1].split()[0]: c.split("--warm_start=")[1].split()[0]
             for c in everything if "--warm_start=runs/" in c}
@@ -60,7 +67,7 @@ def test_amazon_study_runs_its_source_once_and_a_chosen_subset():
     order = [c.split("--run_name=")[1].split()[0] for c in everything]
     assert order.index("amazon-sci-frozen-scratch-32tok") < order.index("amazon-sci-scratch")
     assert order.index("amazon-sci-frozen-transfer-32tok") < order.index("amazon-sci-finetune")
-    assert sum("--adapter=side" in c for c in everything) == 3
+    assert sum("--adapter=side" in c for c in everything) == 7  # side, side + head + user (and its scratch), fused x 3, cold
 
 
 def test_amazon_study_seeds_repeat_the_target_runs_from_the_one_source():
@@ -86,9 +93,13 @@ def test_report_pools_a_base_run_with_its_later_seeds(tmp_path, monkeypatch):
 def test_amazon_settings_study_varies_one_setting_at_a_time():
     commands = dry_run("Downstream/Text/script/study_amazon_settings.py")
     frozen = [c for c in commands if "--adapter=none" in c]
-    side = [c for c in commands if "--adapter=side" in c]
+    side = [c for c in commands if "--adapter=side" in c and "--item_tower=fused" not in c]
+    fused = [c for c in commands if "--item_tower=fused" in c]
     ids = [c for c in commands if "--item_tower=id" in c]
-    assert (len(frozen), len(side), len(ids)) == (8, 5, 8) and len(commands) == 21
+    assert (len(frozen), len(side), len(fused), len(ids)) == (8, 6, 4, 8) and len(commands) == 26
+    assert all("--adapter=side" in c and "--source_checkpoint=runs/amazon-office-sasrec/best.pt" in c for c in fused)
+    assert ["--item_fusion=concat" in c or "--item_fusion=gate" in c or "--id_dropout=0.2" in c
+            or "--item_head=moe" in c for c in fused] == [True] * 4
     assert all("--train_head=true" in c and "--train_user_encoder=true" in c for c in frozen + side)
     assert sum("--max_seq_len=50" in c for c in ids) == sum("--embedding_dim=256" in c for c in ids) == 1
     assert sum("--embedding_dim=128" in c for c in ids) == sum("--lr_schedule=cosine" in c for c in ids) + 1 == 2

@@ -36,6 +36,8 @@ def set_trainable(model: nn.Module, cfg: Config) -> None:
             param.requires_grad = True
         return
     train = adapter_parameter_names(model)
+    # the target's ID table and fusion (item_tower=fused) are new on the target under every `tune`, like adapters
+    train.update(n for n, _ in model.named_parameters() if n.startswith("item_encoder.id_fusion."))
     if cfg.train_head:
         train.update(n for n, _ in model.named_parameters() if n.startswith("item_encoder.proj."))
     if cfg.train_user_encoder:
@@ -50,7 +52,7 @@ def set_trainable(model: nn.Module, cfg: Config) -> None:
         train.update(n for n, _ in model.named_parameters() if n.startswith("scorer."))
     for name, param in model.named_parameters():
         param.requires_grad = name in train
-    if not any(param.requires_grad for param in model.parameters()):  # AdamW would fail on an empty list
+    if not cfg.zero_shot and not any(param.requires_grad for param in model.parameters()):  # AdamW needs some
         raise SystemExit(f"adapter4rec: config: {nothing_trainable(model, cfg)}")
 
 

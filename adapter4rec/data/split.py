@@ -46,6 +46,22 @@ class EvalSplit:
     def __len__(self) -> int:
         return len(self.target)
 
+    def subset(self, rows: torch.Tensor) -> "EvalSplit":
+        """The users at positions `rows`, with their masking and the same candidates (e.g. the cold-start slice)."""
+        which, items = gather_csr(self.seen_ptr, self.seen_items, rows)
+        counts = torch.bincount(which, minlength=len(rows))
+        ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
+        return EvalSplit(self.users[rows], self.history[rows], self.target[rows], ptr, items, 0, self.candidates)
+
+
+def gather_csr(ptr: torch.Tensor, items: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(position in `rows`, item) pairs of the CSR rows `rows` (ptr (U+1,), items (nnz,)), in row order, vectorised."""
+    starts, counts = ptr[rows], ptr[rows + 1] - ptr[rows]
+    total = int(counts.sum())
+    which = torch.repeat_interleave(torch.arange(len(rows)), counts)
+    offsets = torch.arange(total) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    return which, items[torch.repeat_interleave(starts, counts) + offsets]
+
 
 @dataclass
 class LeaveOneOut:
@@ -126,11 +142,27 @@ def candidate_items(data: Interactions, which: str) -> torch.Tensor | None:
     return mask
 
 
+def cold_start_items(num_items: int, share: float, seed: int = 0) -> torch.Tensor | None:
+    """(num_items+1,) bool: a seeded `share` of the items (the same for every run and model: `seed` is not the
+    run's), held out of training by leave_one_out(cold=...) for the cold-start study; None for share 0."""
+    if share <= 0:
+        return None
+    order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed)) + 1
+    cold = torch.zeros(num_items + 1, dtype=torch.bool)
+    cold[order[:round(share * num_items)]] = True
+    return cold
+
+
 def leave_one_out(data: Interactions, max_seq_len: int, eval_repeats: str = "skip",
-                  candidates: str = "all", windows: str = "last") -> LeaveOneOut:
+                  candidates: str = "all", windows: str = "last", cold: torch.Tensor | None = None) -> LeaveOneOut:
+    """cold: (num_items+1,) bool items removed from every training window (never trained, so cold at evaluation
+    and recommendation as new items are); validation and test histories and targets keep them."""
     if min(len(s) for s in data.sequences) < 3:
         raise ValueError("leave_one_out needs every user to have >= 3 items (train pair, valid, test)")
     train_parts = [s[:-2] for s in data.sequences]
+    if cold is not None:
+        warm = ~cold.numpy()
+        train_parts = [part[warm[part]] for part in train_parts]
     counts = np.bincount(np.concatenate(train_parts), minlength=data.num_items + 1)
     counts[0] = 0
     valid, test = _eval_split(data, -2, max_seq_len, eval_repeats), _eval_split(data, -1, max_seq_len, eval_repeats)
@@ -138,8 +170,11 @@ def leave_one_out(data: Interactions, max_seq_len: int, eval_repeats: str = "ski
     valid.candidates = test.candidates = candidate_items(data, candidates)
     if unmasked is not None:
         unmasked.candidates = test.candidates
+    trained = training_windows(train_parts, max_seq_len, windows)
+    if cold is not None:  # a window left with fewer than 2 items has no loss position
+        trained = [window for window in trained if len(window) >= 2]
     return LeaveOneOut(
-        train=left_pad(training_windows(train_parts, max_seq_len, windows), max_seq_len + 1),
+        train=left_pad(trained, max_seq_len + 1),
         valid=valid,
         test=test,
         item_counts=torch.from_numpy(counts.astype(np.int64)),

@@ -1,9 +1,10 @@
 """Item towers: item indices (n,) -> embeddings (n, d). The padding item 0 is never passed in.
 
 TextItemEncoder: HF encoder over the item's tokens -> CLS hidden state (or the mean over the item's real
-tokens: item_pooling) -> Linear(hidden, d) -> GELU (paper reference §2.4). The token table is a
-non-persistent buffer: it moves with the model but is not saved in checkpoints (it is rebuilt from the items
-file and the tokenizer).
+tokens: item_pooling) -> the head: Linear(hidden, d) -> GELU (paper reference §2.4), or a whitening MoE
+(item_head; models/item_heads.py) -> with item_tower=fused, the target ID embedding fused in (models/fusion.py).
+The token table is a non-persistent buffer: it moves with the model but is not saved in checkpoints (it is
+rebuilt from the items file and the tokenizer).
 ImageItemEncoder: the same over ViT/MAE and the item's pixels (§2.5): CLS of the final-LayerNorm output
 (or the mean of its patch tokens). Mean pooling reads only the item's own tokens, never prompt tokens.
 
@@ -19,11 +20,12 @@ IdItemEncoder: a learned embedding per item (baseline; cannot transfer to new it
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from adapter4rec.data.images import ImageSpec, PixelTable
 from adapter4rec.data.text import TokenTable, gather_tokens, token_mask
+from adapter4rec.models.fusion import IdFusion
+from adapter4rec.models.item_heads import make_head
 from adapter4rec.models.prefix_cache import PrefixCache, frozen_prefix_depth, pool_states
 from adapter4rec.models.user_encoder import init_weight  # one init rule for the ID table and SASRec
 from adapter4rec.states.layers import estimate_bytes, layer_state_table, pooled_layer_states, tensor_digest
@@ -43,15 +45,16 @@ PREPARED_SIDE_LIMIT = 1 << 30
 
 
 class ContentItemEncoder(nn.Module):
-    """backbone(content of items) -> pooled state -> Linear(hidden, d) -> GELU. Subclasses say how an item's
+    """backbone(content of items) -> pooled state -> head (n, d) [-> ID fusion]. Subclasses say how an item's
     content reaches the backbone (`encode_states`)."""
 
-    def __init__(self, backbone: nn.Module, d: int, pooling: str = "cls"):
+    def __init__(self, backbone: nn.Module, d: int, pooling: str = "cls", head: str = "linear", experts: int = 8):
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise ValueError(f"item_pooling={pooling!r}: expected cls or mean")
         self.backbone, self.pooling = backbone, pooling
-        self.proj = nn.Linear(backbone.config.hidden_size, d)
+        self.proj = make_head(head, backbone.config.hidden_size, d, experts)  # item_heads.py: the item tower's head
+        self.id_fusion: IdFusion | None = None        # item_tower=fused: the target's ID table and how it joins
         self.cls_cache: torch.Tensor | None = None  # (num_items+1, hidden) when the backbone is frozen
         self.prefix: PrefixCache | None = None       # when only its top layers train
         self.side = None                              # adapters/side.py SideNetwork, set by adapter=side
@@ -117,7 +120,8 @@ class ContentItemEncoder(nn.Module):
             hidden = self.prefix.finish(items)
         else:
             hidden = self.encode_cls(items)
-        return F.gelu(self.proj(hidden))  # (n, d) from the CLS token
+        content = self.proj(hidden)  # (n, d) from the pooled state
+        return content if self.id_fusion is None else self.id_fusion(content, items)
 
     @torch.no_grad()
     def cache_backbone(self, store=None, limit_bytes: int = 4 << 30, side_limit_bytes: int | None = None) -> str:
@@ -159,8 +163,8 @@ class ContentItemEncoder(nn.Module):
 class TextItemEncoder(ContentItemEncoder):
     """Items' token rows (a non-persistent buffer: rebuilt from the items file, never saved)."""
 
-    def __init__(self, backbone: nn.Module, tokens: TokenTable, d: int, pooling: str = "cls"):
-        super().__init__(backbone, d, pooling)
+    def __init__(self, backbone: nn.Module, tokens: TokenTable, d: int, pooling: str = "cls", **head):
+        super().__init__(backbone, d, pooling, **head)
         self.register_buffer("token_ids", tokens.ids, persistent=False)
         self.register_buffer("token_lengths", tokens.lengths, persistent=False)
 
@@ -196,8 +200,9 @@ class ImageItemEncoder(ContentItemEncoder):
     """Items' pixels from a memory-mapped uint8 table (kept on the host: a catalogue of 224px images does not
     belong in GPU memory); only the rows of the batch's distinct items are copied to the device."""
 
-    def __init__(self, backbone: nn.Module, pixels: PixelTable, spec: ImageSpec, d: int, pooling: str = "cls"):
-        super().__init__(backbone, d, pooling)
+    def __init__(self, backbone: nn.Module, pixels: PixelTable, spec: ImageSpec, d: int, pooling: str = "cls",
+                 **head):
+        super().__init__(backbone, d, pooling, **head)
         self.pixels = pixels
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)

@@ -8,6 +8,8 @@ the UniSRec preprocessing (item text = title. categories. brand.).
 Runs (every one early-stopped on validation NDCG@10, tested once; history masked, and the same checkpoint also
 tested unmasked, the protocol of the published numbers):
   source   SASRec + MiniLM trained end to end on Office.
+  beyond   the side row with the target's item IDs fused in (from Office and without it); zero-shot (the Office
+           model on Scientific without training); the cold-start study (10% of items never trained: ID, text, fused)
   target   ID-SASRec; frozen MiniLM features under a trained head + SASRec, from scratch and from the Office model
            (the backbone state of every item is cached, so these train in minutes); and the paper's question
            (backbone on the backward path every step): text SASRec from scratch, full fine-tuning, Houlsby, LoRA,
@@ -89,6 +91,18 @@ RUNS = {  # run name -> the target run's settings
 }
 # the same side network over the plain MiniLM, without the Office model: what the source adds to it
 RUNS["amazon-sci-side-head-user-scratch"] = dict(RUNS["amazon-sci-side-head-user"], source_checkpoint="")
+# beyond text only: the side + head + user row with the target's own item IDs fused in (transductive, as
+# UniSRec_ID), from Office and without it; the fusion chosen on validation NDCG@10 (study_amazon_settings.py)
+FUSED = dict(RUNS["amazon-sci-side-head-user"], item_tower="fused", item_fusion="sum")
+RUNS["amazon-sci-fused"] = FUSED
+RUNS["amazon-sci-fused-scratch"] = dict(FUSED, source_checkpoint="")
+# what the text model buys before any target training: the Office model on Scientific as it is (its own token
+# budget, 32), and on items it never trained on: the cold-start study (10% of the items held out of training)
+RUNS["amazon-sci-zero-shot"] = dict(FROZEN, max_title_tokens=32, zero_shot=True, source_checkpoint=FROM_SOURCE)
+COLD = dict(cold_items=0.1)
+RUNS["amazon-sci-cold-id-sasrec"] = dict(RUNS["amazon-sci-id-sasrec"], **COLD)
+RUNS["amazon-sci-cold-side-head-user"] = dict(RUNS["amazon-sci-side-head-user"], **COLD)
+RUNS["amazon-sci-cold-fused"] = dict(FUSED, **COLD)
 
 
 def convert() -> None:

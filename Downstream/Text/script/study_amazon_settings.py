@@ -7,7 +7,8 @@ tokens), and the loss: full-catalogue softmax against the in-batch softmax with 
 (multiplicity, popularity = the correction this project used before, inclusion). The `settings-id-*` runs vary
 the study's ID-SASRec row (history length, width, learning rate, batch size, bf16 or fp32, initial weights;
 RecBole's defaults are L = 50, d = 64, lr 1e-3, batch 2048, normal(0, 0.02)), the `settings-side-*` runs its
-side network + head + user encoder row (learning rates, dropout, side_pooling). Data: as study_amazon.py
+side network + head + user encoder row (learning rates, dropout, side_pooling), the `settings-fused-*` runs its
+fused (ID + text) row (the fusion, ID dropout, a whitening MoE head). Data: as study_amazon.py
 (converted there). Extra arguments go to every run; `--jobs=2` runs two at a time (as study_amazon.py);
 `--skip_done` continues; `--only=a,b` runs a subset.
 """
@@ -52,6 +53,13 @@ VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     "settings-id-init-0.02-width-256": dict(ID, init_std=0.02, embedding_dim=256),
     "settings-id-init-0.02-width-128-cosine-30": dict(ID, init_std=0.02, embedding_dim=128, lr_schedule="cosine",
                                                       epochs=30),
+    # the fused row (side + head + user from Office, target IDs added): how ID and text combine, ID dropout, and
+    # the whitening MoE head in place of the Office model's linear one
+    "settings-fused-concat": dict(STUDY["FUSED"], item_fusion="concat"),
+    "settings-fused-gate": dict(STUDY["FUSED"], item_fusion="gate"),
+    "settings-fused-id-dropout-0.2": dict(STUDY["FUSED"], id_dropout=0.2),
+    "settings-fused-moe-head": dict(STUDY["FUSED"], item_head="moe"),
+    "settings-side-head-user-moe-head": dict(STUDY["RUNS"]["amazon-sci-side-head-user"], item_head="moe"),
 }
 
 

@@ -1,0 +1,77 @@
+"""The end of a run: its best checkpoint tested once, and results.json.
+
+What is reported, on the test users: the metrics under the run's protocol and without history masking (the
+protocol of published numbers), the popularity baseline on the same users, and the cold-start slice: the test
+users whose target never occurs in the training windows, so an item the model never trained on (an ID model
+can only guess it; a content model embeds it from its text or image; see models/fusion.py for the fused one).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from adapter4rec import dist
+from adapter4rec.checkpoint import load_run_weights, read_checkpoint
+from adapter4rec.config import Config
+from adapter4rec.evaluate import evaluate_embeddings, popularity_vectors, validate
+
+log = logging.getLogger("adapter4rec")
+
+
+def finish(model, data, cfg: Config, device, run_dir: Path, progress, train_seconds: float) -> dict:
+    """Test the best checkpoint (and the popularity baseline on the same users); write results.json."""
+    best, best_epoch = progress.best, progress.best_epoch
+    load_run_weights(model, read_checkpoint(run_dir / "best.pt"))
+    test = validate(model, data.split.test, cfg, device, "test")
+    unmasked = None if data.split.test_no_mask is None else \
+        validate(model, data.split.test_no_mask, cfg, device, "test, no masking")
+    popularity = popularity_on(data, data.split.test, cfg, device)
+    results = {"run_dir": str(run_dir), "best_epoch": best_epoch, f"valid_{cfg.select_metric}": best,
+               "test": test, "popularity_test": popularity, "test_no_mask": unmasked,
+               **cold_start_slice(model, data, cfg, device),
+               "train_seconds": round(train_seconds, 1),
+               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+               "total_params": sum(p.numel() for p in model.parameters()), "data": data.stats,
+               "nonfinite_skipped": progress.skipped_total, "protocol": protocol(cfg)}
+    if dist.is_main():
+        (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+    log.info("test (best epoch %d): %s | popularity: %s", best_epoch,
+             " ".join(f"{k}={v:.4f}" for k, v in test.items() if "@" in k),
+             " ".join(f"{k}={v:.4f}" for k, v in popularity.items() if "@" in k))
+    return results
+
+
+def popularity_on(data, split, cfg: Config, device) -> dict:
+    users, counts = popularity_vectors(data.split.item_counts)
+    return evaluate_embeddings(users, counts, split, cfg.topk_list(), cfg.eval_batch_size, device,
+                               cfg.eval_item_chunk)
+
+
+def cold_start_slice(model, data, cfg: Config, device) -> dict:
+    """{test_cold, test_cold_no_mask, popularity_test_cold}: the test users whose target never occurs in the
+    training windows (window_counts 0), under both protocols, and popularity there; {} when there are none."""
+    cold = data.split.window_counts == 0
+    out = {}
+    for key, split in (("test_cold", data.split.test), ("test_cold_no_mask", data.split.test_no_mask)):
+        rows = None if split is None else torch.nonzero(cold[split.target]).squeeze(1)
+        if rows is None or not len(rows):
+            continue
+        out[key] = validate(model, split.subset(rows), cfg, device, "test, cold items")
+        if key == "test_cold":
+            out["popularity_test_cold"] = popularity_on(data, split.subset(rows), cfg, device)
+    if "test_cold" in out:
+        log.info("cold-start slice (%d test users whose target never occurs in training): %s", out["test_cold"]["users"],
+                 " ".join(f"{k}={v:.4f}" for k, v in out["test_cold"].items() if k in ("hr@10", "ndcg@10")))
+    return out
+
+
+def protocol(cfg: Config) -> str:
+    masking = "whole history masked, users whose target repeats a history item skipped" \
+        if cfg.eval_repeats == "skip" else "no history masking"
+    ranked = "every item of the items file" if cfg.eval_candidates == "all" else \
+        "the items occurring in the kept users' sequences"
+    return (f"leave-one-out (valid = 2nd-to-last, test = last item), history of {cfg.max_seq_len} items, "
+            f"full ranking over {ranked}, {masking}, ties by expectation, K={cfg.topk}")
