@@ -1,7 +1,7 @@
 """Top-K recommendations out of a finished run, with the scorer evaluation uses.
 
     python -m adapter4rec.recommend RUN_DIR [--users FILE] [--k 20] [--out recs.tsv] [--device cpu]
-                                    [--fallback none|popularity]
+                                    [--fallback none|popularity] [--new_items FILE [--only_new]]
 
 The model is rebuilt from RUN_DIR/best.pt as the run built it (full, PEFT adapters over the source checkpoint,
 any item tower), every item is encoded once, and each user's next items are ranked over the run's candidate items
@@ -9,6 +9,8 @@ with the user's whole history masked (unless the run used eval_repeats=no_mask),
 Users: those of the run's users file (their whole sequence is the history), or of --users FILE in the same
 format, read against the run's items file (unknown items handled as the run's `unknown_items` says).
 Output: a TSV `user<TAB>rank<TAB>item<TAB>score`, K lines per user, best first, in the users file's order.
+--new_items FILE (items format) adds items the run never saw, embedded from their text alone by a text run's
+content path (new_items.py), to the candidates; --only_new ranks them alone (e.g. to place new arrivals).
 
 A user none of whose items is in the run's items file gets no list (counted in the summary line), or with
 --fallback popularity the run's most popular training items among the candidates (score = training count).
@@ -31,6 +33,7 @@ from adapter4rec.data.files import iter_tsv_lines, read_users
 from adapter4rec.data.split import eval_split_of
 from adapter4rec.evaluate import model_user_fn, top_k
 from adapter4rec.export import rebuild_run
+from adapter4rec.new_items import NewItems, check_run_can_embed, embed_new_items, extend_candidates
 from adapter4rec.rundir import exit_on_user_error
 
 FALLBACKS = ("none", "popularity")
@@ -42,9 +45,12 @@ class Written:
     ranked: int
     unknown: int = 0
     fallback: str = "none"
+    new_items: int = 0  # items outside the run's catalogue ranked by their text (--new_items)
 
     def summary(self, out: Path, k: int) -> str:
         line = f"wrote {out}: top-{k} items of {self.ranked} users"
+        if self.new_items:
+            line += f" (with {self.new_items} new items ranked by their text)"
         if self.unknown and self.fallback == "popularity":
             return line + (f"; {self.unknown} users had no known items and got the run's {k} most popular training "
                            f"items (--fallback popularity)")
@@ -128,15 +134,21 @@ class _CheckedUsers:
         return vectors
 
 
-def _rank(model, data, cfg, users, k: int, batch_size: int, device: str, run_dir: Path):
-    """top_k of every user, refusing a model that gives some user a non-finite vector or an overflowing score."""
+def _rank(model, data, cfg, users, k: int, batch_size: int, device: str, run_dir: Path,
+          new: NewItems | None = None, only_new: bool = False):
+    """top_k of every user, refusing a model that gives some user a non-finite vector or an overflowing score.
+    New items (ids after the catalogue's) are ranked with the run's candidates, or alone with only_new."""
+    candidates = data.split.valid.candidates
+    if new is not None:
+        candidates = extend_candidates(candidates, len(data.catalog), len(new.ids), only_new)
     # the whole sequence is the history (no target: top_k reads none)
     split = eval_split_of(list(range(len(users.sequences))), users.sequences, [0] * len(users.sequences),
-                          cfg.max_seq_len, cfg.eval_repeats == "skip", candidates=data.split.valid.candidates)
+                          cfg.max_seq_len, cfg.eval_repeats == "skip", candidates=candidates)
     with torch.no_grad():
-        table = model.item_table()
+        table = model.item_table()  # histories hold catalogue items only
         checked = _CheckedUsers(model_user_fn(model, table))
-        items, scores = top_k(checked, model.ranking_table(table), split, k, batch_size, torch.device(device),
+        ranked = table if new is None else torch.cat([table, new.rows.to(table.device, table.dtype)])
+        items, scores = top_k(checked, model.ranking_table(ranked), split, k, batch_size, torch.device(device),
                               cfg.eval_item_chunk)
     bad = sorted(set(checked.bad) | set(torch.nonzero(torch.isposinf(scores).any(1)).squeeze(1).tolist()))
     if bad:
@@ -158,25 +170,36 @@ def popular_items(data, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def recommend(run_dir: Path, users_file: Path | None, k: int, out: Path, device: str = "cpu",
-              batch_size: int = 256, fallback: str = "none") -> Written:
-    """Write the top-k TSV (users in file order); returns what was written."""
+              batch_size: int = 256, fallback: str = "none", new_items: Path | None = None,
+              only_new: bool = False) -> Written:
+    """Write the top-k TSV (users in file order); returns what was written. new_items: an items file of items the
+    run never saw, ranked by their text (new_items.py); only_new ranks those alone."""
     if fallback not in FALLBACKS:
         raise SystemExit(f"recommend: --fallback {fallback!r}: expected one of {', '.join(FALLBACKS)}")
+    if only_new and new_items is None:
+        raise SystemExit("recommend: --only_new ranks the items of --new_items FILE alone; give --new_items")
+    if only_new and fallback == "popularity":
+        raise SystemExit("recommend: --only_new with --fallback popularity: new items have no training counts to "
+                         "rank by; drop one of the two")
     check_output(out)
     ids = None if users_file is None else user_ids(users_file)  # before the model is built
     model, data, cfg, _ = rebuild_run(run_dir, device, cache=True)
+    new = None
+    if new_items is not None:
+        check_run_can_embed(cfg, new_items)
+        new = embed_new_items(model, cfg, new_items, data.catalog)
     path = users_file or cfg.resolve(cfg.dataset) / cfg.users_file
     if ids is None:  # the run's own users file, known only from its config
         ids = user_ids(path)
     users = read_users(path, data.catalog.index, 1, cfg.unknown_items)
-    items, scores = _rank(model, data, cfg, users, k, batch_size, device, run_dir)
+    items, scores = _rank(model, data, cfg, users, k, batch_size, device, run_dir, new, only_new)
     row_of = {user: row for row, user in enumerate(users.user_ids)}
     popular = popular_items(data, k) if fallback == "popularity" else None
     lists = {user: (items[row], scores[row]) for user, row in row_of.items()}
     if popular is not None:
         lists.update({user: popular for user in ids if user not in row_of})
-    _write(out, ids, lists, data.catalog.ids)
-    return Written(len(row_of), len(ids) - len(row_of), fallback)
+    _write(out, ids, lists, data.catalog.ids + (new.ids if new is not None else []))
+    return Written(len(row_of), len(ids) - len(row_of), fallback, len(new.ids) if new is not None else 0)
 
 
 def _write(out: Path, ids: list[str], lists: dict, catalog_ids: list[str]) -> None:
@@ -206,11 +229,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch_size", type=int, default=256, help="users per scoring chunk")
     parser.add_argument("--fallback", choices=FALLBACKS, default="none",
                         help="users with no known item: no list (none) or the run's most popular training items")
+    parser.add_argument("--new_items", type=Path, help="an items file of items the run never saw "
+                        "(item_id<TAB>title[<TAB>abstract]): ranked by their text with the run's items (text runs)")
+    parser.add_argument("--only_new", action="store_true", help="rank the --new_items alone")
     opts = parser.parse_args(argv)
     if opts.k < 1:
         raise SystemExit(f"recommend: --k {opts.k}: expected a positive integer")
     out = opts.out or opts.run_dir / "recs.tsv"
-    written = recommend(opts.run_dir, opts.users, opts.k, out, opts.device, opts.batch_size, opts.fallback)
+    written = recommend(opts.run_dir, opts.users, opts.k, out, opts.device, opts.batch_size, opts.fallback,
+                        opts.new_items, opts.only_new)
     print(written.summary(out, opts.k))
 
 

@@ -19,6 +19,8 @@ IdItemEncoder: a learned embedding per item (baseline; cannot transfer to new it
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -123,6 +125,18 @@ class ContentItemEncoder(nn.Module):
         content = self.proj(hidden)  # (n, d) from the pooled state
         return content if self.id_fusion is None else self.id_fusion(content, items)
 
+    @contextmanager
+    def without_catalogue(self):
+        """The content path alone, live: no cached rows and no ID table (both are indexed by catalogue item), for
+        items outside the catalogue. The frozen parts run in eval mode as the caches were built, so a catalogue
+        item encoded here gets its cached (ID-less) embedding."""
+        saved = (self.cls_cache, self.prefix, self.side_table, self.side_prepared, self.id_fusion)
+        self.cls_cache, self.prefix, self.side_table, self.side_prepared, self.id_fusion = None, None, None, None, None
+        try:
+            yield self
+        finally:
+            self.cls_cache, self.prefix, self.side_table, self.side_prepared, self.id_fusion = saved
+
     @torch.no_grad()
     def cache_backbone(self, store=None, limit_bytes: int = 4 << 30, side_limit_bytes: int | None = None) -> str:
         """Encode the frozen part once into `store` (states/store.py; default: in memory): the side network's
@@ -183,6 +197,22 @@ class TextItemEncoder(ContentItemEncoder):
 
     def input_digest(self) -> str:
         return tensor_digest(self.token_ids, self.token_lengths)  # tokenizer, fields, budget and items in one
+
+    @torch.no_grad()
+    def encode_texts(self, tokens: TokenTable, chunk: int = 256) -> torch.Tensor:
+        """(m, d) fp32 embeddings of m items outside the catalogue given only their tokens (rows 1..m of `tokens`,
+        tokenised as the catalogue was): the content path, no ID (a new item has none)."""
+        saved = self.token_ids, self.token_lengths
+        device = self.proj.weight.device
+        was_training = self.training
+        self.eval()
+        try:
+            self.token_ids, self.token_lengths = tokens.ids.to(device), tokens.lengths.to(device)
+            with self.without_catalogue():
+                return encode_catalogue(self, len(tokens.lengths) - 1, device, chunk)[1:]
+        finally:
+            self.token_ids, self.token_lengths = saved
+            self.train(was_training)
 
     # --- for the frozen-prefix cache
     def sequence_width(self) -> int:
