@@ -28,6 +28,7 @@ SIDE_HEAD_USER = dict(STUDY["RUNS"]["amazon-sci-side-head-user"], dropout=0.2)  
 
 BASE = dict(FROZEN, max_title_tokens=32)  # the variants are compared at 32 tokens (the study now reads 64)
 INBATCH = dict(BASE, loss="inbatch", batch_size=64)
+FUSED_SUM = dict(STUDY["RUNS"]["amazon-sci-side-head-user"], item_tower="fused", item_fusion="sum")
 VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     "settings-softmax-dot-cls": dict(BASE),
     "settings-softmax-cosine": dict(BASE, score="cosine", temperature=0.07),
@@ -53,12 +54,17 @@ VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     "settings-id-init-0.02-width-256": dict(ID, init_std=0.02, embedding_dim=256),
     "settings-id-init-0.02-width-128-cosine-30": dict(ID, init_std=0.02, embedding_dim=128, lr_schedule="cosine",
                                                       epochs=30),
-    # the fused row (side + head + user from Office, target IDs added): how ID and text combine, ID dropout, and
-    # the whitening MoE head in place of the Office model's linear one
-    "settings-fused-concat": dict(STUDY["FUSED"], item_fusion="concat"),
-    "settings-fused-gate": dict(STUDY["FUSED"], item_fusion="gate"),
-    "settings-fused-id-dropout-0.2": dict(STUDY["FUSED"], id_dropout=0.2),
-    "settings-fused-moe-head": dict(STUDY["FUSED"], item_head="moe"),
+    # the fused row (side + head + user from Office, target IDs added), each variant over its first version (sum,
+    # linear head: run as amazon-sci-fused at commit 919c9e9, kept as runs/amazon-sci-fused-sum-linear): how ID
+    # and text combine, ID dropout, the whitening MoE head in place of the Office model's linear one
+    "settings-fused-concat": dict(FUSED_SUM, item_fusion="concat"),
+    "settings-fused-gate": dict(FUSED_SUM, item_fusion="gate"),
+    "settings-fused-id-dropout-0.2": dict(FUSED_SUM, id_dropout=0.2),
+    "settings-fused-moe-head": dict(FUSED_SUM, item_head="moe"),
+    # the ID table overfits (training loss far below the text row's, best epoch earlier): more regularisation
+    "settings-fused-dropout-0.5": dict(FUSED_SUM, dropout=0.5),
+    "settings-fused-id-dropout-0.5": dict(FUSED_SUM, id_dropout=0.5),
+    "settings-fused-moe-head-id-dropout-0.2": dict(FUSED_SUM, item_head="moe", id_dropout=0.2),
     "settings-side-head-user-moe-head": dict(STUDY["RUNS"]["amazon-sci-side-head-user"], item_head="moe"),
 }
 
