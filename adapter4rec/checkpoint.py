@@ -16,14 +16,16 @@ from pathlib import Path
 
 import torch
 
+from adapter4rec.adapters.trainable import trainable_state
 from adapter4rec.config import Config
+from adapter4rec.errors import UserError
 
 FORMAT = "adapter4rec/1"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 EPOCH_FILE = re.compile(r"epoch-(\d+)\.pt")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     pass
 
 
@@ -34,6 +36,16 @@ class ForeignCheckpointError(CheckpointError):
     def __init__(self, message: str, contents=None):
         super().__init__(message)
         self.contents = contents
+
+
+def checkpoint_of(model: torch.nn.Module, cfg: Config, full: bool = False, **fields) -> dict:
+    """The one shape of our checkpoints (best.pt, epoch-N.pt, last.pt, an export): format, config, kind and
+    weights (a PEFT run's trainable parameters, loaded over its source checkpoint; otherwise, or with full=True,
+    every weight), plus `fields` (epoch and metrics; last.pt's optimizer, progress and random state)."""
+    kind = "full" if full or cfg.tune != "peft" else "trainable"
+    return {"format": FORMAT, "config": dataclasses.asdict(cfg), "kind": kind,
+            "source_checkpoint": cfg.source_checkpoint,
+            "model": model.state_dict() if kind == "full" else trainable_state(model), **fields}
 
 
 def save_atomic(obj: dict, path: Path) -> None:

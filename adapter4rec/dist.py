@@ -13,6 +13,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as torch_dist
 
+from adapter4rec.errors import UserError
+
 
 def world_size() -> int:
     return torch_dist.get_world_size() if torch_dist.is_initialized() else 1
@@ -49,11 +51,11 @@ def setup(requested_device: str = "auto") -> torch.device:
     return device
 
 
-def record_errors(quiet=lambda: ()):
+def record_errors(quiet: tuple[type, ...] = (UserError,)):
     """Decorator: under torchrun, an uncaught exception is also written to the error file torchrun reads, so its
     failure summary names the failing rank's exception and traceback (instead of "error_file: <N/A>"); outside
     torchrun the function runs as is (torch's `record` would also re-enable faulthandler on every call).
-    Exceptions of the types `quiet()` returns (user errors: the entry point prints their one-line message) are
+    Exceptions of the types `quiet` (user errors: the entry point prints their one-line message) are
     re-raised without being recorded, so torchrun does not repeat them with a traceback."""
     def decorate(fn):
         @functools.wraps(fn)
@@ -66,7 +68,7 @@ def record_errors(quiet=lambda: ()):
             def guarded(*a, **k):
                 try:
                     return fn(*a, **k)
-                except quiet() as err:
+                except quiet as err:
                     passed.append(err)
             result = record(guarded)(*args, **kwargs)
             if passed:

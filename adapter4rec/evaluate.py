@@ -37,7 +37,7 @@ import torch
 from adapter4rec import dist
 from adapter4rec.data.split import EvalSplit, gather_csr
 from adapter4rec.ranking import count_until
-from adapter4rec.rundir import progress_bar
+from adapter4rec.progress import progress_bar
 
 
 METRICS = ("hr", "ndcg", "mrr")

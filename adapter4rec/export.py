@@ -3,7 +3,7 @@
     python -m adapter4rec.export runs/adapter_houlsby [--out runs/adapter_houlsby/full.pt] [--device cpu]
 
 A PEFT run's best.pt stores only the trainable parameters and names its source checkpoint; this rebuilds
-the model exactly as the run did (seed, data, model, source checkpoint, adapters: train.prepare_model, the
+the model exactly as the run did (seed, data, model, source checkpoint, adapters: assemble.build_run, the
 same function the run called), loads the adapters and writes the full state dict ("kind": "full"), which needs
 no source checkpoint to load.
 
@@ -22,12 +22,10 @@ from pathlib import Path
 
 import torch
 
-from adapter4rec.build import load_data
-from adapter4rec.checkpoint import FORMAT, CheckpointError, load_run_weights, read_checkpoint, save_atomic
+from adapter4rec.assemble import build_run
+from adapter4rec.checkpoint import CheckpointError, checkpoint_of, load_run_weights, read_checkpoint, save_atomic
 from adapter4rec.config import from_dict
-from adapter4rec.rundir import seed_everything
 from adapter4rec.evaluate import validate
-from adapter4rec.train import prepare_model
 
 log = logging.getLogger("adapter4rec")
 # stored vs recomputed validation metric: equal on the run's device; another device or precision (GPU bf16 run,
@@ -38,13 +36,11 @@ METRIC_ATOL, METRIC_RTOL = 1e-3, 0.02
 def rebuild_run(run_dir: Path, device: str = "cpu", cache: bool = False):
     """(model with the run's best weights, data, config, best.pt contents), rebuilt as the run built it.
 
-    The run's order of random draws: seed, data, model, adapters (train._run). The backbone cache is only a
+    The run's order of random draws: seed, data, model, adapters (assemble.build_run). The backbone cache is only a
     speed-up and draws nothing: off for the export check (it must see the model itself), on for recommending."""
     ckpt = read_checkpoint(run_dir / "best.pt")
     cfg = from_dict(ckpt["config"])
-    seed_everything(cfg.seed, cfg.deterministic)
-    data = load_data(cfg)
-    model = prepare_model(dataclasses.replace(cfg, cache_frozen_backbone=cache), data, torch.device(device))
+    data, model = build_run(dataclasses.replace(cfg, cache_frozen_backbone=cache), torch.device(device))
     load_run_weights(model, ckpt)
     return model.eval(), data, cfg, ckpt
 
@@ -53,7 +49,7 @@ def export(run_dir: Path, out: Path, device: str = "cpu", verify: bool = True) -
     model, data, cfg, ckpt = rebuild_run(run_dir, device)
     if verify and ckpt.get("kind") == "trainable":
         check_reproduces(model, data, cfg, ckpt, torch.device(device))
-    save_atomic({**ckpt, "format": FORMAT, "kind": "full", "model": model.state_dict()}, out)
+    save_atomic({**ckpt, **checkpoint_of(model, cfg, full=True)}, out)
     return out
 
 

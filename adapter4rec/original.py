@@ -64,6 +64,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from adapter4rec.errors import UserError
+
 ORIGINAL_STATE = "model_state_dict"
 _USER = r"user_encoder\.transformer_encoder\."
 _BLOCK = _USER + r"transformer_blocks\.(\d+)\."
@@ -99,7 +101,7 @@ FAMILY_NAMES = {"text": "text (BERT/RoBERTa)", "vit": "image (ViT)", "mae": "ima
                 "id": "ID embeddings (not transferable)"}
 
 
-class OriginalCheckpointError(RuntimeError):
+class OriginalCheckpointError(UserError, RuntimeError):
     pass
 
 

@@ -34,7 +34,7 @@ from adapter4rec.data.split import eval_split_of
 from adapter4rec.evaluate import model_user_fn, top_k
 from adapter4rec.export import rebuild_run
 from adapter4rec.new_items import NewItems, check_run_can_embed, embed_new_items, extend_candidates
-from adapter4rec.rundir import exit_on_user_error
+from adapter4rec.errors import exit_on_user_error
 
 FALLBACKS = ("none", "popularity")
 

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 
 from adapter4rec import dist
-from adapter4rec.adapters.trainable import trainable_state
-from adapter4rec.checkpoint import FORMAT, CheckpointError, load_run_weights, read_checkpoint, save_atomic
+from adapter4rec.checkpoint import CheckpointError, checkpoint_of, load_run_weights, read_checkpoint, save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +69,8 @@ def save_last(path: Path, model, optimizer, scaler, cfg, progress: Progress, rng
     all_rng = dist.all_gather_objects(rng)
     if not dist.is_main():
         return
-    peft = cfg.tune == "peft"
-    save_atomic({"format": FORMAT, "config": dataclasses.asdict(cfg), "kind": "trainable" if peft else "full",
-                 "model": trainable_state(model) if peft else model.state_dict(),
-                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                 "progress": dataclasses.asdict(progress), "rng": all_rng}, path)
+    save_atomic(checkpoint_of(model, cfg, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
+                              progress=dataclasses.asdict(progress), rng=all_rng), path)
 
 
 def find_resume(run_dir: Path, cfg) -> dict | None:

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapter4rec.errors import UserError
 from adapter4rec import dist
 from adapter4rec.checkpoint import prune_epoch_checkpoints
 from adapter4rec.config import Config
@@ -42,7 +43,7 @@ RUNTIME_KEYS = {"resume", "overwrite", "progress", "num_workers", "save_every_st
                 "tensorboard", "cache_dir", "nonfinite", "output_dir", "run_name"}
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(UserError, RuntimeError):
     """A run folder that this start may not use as asked (held by another run, or holding one)."""
 
 

@@ -9,7 +9,6 @@ import platform
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -82,83 +81,3 @@ def attach_log_file(run_dir: Path) -> None:
     held[0].flush()
     log.removeHandler(held[0])
     log.addHandler(file_handler)
-
-
-def user_error_types() -> tuple[type, ...]:
-    """Exceptions that describe bad input (data, checkpoints, model folders, image stores, a diverged run), not a
-    bug: an entry point prints their message alone. Imported here, late, so this module stays import-light."""
-    from adapter4rec.checkpoint import CheckpointError
-    from adapter4rec.data.files import DataError
-    from adapter4rec.data.lmdb_images import ImageStoreError
-    from adapter4rec.models.pretrained import CheckpointFolderError
-    from adapter4rec.original import OriginalCheckpointError
-    from adapter4rec.run_folder import RunFolderError
-    from adapter4rec.states.store import CacheError
-    return DataError, CheckpointError, CheckpointFolderError, ImageStoreError, OriginalCheckpointError, \
-        CacheError, RunFolderError, FloatingPointError
-
-
-def exit_on_user_error(main) -> None:
-    """Run an entry point's `main()`. A user error (bad data, configuration, checkpoint; see user_error_types, and
-    our own SystemExit messages) prints ONE line `adapter4rec: error: ...` on stderr and exits with status 2 —
-    under torchrun from rank 0 only, so the message appears once; a real bug keeps its traceback.
-    A4R_DEBUG=1 shows the traceback of user errors too."""
-    debug = os.environ.get("A4R_DEBUG", "") not in ("", "0")
-    try:
-        main()
-    except SystemExit as stop:
-        if isinstance(stop.code, str) and not debug:
-            _report_and_exit(stop.code)
-        raise
-    except user_error_types() as err:
-        if debug:
-            raise
-        _report_and_exit(f"{type(err).__name__}: {err}")
-
-
-def _report_and_exit(message: str) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:
-        text = message if message.startswith("adapter4rec") else f"adapter4rec: error: {message}"
-        print(text + "\n(A4R_DEBUG=1 shows the traceback)", file=sys.stderr, flush=True)
-    raise SystemExit(2)
-
-
-class LineProgress:
-    """tqdm's interface (update, set_postfix, close) for output that is not a terminal: one log line every
-    `every` of the total or every `seconds`, whichever comes first (tqdm would write a carriage-return update per
-    step into the log file: ~100 kB per epoch)."""
-
-    def __init__(self, total: int, initial: int = 0, desc: str = "", every: float = 0.1, seconds: float = 60.0,
-                 final: bool = True):
-        self.total, self.n, self.desc, self.final = total, initial, desc, final
-        self.step_every, self.seconds = max(1, int(total * every)), seconds
-        self.last_n, self.last_time, self.started, self.postfix = initial, time.time(), time.time(), ""
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        if self.n - self.last_n >= self.step_every or time.time() - self.last_time >= self.seconds:
-            self._line()
-
-    def set_postfix(self, **values) -> None:
-        self.postfix = " ".join(f"{k}={v}" for k, v in values.items())
-
-    def close(self) -> None:
-        if self.final and self.n != self.last_n:
-            self._line()
-
-    def _line(self) -> None:
-        rate = (self.n - self.last_n) / max(time.time() - self.last_time, 1e-9)
-        log.info("%s: %d/%d (%.0f%%) %.2f it/s %s", self.desc, self.n, self.total, 100.0 * self.n / max(self.total, 1),
-                 rate, self.postfix)
-        self.last_n, self.last_time = self.n, time.time()
-
-
-def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0, quiet: bool = False):
-    """A tqdm bar on a terminal, LineProgress lines in a log (stderr not a TTY), or nothing (disabled / not rank 0).
-    quiet (evaluation): off a terminal, a line only every 60 s, none at the end."""
-    from tqdm import tqdm
-    if not (enabled and dist.is_main()):
-        return tqdm(total=total, initial=initial, disable=True)
-    if sys.stderr.isatty():
-        return tqdm(total=total, initial=initial, desc=desc, leave=False)
-    return LineProgress(total, initial, desc, every=1.0 if quiet else 0.1, final=not quiet)

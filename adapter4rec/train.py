@@ -1,13 +1,15 @@
-"""One training loop for every stage: source pretraining, full fine-tuning and transfer from scratch.
+"""One training loop for every stage: source pretraining, full fine-tuning, PEFT transfer (adapters, LoRA,
+prompts, side networks, only the trainable parameters saved), LP-FT, training from scratch, and zero-shot
+evaluation of a source model.
 
-run(cfg): data -> model -> (source checkpoint) -> set_trainable -> DDP -> epochs of (train, validate,
-keep best) -> test the best checkpoint -> results.json. Each run writes its own directory:
-config.json, environment.json (versions, git commit), log.txt, metrics.jsonl (one line per epoch), best.pt,
-epoch-N.pt (the newest keep_last epochs), last.pt (resume state), results.json.
+run(cfg): the run folder claimed and checked (run_folder.py) -> data and model assembled (assemble.build_run:
+source checkpoint, warm start, adapters, what trains) -> DDP -> epochs of (train, validate, keep best) -> test
+the best checkpoint (results.py) -> results.json. Each run writes its own directory: config.json,
+environment.json (versions, git commit), log.txt, metrics.jsonl (one line per epoch), best.pt, epoch-N.pt (the
+newest keep_last epochs), last.pt (resume state), results.json.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -17,23 +19,19 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset
 
 from adapter4rec import dist
-from adapter4rec.adapters.methods import add_adapters
-from adapter4rec.adapters.trainable import set_trainable, trainable_state, trainable_summary
-from adapter4rec.build import build_model, load_data
-from adapter4rec.checkpoint import (FORMAT, ForeignCheckpointError, epoch_path, load_source, load_warm_start,
-                                    prune_epoch_checkpoints, save_atomic)
+from adapter4rec.assemble import build_run
+from adapter4rec.checkpoint import checkpoint_of, epoch_path, prune_epoch_checkpoints, save_atomic
 from adapter4rec.config import Config
 from adapter4rec.data.shards import ShardedBatches
 from adapter4rec.data.split import sample_negatives
+from adapter4rec.errors import DivergedError
 from adapter4rec.evaluate import autocast, validate
 from adapter4rec.optim import apply_schedule, build_optimizer
-from adapter4rec.original import is_original_checkpoint, load_original
+from adapter4rec.progress import progress_bar
 from adapter4rec.results import finish
 from adapter4rec.resume import Progress, StopSignals, find_resume, restore, rng_state, save_last, set_rng_state
 from adapter4rec.run_folder import claim, commit, decide, trim_metrics
-from adapter4rec.rundir import (attach_log_file, environment, progress_bar, run_dir_of, seed_everything,
-                               setup_logging, user_error_types)
-from adapter4rec.states.store import DiskStore
+from adapter4rec.rundir import attach_log_file, environment, run_dir_of, setup_logging
 from adapter4rec.tb import Board
 
 log = logging.getLogger("adapter4rec")
@@ -129,14 +127,14 @@ def skip_or_stop(fault: str, cfg: Config, progress: Progress, step: int) -> None
     """nonfinite=stop: raise (nothing is saved after the fault, so best.pt / last.pt stay as they were);
     skip: count the batch and warn. Every rank gets here together (the fault was all-reduced)."""
     if cfg.nonfinite == "stop":
-        raise FloatingPointError(f"{fault} at epoch {progress.epoch} step {step}; stopped (nonfinite=stop). "
+        raise DivergedError(f"{fault} at epoch {progress.epoch} step {step}; stopped (nonfinite=stop). "
                                  f"The last good checkpoints (best.pt, last.pt) are left untouched: start the "
                                  f"run again with nonfinite=skip to skip such batches, or lower the learning rate")
     progress.skipped += 1
     progress.skipped_total += 1
     progress.skipped_in_a_row += 1
     if progress.skipped_in_a_row >= MAX_SKIPS_IN_A_ROW:
-        raise FloatingPointError(f"{fault} at epoch {progress.epoch} step {step}: {progress.skipped_in_a_row} "
+        raise DivergedError(f"{fault} at epoch {progress.epoch} step {step}: {progress.skipped_in_a_row} "
                                  f"updates in a row were skipped (nonfinite=skip stops there: the run has "
                                  f"diverged, it is not meeting a rare bad batch); lower the learning rate")
     if dist.is_main():
@@ -144,7 +142,7 @@ def skip_or_stop(fault: str, cfg: Config, progress: Progress, step: int) -> None
                     progress.epoch, step, progress.skipped)
 
 
-@dist.record_errors(quiet=user_error_types)
+@dist.record_errors()
 def run(cfg: Config) -> dict:
     """Train and evaluate one configuration; returns the results dict (also written to results.json)."""
     device = dist.setup(cfg.device)
@@ -168,9 +166,7 @@ def _run(cfg: Config, device: torch.device, run_dir: Path, board: Board) -> dict
         log.info("run %s finished before with these settings (test %s); nothing to do (overwrite=true trains it "
                  "again)", run_dir, " ".join(f"{k}={v:.4f}" for k, v in verdict.results["test"].items() if "@" in k))
         return verdict.results
-    seed_everything(cfg.seed, cfg.deterministic)  # same init on every rank; per-rank streams below
-    data = load_data(cfg)
-    model = prepare_model(cfg, data, device)
+    data, model = build_run(cfg, device)  # seeded alike on every rank; per-rank streams below
     if cfg.zero_shot:
         commit(run_dir, cfg, verdict, environment())
         attach_log_file(run_dir)
@@ -227,54 +223,11 @@ def zero_shot(model, data, cfg: Config, device, run_dir: Path) -> dict:
     is. Its validation metrics go into best.pt as an epoch's would (epoch -1), then it is tested."""
     valid = validate(model, data.split.valid, cfg, device, "valid")
     if dist.is_main():
-        save_atomic(checkpoint_of(model, cfg, -1, valid), run_dir / "best.pt")
+        save_atomic(checkpoint_of(model, cfg, epoch=-1, metrics=valid), run_dir / "best.pt")
     log.info("zero-shot: the source model evaluated on the target without training; valid %s",
              " ".join(f"{k}={v:.4f}" for k, v in valid.items() if k in ("hr@10", "ndcg@10")))
     dist.barrier()
     return finish(model, data, cfg, device, run_dir, Progress(best=valid[cfg.select_metric], best_epoch=-1), 0.0)
-
-
-def prepare_model(cfg: Config, data, device: torch.device) -> torch.nn.Module:
-    """Build the model, load the source checkpoint, add adapters, decide what trains, move it to `device`."""
-    model = build_model(cfg, data)
-    if cfg.source_checkpoint:
-        load_any_source(model, cfg)
-    if cfg.warm_start:  # LP-FT: the trained head and user encoder of a frozen-backbone run on this target
-        _, loaded = load_warm_start(model, cfg.resolve(cfg.warm_start), dataclasses.asdict(cfg))
-        log.info("warm start: %d tensor(s) from %s", loaded, cfg.warm_start)
-    changed = add_adapters(model, cfg)
-    for side, names in changed.items():
-        log.info("adapter %s in the %s encoder: %d module(s) changed, e.g. %s", cfg.adapter, side, len(names),
-                 names[:2])
-    set_trainable(model, cfg)
-    log.info("%s", trainable_summary(model))
-    model.to(device)
-    if hasattr(model.item_encoder, "cache_backbone") and cfg.cache_frozen_backbone:
-        with autocast(cfg, device):
-            cached = model.item_encoder.cache_backbone(DiskStore(cfg.resolve(cfg.cache_dir)),
-                                                       side_limit_bytes=int(cfg.side_cache_max_gb * 2**30))
-        if cached:
-            report = model.item_encoder.cache_report
-            log.info("item encoder: %s computed once per item and cached (frozen): %s %s, %.1f MB, built in %.1f s",
-                     cached, "reused" if report.get("hit") else "built now", report.get("path"),
-                     report.get("bytes", 0) / 2**20, report.get("build_seconds", 0.0))
-            data.stats["state_cache"] = {k: report.get(k) for k in ("hit", "bytes", "build_seconds", "path")}
-    return model
-
-
-def load_any_source(model: torch.nn.Module, cfg: Config) -> None:
-    """Our source checkpoint, or one released with the original code (`epoch-N.pt`, keys mapped)."""
-    path = cfg.resolve(cfg.source_checkpoint)
-    try:
-        source = load_source(model, path, dataclasses.asdict(cfg))
-        log.info("loaded source checkpoint %s (source dataset %s)", cfg.source_checkpoint, source.get("dataset"))
-    except ForeignCheckpointError as ours_failed:
-        if not is_original_checkpoint(ours_failed.contents):
-            raise ours_failed from None
-        report = load_original(model, path, ours_failed.contents)  # read once: these files reach ~0.5 GB
-        log.info("loaded an ORIGINAL Adapter4Rec checkpoint %s: %d tensors mapped, dropped on purpose %s, ignored "
-                 "%s; the file does not record num_heads or the objective: this run uses num_heads=%d arch=%s",
-                 path, report["loaded"], report["dropped"][:4], report["ignored_entries"], cfg.num_heads, cfg.arch)
 
 
 def make_loader(train: torch.Tensor, cfg: Config) -> tuple[DataLoader, list[torch.Generator]]:
@@ -301,7 +254,7 @@ def end_of_epoch(model, data, cfg: Config, device, run_dir: Path, progress: Prog
     else:
         progress.stale += 1
     if dist.is_main():
-        save_epoch_checkpoints(checkpoint_of(model, cfg, epoch, valid), cfg, run_dir, epoch, improved)
+        save_epoch_checkpoints(checkpoint_of(model, cfg, epoch=epoch, metrics=valid), cfg, run_dir, epoch, improved)
         with open(run_dir / "metrics.jsonl", "a" if epoch else "w") as handle:
             handle.write(json.dumps({"epoch": epoch, "loss": loss, "seconds": round(seconds, 1),
                                      "nonfinite_skipped": progress.skipped, **valid}) + "\n")
@@ -327,11 +280,3 @@ def save_epoch_checkpoints(ckpt: dict, cfg: Config, run_dir: Path, epoch: int, i
     if cfg.keep_last:
         save_atomic(ckpt, epoch_path(run_dir, epoch))
         prune_epoch_checkpoints(run_dir, epoch, cfg.keep_last)
-
-
-def checkpoint_of(model: torch.nn.Module, cfg: Config, epoch: int, metrics: dict) -> dict:
-    """PEFT runs store only the trainable parameters (load = source checkpoint + these); others everything."""
-    peft = cfg.tune == "peft"
-    return {"format": FORMAT, "config": dataclasses.asdict(cfg), "epoch": epoch, "metrics": metrics,
-            "kind": "trainable" if peft else "full", "source_checkpoint": cfg.source_checkpoint,
-            "model": trainable_state(model) if peft else model.state_dict()}

@@ -10,20 +10,17 @@ from pathlib import Path
 import torch
 
 from adapter4rec import dist
-from adapter4rec.build import load_data
+from adapter4rec.assemble import build_run
 from adapter4rec.config import from_dict
 from adapter4rec.optim import build_optimizer
-from adapter4rec.rundir import seed_everything
 from adapter4rec.states.layers import weights_digest
-from adapter4rec.train import draw_negatives, make_loader, prepare_model, train_step
+from adapter4rec.train import draw_negatives, make_loader, train_step
 
 if __name__ == "__main__":
     cfg_file, out_dir = sys.argv[1:3]
     device = dist.setup("cpu")
     cfg = from_dict(json.loads(Path(cfg_file).read_text()))
-    seed_everything(cfg.seed, cfg.deterministic)
-    data = load_data(cfg)
-    model = prepare_model(cfg, data, device)
+    data, model = build_run(cfg, device)
     ddp_model = dist.wrap_ddp(model, device)
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler("cpu", enabled=False)

@@ -302,7 +302,7 @@ def _tiny_model(head: bool = True):
 def test_peft_with_nothing_trainable_names_the_settings(capsys, monkeypatch):
     from adapter4rec.adapters.trainable import set_trainable
     from adapter4rec.config import Config
-    from adapter4rec.rundir import exit_on_user_error
+    from adapter4rec.errors import exit_on_user_error
     cfg = Config(stage="downstream", tune="peft")
     with pytest.raises(SystemExit) as err:
         set_trainable(_tiny_model(), cfg)

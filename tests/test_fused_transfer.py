@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import adapter4rec.train as train
+from adapter4rec.assemble import prepare_model
 from adapter4rec.build import build_model, load_data
 from adapter4rec.checkpoint import CheckpointError, load_source, read_checkpoint
 from adapter4rec.config import parse_args
@@ -65,7 +66,7 @@ def test_cold_items_never_reach_training_and_are_embedded_by_text_alone(tiny_ber
     assert not cold[data.split.train].any()  # no training window holds a cold item
     assert cold[data.split.test.target].any()  # ...but test targets do
     assert torch.equal(data.split.window_counts == 0, ~(data.split.window_counts > 0))
-    model = train.prepare_model(cfg, data, torch.device("cpu")).eval()
+    model = prepare_model(cfg, data, torch.device("cpu")).eval()
     with torch.no_grad():
         items = torch.arange(1, len(data.catalog) + 1)
         fused = model.item_encoder(items)

@@ -64,7 +64,7 @@ def test_under_torchrun_the_message_appears_once(tiny_bert, bad_dataset, tmp_pat
 
 
 def test_a_real_bug_keeps_its_traceback(monkeypatch):
-    from adapter4rec.rundir import exit_on_user_error
+    from adapter4rec.errors import exit_on_user_error
 
     def broken():
         raise KeyError("a bug")
@@ -75,7 +75,7 @@ def test_a_real_bug_keeps_its_traceback(monkeypatch):
 def test_progress_off_a_terminal_is_a_few_log_lines():
     import logging
 
-    from adapter4rec.rundir import LineProgress, log
+    from adapter4rec.progress import LineProgress, log
 
     class Collect(logging.Handler):  # the package logger may not propagate (setup_logging), so no caplog
         def __init__(self):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from adapter4rec import train
+from adapter4rec.assemble import prepare_model
 from adapter4rec.build import build_model, load_data
 from adapter4rec.checkpoint import FORMAT, CheckpointError, load_run_weights, read_checkpoint, save_atomic
 from adapter4rec.config import parse_args
@@ -47,16 +48,16 @@ def test_adapter_run_starts_from_the_frozen_run(tiny_bert, tiny_data, frozen_run
     out, frozen_cfg = frozen_run
     data = load_data(frozen_cfg)
     # the frozen run's trained model, computed through the backbone (no state cache), as the reference
-    reference = train.prepare_model(dataclasses.replace(frozen_cfg, cache_frozen_backbone=False), data, CPU)
+    reference = prepare_model(dataclasses.replace(frozen_cfg, cache_frozen_backbone=False), data, CPU)
     load_run_weights(reference, read_checkpoint(out / "frozen" / "best.pt"))
     want = _outputs(reference, data)
 
     houlsby = dict(source_checkpoint=out / "source.pt", tune="peft", adapter="houlsby", item_adapter_size=8,
                    user_adapter_size=8)
-    cold = train.prepare_model(_config(tiny_bert, tiny_data, out, **houlsby), data, CPU)
+    cold = prepare_model(_config(tiny_bert, tiny_data, out, **houlsby), data, CPU)
     assert not torch.allclose(_outputs(cold, data)[0], want[0], atol=1e-3)  # the check can fail
     warm_cfg = _config(tiny_bert, tiny_data, out, warm_start=out / "frozen" / "best.pt", **houlsby)
-    warm = train.prepare_model(warm_cfg, data, CPU)
+    warm = prepare_model(warm_cfg, data, CPU)
     # the adapters are the identity at init, so the adapted model starts out computing the frozen run's scores
     for got, exp in zip(_outputs(warm, data), want):
         torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-5)
@@ -72,16 +73,16 @@ def test_warm_start_refuses_what_does_not_fit(tiny_bert, tiny_data, frozen_run):
     data = load_data(frozen_cfg)
     warm = out / "frozen" / "best.pt"
     with pytest.raises(CheckpointError, match="source_checkpoint=''"):  # another backbone under the head
-        train.prepare_model(_config(tiny_bert, tiny_data, out, warm_start=warm), data, CPU)
+        prepare_model(_config(tiny_bert, tiny_data, out, warm_start=warm), data, CPU)
     with pytest.raises(CheckpointError, match="stage='pretrain'"):  # a source run belongs in source_checkpoint
-        train.prepare_model(_config(tiny_bert, tiny_data, out, warm_start=out / "source.pt"), data, CPU)
+        prepare_model(_config(tiny_bert, tiny_data, out, warm_start=out / "source.pt"), data, CPU)
     # a warm run that added modules of its own does not fit the model before its adapters
     ckpt = read_checkpoint(warm)
     ckpt["model"]["user_encoder.extra.weight"] = torch.zeros(2)
     ckpt["config"]["adapter"] = "houlsby"
     save_atomic(ckpt, out / "extra.pt")
     with pytest.raises(CheckpointError, match=r"adapter='houlsby'.*1 unexpected key\(s\) \['user_encoder.extra"):
-        train.prepare_model(_config(tiny_bert, tiny_data, out, source_checkpoint=out / "source.pt",
+        prepare_model(_config(tiny_bert, tiny_data, out, source_checkpoint=out / "source.pt",
                                     warm_start=out / "extra.pt"), data, CPU)
     with pytest.raises(SystemExit, match="warm_start=.*empty when stage=pretrain"):
         _config(tiny_bert, tiny_data, out, domain="source", warm_start=warm)

@@ -4,7 +4,7 @@ Every key is a field of adapter4rec.config.Config (`python run.py --help` lists 
 import sys
 
 from adapter4rec.config import parse_args
-from adapter4rec.rundir import exit_on_user_error
+from adapter4rec.errors import exit_on_user_error
 from adapter4rec.train import run
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ from typing import Iterator
 
 import numpy as np
 
+from adapter4rec.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad input data; the message names the file, the line and the offending value."""
 
 

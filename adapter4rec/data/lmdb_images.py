@@ -23,12 +23,14 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
+from adapter4rec.errors import UserError
+
 META_KEY = b"__meta__"
 FORMAT = "adapter4rec-images/1"
 ORIGINAL_KEYS = (b"__keys__", b"__len__")
 
 
-class ImageStoreError(ValueError):
+class ImageStoreError(UserError, ValueError):
     """A missing, unreadable or mismatched image store; the message names the path and the item."""
 
 

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from adapter4rec.errors import UserError
 from adapter4rec.config import Config
 from adapter4rec.data.images import ImageSpec
 
@@ -33,7 +34,7 @@ TEXT_TYPES = ("bert", "roberta", "xlm-roberta")
 IMAGE_TYPES = ("vit", "vit_mae")
 
 
-class CheckpointFolderError(FileNotFoundError):
+class CheckpointFolderError(UserError, FileNotFoundError):
     pass
 
 

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from adapter4rec.errors import UserError
 from adapter4rec import dist
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ _NUMPY = {"bf16": np.int16, "fp16": np.float16, "fp32": np.float32}  # bf16 trav
 Fill = Callable[[Callable[[int, torch.Tensor], None]], None]
 
 
-class CacheError(RuntimeError):
+class CacheError(UserError, RuntimeError):
     """A cache that cannot be used or built as configured (a user error: the message says what to change)."""
 
 

@@ -1,0 +1,76 @@
+"""A run's model, assembled in one place: seed -> data -> model -> source checkpoint -> warm start -> adapters ->
+what trains -> device -> the frozen backbone's cache.
+
+Training, export, recommend and the tests all call build_run, so a rebuilt run draws the same random numbers in
+the same order as the run did (a PEFT run's frozen weights without a source checkpoint come from that seeded
+initialisation) and no caller repeats the order by hand.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+
+from adapter4rec.adapters.methods import add_adapters
+from adapter4rec.adapters.trainable import set_trainable, trainable_summary
+from adapter4rec.build import Data, build_model, load_data
+from adapter4rec.checkpoint import ForeignCheckpointError, load_source, load_warm_start
+from adapter4rec.config import Config
+from adapter4rec.evaluate import autocast
+from adapter4rec.models.recommender import Recommender
+from adapter4rec.original import is_original_checkpoint, load_original
+from adapter4rec.rundir import seed_everything
+from adapter4rec.states.store import DiskStore
+
+log = logging.getLogger("adapter4rec")
+
+
+def build_run(cfg: Config, device: torch.device) -> tuple[Data, Recommender]:
+    """(data, model) of a run: seeded, then data, then the model ready to train or evaluate on `device`."""
+    seed_everything(cfg.seed, cfg.deterministic)  # same init on every rank; per-rank streams are the caller's
+    data = load_data(cfg)
+    return data, prepare_model(cfg, data, device)
+
+
+def prepare_model(cfg: Config, data: Data, device: torch.device) -> Recommender:
+    """Build the model, load the source checkpoint, add adapters, decide what trains, move it to `device`."""
+    model = build_model(cfg, data)
+    if cfg.source_checkpoint:
+        load_any_source(model, cfg)
+    if cfg.warm_start:  # LP-FT: the trained head and user encoder of a frozen-backbone run on this target
+        _, loaded = load_warm_start(model, cfg.resolve(cfg.warm_start), dataclasses.asdict(cfg))
+        log.info("warm start: %d tensor(s) from %s", loaded, cfg.warm_start)
+    changed = add_adapters(model, cfg)
+    for side, names in changed.items():
+        log.info("adapter %s in the %s encoder: %d module(s) changed, e.g. %s", cfg.adapter, side, len(names),
+                 names[:2])
+    set_trainable(model, cfg)
+    log.info("%s", trainable_summary(model))
+    model.to(device)
+    if hasattr(model.item_encoder, "cache_backbone") and cfg.cache_frozen_backbone:
+        with autocast(cfg, device):
+            cached = model.item_encoder.cache_backbone(DiskStore(cfg.resolve(cfg.cache_dir)),
+                                                       side_limit_bytes=int(cfg.side_cache_max_gb * 2**30))
+        if cached:
+            report = model.item_encoder.cache_report
+            log.info("item encoder: %s computed once per item and cached (frozen): %s %s, %.1f MB, built in %.1f s",
+                     cached, "reused" if report.get("hit") else "built now", report.get("path"),
+                     report.get("bytes", 0) / 2**20, report.get("build_seconds", 0.0))
+            data.stats["state_cache"] = {k: report.get(k) for k in ("hit", "bytes", "build_seconds", "path")}
+    return model
+
+
+def load_any_source(model: torch.nn.Module, cfg: Config) -> None:
+    """Our source checkpoint, or one released with the original code (`epoch-N.pt`, keys mapped)."""
+    path = cfg.resolve(cfg.source_checkpoint)
+    try:
+        source = load_source(model, path, dataclasses.asdict(cfg))
+        log.info("loaded source checkpoint %s (source dataset %s)", cfg.source_checkpoint, source.get("dataset"))
+    except ForeignCheckpointError as ours_failed:
+        if not is_original_checkpoint(ours_failed.contents):
+            raise ours_failed from None
+        report = load_original(model, path, ours_failed.contents)  # read once: these files reach ~0.5 GB
+        log.info("loaded an ORIGINAL Adapter4Rec checkpoint %s: %d tensors mapped, dropped on purpose %s, ignored "
+                 "%s; the file does not record num_heads or the objective: this run uses num_heads=%d arch=%s",
+                 path, report["loaded"], report["dropped"][:4], report["ignored_entries"], cfg.num_heads, cfg.arch)

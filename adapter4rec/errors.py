@@ -1,0 +1,42 @@
+"""What a user did wrong, told in one line: the base class of every bad-input error and the entry points' exit.
+
+Every error that describes bad input (data, configuration, checkpoints, model folders, image stores, caches, run
+folders, a diverged run) derives from UserError, next to its usual built-in base (DataError is also a ValueError,
+CheckpointError a RuntimeError...), so an entry point recognises it without importing the modules that raise it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+class UserError(Exception):
+    """Bad input, not a bug: an entry point prints the message alone (exit_on_user_error)."""
+
+
+class DivergedError(UserError, FloatingPointError):
+    """Training produced non-finite losses or gradients (nonfinite=stop, or too many skipped steps in a row)."""
+
+
+def exit_on_user_error(main) -> None:
+    """Run an entry point's `main()`. A user error (a UserError, or our own SystemExit messages) prints ONE line
+    `adapter4rec: error: ...` on stderr and exits with status 2 — under torchrun from rank 0 only, so the message
+    appears once; a real bug keeps its traceback. A4R_DEBUG=1 shows the traceback of user errors too."""
+    debug = os.environ.get("A4R_DEBUG", "") not in ("", "0")
+    try:
+        main()
+    except SystemExit as stop:
+        if isinstance(stop.code, str) and not debug:
+            _report_and_exit(stop.code)
+        raise
+    except UserError as err:
+        if debug:
+            raise
+        _report_and_exit(f"{type(err).__name__}: {err}")
+
+
+def _report_and_exit(message: str) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        text = message if message.startswith("adapter4rec") else f"adapter4rec: error: {message}"
+        print(text + "\n(A4R_DEBUG=1 shows the traceback)", file=sys.stderr, flush=True)
+    raise SystemExit(2)
