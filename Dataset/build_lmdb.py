@@ -16,7 +16,7 @@ import logging
 import time
 from pathlib import Path
 
-from adapter4rec.data.build_images import build_from_folder
+from adapter4rec.data.prepare.image_folders import build_from_folder
 
 
 def main(argv: list[str] | None = None) -> None:

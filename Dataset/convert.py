@@ -15,8 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from adapter4rec.data.convert import Converted, write_dataset
-from adapter4rec.data.convert_formats import (read_interactions_csv, read_minionerec, read_recbole_atomic,
+from adapter4rec.data.prepare.convert import Converted, write_dataset
+from adapter4rec.data.prepare.formats import (read_interactions_csv, read_minionerec, read_recbole_atomic,
                                               read_recbole_split)
 from adapter4rec.data.files import DataError
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 
 import torch
 
 from adapter4rec.adapters.methods import add_adapters
 from adapter4rec.adapters.trainable import set_trainable, trainable_summary
 from adapter4rec.build import Data, build_model, load_data
-from adapter4rec.checkpoint import ForeignCheckpointError, load_source, load_warm_start
-from adapter4rec.config import Config
+from adapter4rec.checkpoint import (ForeignCheckpointError, load_run_weights, load_source, load_warm_start,
+                                    read_checkpoint)
+from adapter4rec.config import Config, from_dict
 from adapter4rec.evaluate import autocast
 from adapter4rec.models.recommender import Recommender
 from adapter4rec.original import is_original_checkpoint, load_original
@@ -31,6 +33,18 @@ def build_run(cfg: Config, device: torch.device) -> tuple[Data, Recommender]:
     seed_everything(cfg.seed, cfg.deterministic)  # same init on every rank; per-rank streams are the caller's
     data = load_data(cfg)
     return data, prepare_model(cfg, data, device)
+
+
+def rebuild_run(run_dir: Path, device: str = "cpu", cache: bool = False):
+    """(model with the run's best weights, data, config, best.pt contents), rebuilt as the run built it.
+
+    The run's order of random draws: seed, data, model, adapters (assemble.build_run). The backbone cache is only a
+    speed-up and draws nothing: off for the export check (it must see the model itself), on for recommending."""
+    ckpt = read_checkpoint(run_dir / "best.pt")
+    cfg = from_dict(ckpt["config"])
+    data, model = build_run(dataclasses.replace(cfg, cache_frozen_backbone=cache), torch.device(device))
+    load_run_weights(model, ckpt)
+    return model.eval(), data, cfg, ckpt
 
 
 def prepare_model(cfg: Config, data: Data, device: torch.device) -> Recommender:

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import os
 import re
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
 from adapter4rec.adapters.trainable import trainable_state
+from adapter4rec.atomic import atomic_path
 from adapter4rec.config import Config
 from adapter4rec.errors import UserError
 
@@ -52,19 +51,11 @@ def save_atomic(obj: dict, path: Path) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`: a crash at any moment
     leaves either the old file or the new one, never a torn one. The temporary file is removed on failure;
     a full disk is reported as such (OSError ENOSPC), naming the file and the free space."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as handle:
             torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err, OSError) and err.errno in DISK_FULL:
+    except OSError as err:
+        if err.errno in DISK_FULL:
             raise OSError(err.errno, f"disk full (no space left on device) while writing checkpoint {path}; "
                                      f"{_free_space(path.parent)} free in {path.parent}. The previous "
                                      f"{path.name}, if any, is intact: free space, lower keep_last, or set "

@@ -176,7 +176,7 @@ class Config:
     # --- evaluation (full ranking over all items, leave-one-out)
     eval_batch_size: int = _opt(256, "users per evaluation chunk")
     eval_item_chunk: int = _opt(65536, "items per evaluation chunk (memory: eval_batch_size x eval_item_chunk floats)")
-    topk: str = _opt("5,10,20", "comma list of K for HR@K and NDCG@K")
+    topk: str = _opt("5,10,20", "comma list of K for HR@K, NDCG@K and MRR@K")
     select_metric: str = _opt("ndcg@10", "validation metric that picks the best checkpoint")
     eval_candidates: str = _opt("interacted", "items ranked at evaluation: interacted (items occurring in some "
                                 "kept user's sequence, as the original and RecBole rank) or all (every item of "

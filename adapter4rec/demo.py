@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapter4rec.config import REPO_ROOT
-from adapter4rec.data.synthetic import generate
-from adapter4rec.data.synthetic_images import generate_images
+from adapter4rec.data.synthetic.text import generate
+from adapter4rec.data.synthetic.images import generate_images
 from adapter4rec.models.vit_init import write_vit_folder
 from adapter4rec.studies import launch
 

@@ -22,27 +22,14 @@ from pathlib import Path
 
 import torch
 
-from adapter4rec.assemble import build_run
-from adapter4rec.checkpoint import CheckpointError, checkpoint_of, load_run_weights, read_checkpoint, save_atomic
-from adapter4rec.config import from_dict
+from adapter4rec.assemble import rebuild_run
+from adapter4rec.checkpoint import CheckpointError, checkpoint_of, save_atomic
 from adapter4rec.evaluate import validate
 
 log = logging.getLogger("adapter4rec")
 # stored vs recomputed validation metric: equal on the run's device; another device or precision (GPU bf16 run,
 # CPU fp32 export) moves a few near-tied ranks, a different model moves them all
 METRIC_ATOL, METRIC_RTOL = 1e-3, 0.02
-
-
-def rebuild_run(run_dir: Path, device: str = "cpu", cache: bool = False):
-    """(model with the run's best weights, data, config, best.pt contents), rebuilt as the run built it.
-
-    The run's order of random draws: seed, data, model, adapters (assemble.build_run). The backbone cache is only a
-    speed-up and draws nothing: off for the export check (it must see the model itself), on for recommending."""
-    ckpt = read_checkpoint(run_dir / "best.pt")
-    cfg = from_dict(ckpt["config"])
-    data, model = build_run(dataclasses.replace(cfg, cache_frozen_backbone=cache), torch.device(device))
-    load_run_weights(model, ckpt)
-    return model.eval(), data, cfg, ckpt
 
 
 def export(run_dir: Path, out: Path, device: str = "cpu", verify: bool = True) -> Path:

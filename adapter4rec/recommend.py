@@ -22,19 +22,19 @@ not finite is refused too: nothing is written. NaN item scores are never recomme
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from adapter4rec.assemble import rebuild_run
+from adapter4rec.atomic import atomic_path
 from adapter4rec.data.files import iter_tsv_lines, read_users
 from adapter4rec.data.split import eval_split_of
-from adapter4rec.evaluate import model_user_fn, top_k
-from adapter4rec.export import rebuild_run
-from adapter4rec.new_items import NewItems, check_run_can_embed, embed_new_items, extend_candidates
 from adapter4rec.errors import exit_on_user_error
+from adapter4rec.evaluate import model_user_fn, top_k
+from adapter4rec.new_items import NewItems, check_run_can_embed, embed_new_items, extend_candidates
 
 FALLBACKS = ("none", "popularity")
 
@@ -204,19 +204,14 @@ def recommend(run_dir: Path, users_file: Path | None, k: int, out: Path, device:
 
 def _write(out: Path, ids: list[str], lists: dict, catalog_ids: list[str]) -> None:
     """The TSV, users in file order, written to a temporary name and renamed (never a half-written --out)."""
-    partial = out.with_name(out.name + ".partial")
-    try:
-        with open(partial, "w", encoding="utf-8") as handle:
-            for user in ids:
-                if user not in lists:
-                    continue
-                items, scores = lists[user]
-                for rank, (item, score) in enumerate(zip(items.tolist(), scores.tolist()), 1):
-                    if score != float("-inf"):  # fewer than k items left after masking (or NaN scores)
-                        handle.write(f"{user}\t{rank}\t{catalog_ids[item - 1]}\t{score:.6g}\n")
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_path(out) as partial, open(partial, "w", encoding="utf-8") as handle:
+        for user in ids:
+            if user not in lists:
+                continue
+            items, scores = lists[user]
+            for rank, (item, score) in enumerate(zip(items.tolist(), scores.tolist()), 1):
+                if score != float("-inf"):  # fewer than k items left after masking (or NaN scores)
+                    handle.write(f"{user}\t{rank}\t{catalog_ids[item - 1]}\t{score:.6g}\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from adapter4rec import dist
+from adapter4rec.atomic import write_text_atomic
 from adapter4rec.checkpoint import load_run_weights, read_checkpoint
 from adapter4rec.config import Config
 from adapter4rec.evaluate import evaluate_embeddings, popularity_vectors, validate
@@ -37,7 +38,7 @@ def finish(model, data, cfg: Config, device, run_dir: Path, progress, train_seco
                "total_params": sum(p.numel() for p in model.parameters()), "data": data.stats,
                "nonfinite_skipped": progress.skipped_total, "protocol": protocol(cfg)}
     if dist.is_main():
-        (run_dir / "results.json").write_text(json.dumps(results, indent=1))
+        write_text_atomic(run_dir / "results.json", json.dumps(results, indent=1))
     log.info("test (best epoch %d): %s | popularity: %s", best_epoch,
              " ".join(f"{k}={v:.4f}" for k, v in test.items() if "@" in k),
              " ".join(f"{k}={v:.4f}" for k, v in popularity.items() if "@" in k))

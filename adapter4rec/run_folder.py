@@ -24,10 +24,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adapter4rec.errors import UserError
 from adapter4rec import dist
+from adapter4rec.atomic import write_text_atomic
 from adapter4rec.checkpoint import prune_epoch_checkpoints
 from adapter4rec.config import Config
+from adapter4rec.errors import UserError
 
 try:
     import fcntl
@@ -175,8 +176,8 @@ def commit(run_dir: Path, cfg: Config, verdict: Verdict, environment: dict) -> N
             (run_dir / name).unlink(missing_ok=True)
         prune_epoch_checkpoints(run_dir, newest=-1, keep=0)  # every epoch-N.pt of ours (not a foreign one)
         log.warning("overwrite=true: the earlier run's results and checkpoints in %s are deleted", run_dir)
-    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
-    (run_dir / "environment.json").write_text(json.dumps(environment, indent=1))
+    write_text_atomic(run_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1))
+    write_text_atomic(run_dir / "environment.json", json.dumps(environment, indent=1))
 
 
 def trim_metrics(run_dir: Path, epoch: int) -> None:
@@ -188,6 +189,6 @@ def trim_metrics(run_dir: Path, epoch: int) -> None:
     lines = path.read_text().splitlines()
     kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", -1) < epoch]
     if len(kept) != len(lines):
-        path.write_text("".join(line + "\n" for line in kept))
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
         log.info("metrics.jsonl: %d line(s) of epochs from %d on dropped (the resumed run does them again)",
                  len(lines) - len(kept), epoch)

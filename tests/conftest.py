@@ -19,7 +19,7 @@ def make_tiny_bert(folder: Path, hidden: int = 32, layers: int = 2, seed: int = 
     """A BertModel checkpoint folder (config, safetensors weights, WordPiece tokenizer) of a tiny size."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    from adapter4rec.data.synthetic import vocabulary
+    from adapter4rec.data.synthetic.text import vocabulary
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
@@ -42,7 +42,7 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """Folder with source/{users,items}.tsv and target/{users,items}.tsv (tiny preset)."""
-    from adapter4rec.data.synthetic import generate
+    from adapter4rec.data.synthetic.text import generate
 
     root = tmp_path_factory.mktemp("data")
     generate(root, seed=11, preset="tiny")
@@ -60,7 +60,7 @@ def tiny_args(tiny_bert: Path, dataset: Path, out: Path, **overrides) -> list[st
 
 @pytest.fixture(scope="session")
 def tiny_image_data(tmp_path_factory):
-    from adapter4rec.data.synthetic_images import generate_images
+    from adapter4rec.data.synthetic.images import generate_images
 
     root = tmp_path_factory.mktemp("image_data")
     generate_images(root, seed=5, preset="tiny")

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_end_to_end import (FROZEN, FROZEN_ARGS, PIPELINE_RUNS, common, launch, results,  # noqa: E402
                              transfer_pipeline)
 
-from adapter4rec.data.synthetic import generate  # noqa: E402
+from adapter4rec.data.synthetic.text import generate  # noqa: E402
 
 GAPS = {  # name -> (higher run, lower run; None = popularity)
     "scratch - popularity": ("frozen-scratch", None),

@@ -206,7 +206,7 @@ def test_frozen_backbone_cache_is_exact_in_eval(base_model, tiny_bert, tiny_data
     model, _ = adapted(base_model, cfg)
     want = outputs(model, base_model[1])
     assert model.item_encoder.cache_backbone()  # backbone frozen: cached
-    assert model.item_encoder.cls_cache.shape == (model.num_items + 1, model.item_encoder.backbone.config.hidden_size)
+    assert model.item_encoder.pooled_cache.shape == (model.num_items + 1, model.item_encoder.backbone.config.hidden_size)
     for got, exp in zip(outputs(model, base_model[1]), want):
         torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-6)
     # the head still trains on top of the cache
@@ -217,7 +217,7 @@ def test_frozen_backbone_cache_is_exact_in_eval(base_model, tiny_bert, tiny_data
     # a trainable backbone is never cached
     cfg = config(tiny_bert, tiny_data, tmp_path, adapter="houlsby", adapter_where="item")
     model, _ = adapted(base_model, cfg)
-    assert not model.item_encoder.cache_backbone() and model.item_encoder.cls_cache is None
+    assert not model.item_encoder.cache_backbone() and model.item_encoder.pooled_cache is None
 
 
 @pytest.mark.parametrize("method", ["houlsby", "lora"])
@@ -230,7 +230,7 @@ def test_frozen_prefix_cache_is_exact_in_eval_and_trains(method, base_model, tin
             param.add_(torch.randn_like(param) * 0.05)
     want = outputs(model, base_model[1])
     assert "1 frozen bottom layer" in model.item_encoder.cache_backbone()
-    assert model.item_encoder.cls_cache is None and model.item_encoder.prefix.states.shape[:2] == \
+    assert model.item_encoder.pooled_cache is None and model.item_encoder.prefix.states.shape[:2] == \
         model.item_encoder.token_ids.shape
     for got, exp in zip(outputs(model, base_model[1]), want):
         torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-6)

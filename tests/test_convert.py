@@ -1,4 +1,4 @@
-"""Dataset converters (adapter4rec.data.convert*, Dataset/convert.py): exact outputs on hand-written fixtures
+"""Dataset converters (adapter4rec.data.prepare, Dataset/convert.py): exact outputs on hand-written fixtures
 for every format, each drop reason counted, clear errors, and the real data sets in shared/datasets."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from adapter4rec.data.convert import clean_text, join_text, write_dataset
-from adapter4rec.data.convert_formats import (read_interactions_csv, read_minionerec, read_recbole_atomic,
+from adapter4rec.data.prepare.convert import clean_text, join_text, write_dataset
+from adapter4rec.data.prepare.formats import (read_interactions_csv, read_minionerec, read_recbole_atomic,
                                               read_recbole_split)
 from adapter4rec.data.files import DataError, read_items, read_users
 

@@ -118,7 +118,8 @@ def test_side_transfer_through_the_launcher(transfer_runs):
 
     import torch
 
-    from adapter4rec.export import check_reproduces, rebuild_run
+    from adapter4rec.assemble import rebuild_run
+    from adapter4rec.export import check_reproduces
     from tests.test_side_network import SIDE_NAMES
     run = transfer_runs / "adapter_side"
     res = results(transfer_runs, "adapter_side")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import adapter4rec.assemble as assemble
 import adapter4rec.train as train
 from adapter4rec.checkpoint import read_checkpoint
 from adapter4rec.config import parse_args
@@ -167,7 +168,7 @@ def test_nonfinite_gradient_stops_by_default(tiny_bert, tiny_data, tmp_path, mon
 def test_output_dir_under_a_file_fails_before_any_work(tiny_bert, tiny_data, tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a regular file: nothing can be created under it, even by root")
-    monkeypatch.setattr(train, "load_data", lambda cfg: pytest.fail("data was loaded before the check"))
+    monkeypatch.setattr(assemble, "load_data", lambda cfg: pytest.fail("data was loaded before the check"))
     with pytest.raises(SystemExit) as err:
         train.run(parse_args(args(tiny_bert, tiny_data, blocker)))
     msg = str(err.value.code)
@@ -187,7 +188,7 @@ def test_read_only_output_dir(tiny_bert, tiny_data, tmp_path, monkeypatch):
             raise PermissionError(errno.EACCES, "Permission denied", str(file))
         return builtins.open(file, *a, **k)
     monkeypatch.setattr("adapter4rec.run_folder.open", refuse_under_out, raising=False)  # its first file: .lock
-    monkeypatch.setattr(train, "load_data", lambda cfg: pytest.fail("data was loaded before the check"))
+    monkeypatch.setattr(assemble, "load_data", lambda cfg: pytest.fail("data was loaded before the check"))
     with pytest.raises(SystemExit) as err:
         train.run(parse_args(args(tiny_bert, tiny_data, out)))
     msg = str(err.value.code)

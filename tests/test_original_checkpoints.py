@@ -121,7 +121,7 @@ def text_setup(tiny_bert, tiny_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image_setup(tmp_path_factory):
-    from adapter4rec.data.synthetic_images import generate_images
+    from adapter4rec.data.synthetic.images import generate_images
     from adapter4rec.models.vit_init import write_vit_folder
 
     root = tmp_path_factory.mktemp("orig_images")

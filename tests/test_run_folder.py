@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import adapter4rec.assemble as assemble
 import adapter4rec.train as train
 from adapter4rec.checkpoint import CheckpointError
 from adapter4rec.config import REPO_ROOT, parse_args
@@ -66,7 +67,7 @@ def test_a_finished_run_started_again_with_its_settings_is_done_and_untouched(ti
                                                                            monkeypatch):
     out, run_dir, results = finished
     before = snapshot(run_dir)
-    monkeypatch.setattr(train, "load_data", lambda cfg: pytest.fail("a finished run must not load data again"))
+    monkeypatch.setattr(assemble, "load_data", lambda cfg: pytest.fail("a finished run must not load data again"))
     again = train.run(args(tiny_bert, tiny_data, out, progress="true", keep_last=3))  # runtime keys may differ
     assert again["test"] == results["test"]
     assert snapshot(run_dir) == before  # log.txt included

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapter4rec.data import synthetic
-from adapter4rec.data.synthetic import PRESETS, generate, vocabulary
-from adapter4rec.data.synthetic_vocab import CONNECTORS, FILLERS, TOPICS
+from adapter4rec.data.synthetic import text as synthetic
+from adapter4rec.data.synthetic.text import PRESETS, generate, vocabulary
+from adapter4rec.data.synthetic.vocab import CONNECTORS, FILLERS, TOPICS
 
 FILES = ("source/users.tsv", "source/items.tsv", "target/users.tsv", "target/items.tsv")
 

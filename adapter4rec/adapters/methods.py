@@ -27,7 +27,7 @@ METHODS = ("none", "houlsby", "parallel", "pfeiffer", "compacter", "lora", "kada
 @dataclass
 class Site:
     """One encoder to adapt: where it hangs in the model and its sizes."""
-    side: str          # "item" or "user"
+    tower: str         # "item" or "user": which encoder the site is in
     encoder: nn.Module
     family: str
     width: int         # hidden size d of the encoder
@@ -65,7 +65,7 @@ def sublayer_slots(cfg: Config, method: str) -> list[str]:
 
 def method_of(site: Site, cfg: Config) -> str:
     """The PEFT method of one encoder: `adapter`, or `user_adapter` in the user encoder (side -> houlsby)."""
-    if site.side == "user" and (cfg.user_adapter != "auto" or cfg.adapter == "side"):
+    if site.tower == "user" and (cfg.user_adapter != "auto" or cfg.adapter == "side"):
         return "houlsby" if cfg.user_adapter == "auto" else cfg.user_adapter
     return cfg.adapter
 
@@ -76,7 +76,7 @@ def add_adapters(model: nn.Module, cfg: Config) -> dict[str, list[str]]:
     changed: dict[str, list[str]] = {}
     for site in sites(model, cfg):
         layers = chosen_layers(site.num_layers, cfg.adapter_layers)
-        changed[site.side] = _add(model, site, layers, cfg, method_of(site, cfg))
+        changed[site.tower] = _add(model, site, layers, cfg, method_of(site, cfg))
     return changed
 
 
@@ -113,13 +113,13 @@ def _add(model: nn.Module, site: Site, layers: set[int], cfg: Config, method: st
     if method == "kadapter":
         side = KAdapter(d, r, site.heads, sorted(layers) if cfg.adapter_layers else
                         _first_last(site.num_layers), cfg.adapter_dropout)
-        if site.side == "item":
+        if site.tower == "item":
             model.item_encoder.backbone = KAdapterBackbone(site.encoder, side)
             return ["item_encoder.backbone"]
         model.user_encoder = KAdapterUserEncoder(site.encoder, side)
         return ["user_encoder"]
     if method == "prompt":
-        if site.side == "user":
+        if site.tower == "user":
             raise SystemExit("adapter4rec: prompt tuning is defined for the item encoder; set adapter_where=item")
         generator = torch.Generator().manual_seed(cfg.seed)
         kind = VisualPromptBackbone if site.family == "vit" else PromptBackbone

@@ -18,7 +18,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from adapter4rec.atomic import atomic_path
 from adapter4rec.data.files import DataError
 from adapter4rec.data.lmdb_images import ImageEntryError, ImageLmdb
 
@@ -121,15 +121,13 @@ def build_pixel_cache(store_path: Path, names: list[str], spec: ImageSpec, out: 
     # initialised next would differ between the run that built the cache and later runs
     loader = DataLoader(_DecodeItems(store, names, spec), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_collate, generator=torch.Generator().manual_seed(0))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(names) + 1, 3, spec.height,
-                                                                                spec.width))
-    table[0] = 0
     report = {"items": len(names), "layout": store.layout, "missing": [], "corrupt": [], "converted": {},
               "upscaled": 0}
     row = 1
-    try:
+    with atomic_path(out) as tmp:
+        table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                          shape=(len(names) + 1, 3, spec.height, spec.width))
+        table[0] = 0
         for pixels, statuses in loader:
             table[row:row + len(pixels)] = pixels
             for offset, (status, converted, upscaled) in enumerate(statuses):
@@ -150,11 +148,8 @@ def build_pixel_cache(store_path: Path, names: list[str], spec: ImageSpec, out: 
                             f"image, counted)")
         table.flush()
         del table
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    with atomic_path(out.with_suffix(".json")) as tmp_report:
+        tmp_report.write_text(json.dumps(report, indent=1))
     return report
 
 

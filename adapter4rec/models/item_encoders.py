@@ -57,7 +57,7 @@ class ContentItemEncoder(nn.Module):
         self.backbone, self.pooling = backbone, pooling
         self.proj = make_head(head, backbone.config.hidden_size, d, experts)  # item_heads.py: the item tower's head
         self.id_fusion: IdFusion | None = None        # item_tower=fused: the target's ID table and how it joins
-        self.cls_cache: torch.Tensor | None = None  # (num_items+1, hidden) when the backbone is frozen
+        self.pooled_cache: torch.Tensor | None = None  # (num_items+1, hidden) when the backbone is frozen
         self.prefix: PrefixCache | None = None       # when only its top layers train
         self.side = None                              # adapters/side.py SideNetwork, set by adapter=side
         self.side_table: torch.Tensor | None = None  # (num_items+1, k, hidden): its cached inputs
@@ -81,7 +81,7 @@ class ContentItemEncoder(nn.Module):
         """(n, T', h) -> (n, h) by `pooling` (default: item_pooling)."""
         return pool_states(hidden, mask, pooling or self.pooling)
 
-    def encode_cls(self, items: torch.Tensor) -> torch.Tensor:
+    def encode_pooled(self, items: torch.Tensor) -> torch.Tensor:
         """(n, hidden) pooled backbone states (the CLS state under item_pooling=cls)."""
         return self.pool(*self.encode_states(items))
 
@@ -116,12 +116,12 @@ class ContentItemEncoder(nn.Module):
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         if self.side is not None:
             hidden = self.side_states(items)
-        elif self.cls_cache is not None:
-            hidden = self.cls_cache[items]
+        elif self.pooled_cache is not None:
+            hidden = self.pooled_cache[items]
         elif self.prefix is not None:
             hidden = self.prefix.finish(items)
         else:
-            hidden = self.encode_cls(items)
+            hidden = self.encode_pooled(items)
         content = self.proj(hidden)  # (n, d) from the pooled state
         return content if self.id_fusion is None else self.id_fusion(content, items)
 
@@ -130,19 +130,22 @@ class ContentItemEncoder(nn.Module):
         """The content path alone, live: no cached rows and no ID table (both are indexed by catalogue item), for
         items outside the catalogue. The frozen parts run in eval mode as the caches were built, so a catalogue
         item encoded here gets its cached (ID-less) embedding."""
-        saved = (self.cls_cache, self.prefix, self.side_table, self.side_prepared, self.id_fusion)
-        self.cls_cache, self.prefix, self.side_table, self.side_prepared, self.id_fusion = None, None, None, None, None
+        names = ("pooled_cache", "prefix", "side_table", "side_prepared", "id_fusion")
+        saved = {name: getattr(self, name) for name in names}
+        for name in names:
+            setattr(self, name, None)
         try:
             yield self
         finally:
-            self.cls_cache, self.prefix, self.side_table, self.side_prepared, self.id_fusion = saved
+            for name, value in saved.items():
+                setattr(self, name, value)
 
     @torch.no_grad()
     def cache_backbone(self, store=None, limit_bytes: int = 4 << 30, side_limit_bytes: int | None = None) -> str:
         """Encode the frozen part once into `store` (states/store.py; default: in memory): the side network's
         inputs (adapter=side), every item's pooled output when no backbone parameter trains, else the hidden
         states below the lowest trainable layer (models/prefix_cache.py). Returns what was cached."""
-        self.cls_cache, self.prefix, self.side_table, self.side_prepared = None, None, None, None
+        self.pooled_cache, self.prefix, self.side_table, self.side_prepared = None, None, None, None
         store = store if store is not None else MemoryStore()
         device = self.proj.weight.device
         if self.side is not None:
@@ -161,7 +164,7 @@ class ContentItemEncoder(nn.Module):
             return f"the side network's inputs (layers {self.side.layers}{both}, {side_dtype})"
         if not any(p.requires_grad for p in self.backbone.parameters()):
             top = self.backbone.config.num_hidden_layers
-            self.cls_cache = on_device(layer_state_table(self, store, [top], "fp32"), device)[:, 0]
+            self.pooled_cache = on_device(layer_state_table(self, store, [top], "fp32"), device)[:, 0]
             self.cache_report = dict(store.report)
             return f"the whole backbone ({self.pooling}-pooled states)"
         depth = frozen_prefix_depth(self.backbone)

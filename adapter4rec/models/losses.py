@@ -189,7 +189,8 @@ def global_candidates(ids: torch.Tensor, emb: torch.Tensor, counts: torch.Tensor
     """The candidate set of the whole distributed batch: (ids (G,), embeddings (G, d) with gradients back to the
     rank that encoded them, counts (G,) summed over ranks, column (G,) of each local candidate, slots, draws).
     An item several ranks hold keeps the copy of the lowest rank (the same function of the same weights; only
-    dropout noise differs). In a single process: the inputs themselves and the identity column map."""
+    dropout noise differs). In a single process: the inputs themselves and no column map (None: each candidate
+    is its own column)."""
     if dist.world_size() == 1:
         return ids, emb, counts, None, slots, draws
     id_parts = dist.all_gather_rows(ids)

@@ -14,9 +14,9 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from adapter4rec.errors import UserError
 from adapter4rec.config import Config
 from adapter4rec.data.images import ImageSpec
+from adapter4rec.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,8 +26,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from adapter4rec.errors import UserError
 from adapter4rec import dist
+from adapter4rec.atomic import atomic_path
+from adapter4rec.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -146,21 +146,15 @@ class DiskStore:
     def _build(self, data: Path, meta: Path, key: dict, shape: tuple[int, ...], dtype: str, fill: Fill) -> None:
         started = time.time()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = data.with_name(f".{data.name}.{os.getpid()}.tmp")
-        array = np.memmap(tmp, dtype=_NUMPY[dtype], mode="w+", shape=shape)  # zero-filled: row 0 stays padding
-        table = _view(array, dtype)
-        try:
+        with atomic_path(data) as tmp:
+            array = np.memmap(tmp, dtype=_NUMPY[dtype], mode="w+", shape=shape)  # zero-filled: row 0 stays padding
+            table = _view(array, dtype)
             fill(_writer(table))
             array.flush()
             del array, table
-            os.replace(tmp, data)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         report = {"key": key, "bytes": data.stat().st_size, "checksum": _checksum(data),
                   "build_seconds": round(time.time() - started, 2)}
-        tmp_meta = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
-        tmp_meta.write_text(json.dumps(report, indent=1))
-        os.replace(tmp_meta, meta)
+        with atomic_path(meta) as tmp_meta:
+            tmp_meta.write_text(json.dumps(report, indent=1))
         log.info("state cache %s built in %.1f s: %s of shape %s (%.1f MB)", data.name, report["build_seconds"],
                  dtype, list(shape), report["bytes"] / 2**20)

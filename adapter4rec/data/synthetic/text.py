@@ -19,7 +19,7 @@ from typing import Mapping
 
 import numpy as np
 
-from adapter4rec.data.synthetic_vocab import (ABSTRACT_CLAUSES, CONNECTORS, FILLERS, TITLE_TEMPLATES,
+from adapter4rec.data.synthetic.vocab import (ABSTRACT_CLAUSES, CONNECTORS, FILLERS, TITLE_TEMPLATES,
                                               TOPICS, Topic)
 
 

@@ -21,8 +21,8 @@ from typing import Mapping
 import numpy as np
 from PIL import Image, ImageDraw
 
-from adapter4rec.data.build_images import build_from_folder
-from adapter4rec.data.synthetic import DomainSpec, draw_users, transition_matrix
+from adapter4rec.data.prepare.image_folders import build_from_folder
+from adapter4rec.data.synthetic.text import DomainSpec, draw_users, transition_matrix
 
 N_TOPICS = 16
 SHAPES = ("circle", "square", "triangle", "cross")

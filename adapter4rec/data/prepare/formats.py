@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from adapter4rec.data.convert import Converted, ReadLog, item_id_problem, join_text, reader_report, user_id_problem
+from adapter4rec.data.prepare.convert import Converted, ReadLog, item_id_problem, join_text, reader_report, user_id_problem
 from adapter4rec.data.files import DataError, iter_tsv_lines
 
 DEFAULT_ATOMIC_TEXT = ("title", "categories", "brand")

@@ -1,6 +1,6 @@
 """Converting other sequential-recommendation data sets into the project's users.tsv / items.tsv.
 
-A format reader (see convert_formats.py) returns a `Converted`: user -> time-ordered item ids (repeats kept,
+A format reader (see formats.py) returns a `Converted`: user -> time-ordered item ids (repeats kept,
 the evaluation handles them), item -> text, and a report of what it read and dropped, per reason.
 `write_dataset` then applies the final filters (items without text, users shorter than `min_len`) and writes
 files that `adapter4rec.data.files.read_items` / `read_users` load. Output is deterministic: users and items
