@@ -13,7 +13,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as torch_dist
 
-from adapter4rec.errors import UserError
+from adapter4rec.errors import USER_ERRORS
 
 
 def world_size() -> int:
@@ -51,7 +51,7 @@ def setup(requested_device: str = "auto") -> torch.device:
     return device
 
 
-def record_errors(quiet: tuple[type, ...] = (UserError,)):
+def record_errors(quiet: tuple[type, ...] = USER_ERRORS):
     """Decorator: under torchrun, an uncaught exception is also written to the error file torchrun reads, so its
     failure summary names the failing rank's exception and traceback (instead of "error_file: <N/A>"); outside
     torchrun the function runs as is (torch's `record` would also re-enable faulthandler on every call).

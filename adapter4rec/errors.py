@@ -1,7 +1,7 @@
 """What a user did wrong, told in one line: the base class of every bad-input error and the entry points' exit.
 
 Every error that describes bad input (data, configuration, checkpoints, model folders, image stores, caches, run
-folders, a diverged run) derives from UserError, next to its usual built-in base (DataError is also a ValueError,
+folders) derives from UserError, next to its usual built-in base (DataError is also a ValueError,
 CheckpointError a RuntimeError...), so an entry point recognises it without importing the modules that raise it.
 """
 from __future__ import annotations
@@ -14,12 +14,13 @@ class UserError(Exception):
     """Bad input, not a bug: an entry point prints the message alone (exit_on_user_error)."""
 
 
-class DivergedError(UserError, FloatingPointError):
-    """Training produced non-finite losses or gradients (nonfinite=stop, or too many skipped steps in a row)."""
+# a diverged run (train.py raises FloatingPointError: non-finite losses or gradients) comes from its settings or
+# data, not from a bug: told in one line too
+USER_ERRORS = (UserError, FloatingPointError)
 
 
 def exit_on_user_error(main) -> None:
-    """Run an entry point's `main()`. A user error (a UserError, or our own SystemExit messages) prints ONE line
+    """Run an entry point's `main()`. A user error (USER_ERRORS, or our own SystemExit messages) prints ONE line
     `adapter4rec: error: ...` on stderr and exits with status 2 — under torchrun from rank 0 only, so the message
     appears once; a real bug keeps its traceback. A4R_DEBUG=1 shows the traceback of user errors too."""
     debug = os.environ.get("A4R_DEBUG", "") not in ("", "0")
@@ -29,7 +30,7 @@ def exit_on_user_error(main) -> None:
         if isinstance(stop.code, str) and not debug:
             _report_and_exit(stop.code)
         raise
-    except UserError as err:
+    except USER_ERRORS as err:
         if debug:
             raise
         _report_and_exit(f"{type(err).__name__}: {err}")

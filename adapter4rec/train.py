@@ -24,7 +24,6 @@ from adapter4rec.checkpoint import checkpoint_of, epoch_path, prune_epoch_checkp
 from adapter4rec.config import Config
 from adapter4rec.data.shards import ShardedBatches
 from adapter4rec.data.split import sample_negatives
-from adapter4rec.errors import DivergedError
 from adapter4rec.evaluate import autocast, validate
 from adapter4rec.optim import apply_schedule, build_optimizer
 from adapter4rec.progress import progress_bar
@@ -127,14 +126,14 @@ def skip_or_stop(fault: str, cfg: Config, progress: Progress, step: int) -> None
     """nonfinite=stop: raise (nothing is saved after the fault, so best.pt / last.pt stay as they were);
     skip: count the batch and warn. Every rank gets here together (the fault was all-reduced)."""
     if cfg.nonfinite == "stop":
-        raise DivergedError(f"{fault} at epoch {progress.epoch} step {step}; stopped (nonfinite=stop). "
+        raise FloatingPointError(f"{fault} at epoch {progress.epoch} step {step}; stopped (nonfinite=stop). "
                                  f"The last good checkpoints (best.pt, last.pt) are left untouched: start the "
                                  f"run again with nonfinite=skip to skip such batches, or lower the learning rate")
     progress.skipped += 1
     progress.skipped_total += 1
     progress.skipped_in_a_row += 1
     if progress.skipped_in_a_row >= MAX_SKIPS_IN_A_ROW:
-        raise DivergedError(f"{fault} at epoch {progress.epoch} step {step}: {progress.skipped_in_a_row} "
+        raise FloatingPointError(f"{fault} at epoch {progress.epoch} step {step}: {progress.skipped_in_a_row} "
                                  f"updates in a row were skipped (nonfinite=skip stops there: the run has "
                                  f"diverged, it is not meeting a rare bad batch); lower the learning rate")
     if dist.is_main():
