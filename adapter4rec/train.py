@@ -23,7 +23,6 @@ from adapter4rec.assemble import build_run
 from adapter4rec.checkpoint import checkpoint_of, epoch_path, prune_epoch_checkpoints, save_atomic
 from adapter4rec.config import Config
 from adapter4rec.data.shards import ShardedBatches
-from adapter4rec.data.split import sample_negatives
 from adapter4rec.evaluate import autocast, validate
 from adapter4rec.optim import apply_schedule, build_optimizer
 from adapter4rec.progress import progress_bar
@@ -57,7 +56,7 @@ def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, pr
         set_rng_state(resume_rng, negatives)
     for step in range(progress.step, limit):
         (seqs,) = next(batches)
-        negs = draw_negatives(model, seqs, cfg, negatives)
+        negs = model.draw_negatives(seqs, negatives)
         apply_schedule(optimizer, cfg, progress.epoch * limit + step, cfg.epochs * limit)
         loss, fault = train_step(model, ddp_model, seqs.to(device), negs, optimizer, scaler, cfg, device)
         if fault:
@@ -75,17 +74,6 @@ def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, pr
             stop.stop(f"after epoch {progress.epoch} step {progress.step}")
     bar.close()
     return progress.loss_sum / max(progress.step - progress.skipped, 1)  # mean over the updates made
-
-
-def draw_negatives(model, seqs: torch.Tensor, cfg: Config, generator: torch.Generator) -> torch.Tensor | None:
-    """bce: one negative per position (B, L); a sampled softmax: S shared uniform items (S,); else None."""
-    if cfg.loss == "bce":
-        negs = sample_negatives(seqs, model.num_items, generator)
-    elif model.uses_shared_negatives():
-        negs = torch.randint(1, model.num_items + 1, (cfg.softmax_negatives,), generator=generator)
-    else:
-        return None
-    return negs.to(next(model.parameters()).device)
 
 
 def train_step(model, ddp_model, seqs, negs, optimizer, scaler, cfg, device) -> tuple[float, str | None]:

@@ -14,7 +14,7 @@ from adapter4rec.assemble import build_run
 from adapter4rec.config import from_dict
 from adapter4rec.optim import build_optimizer
 from adapter4rec.states.layers import weights_digest
-from adapter4rec.train import draw_negatives, make_loader, train_step
+from adapter4rec.train import make_loader, train_step
 
 if __name__ == "__main__":
     cfg_file, out_dir = sys.argv[1:3]
@@ -32,7 +32,7 @@ if __name__ == "__main__":
         loader.batch_sampler.set_epoch(epoch)
         for indices in loader.batch_sampler:
             seqs = data.split.train[indices]
-            loss, fault = train_step(model, ddp_model, seqs, draw_negatives(model, seqs, cfg, negatives), optimizer,
+            loss, fault = train_step(model, ddp_model, seqs, model.draw_negatives(seqs, negatives), optimizer,
                                      scaler, cfg, device)
             assert fault is None
             trained.append([epoch, indices])

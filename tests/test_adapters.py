@@ -14,7 +14,7 @@ from adapter4rec.adapters.trainable import set_trainable, trainable_state
 from adapter4rec.build import build_model, load_data
 from adapter4rec.checkpoint import load_run_weights
 from adapter4rec.config import parse_args
-from adapter4rec.data.split import sample_negatives
+from adapter4rec.models.negatives import sample_negatives
 from adapter4rec.train import build_optimizer
 from tests.conftest import tiny_args
 

@@ -14,7 +14,7 @@ from adapter4rec.adapters.prompt import VisualPromptBackbone
 from adapter4rec.adapters.trainable import set_trainable
 from adapter4rec.build import build_model, load_data
 from adapter4rec.config import REPO_ROOT, parse_args
-from adapter4rec.data.split import sample_negatives
+from adapter4rec.models.negatives import sample_negatives
 from adapter4rec.models.pretrained import CheckpointFolderError, image_spec, load_backbone
 from adapter4rec.train import build_optimizer
 from tests.test_end_to_end import launch

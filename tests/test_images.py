@@ -17,10 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-from adapter4rec.data.prepare.image_folders import build_from_folder
 from adapter4rec.data.files import DataError, read_item_names
 from adapter4rec.data.images import ImageSpec, PixelTable, build_pixel_cache, cache_path, decode, to_rgb
 from adapter4rec.data.lmdb_images import ImageEntryError, ImageLmdb, ImageStoreError, write_lmdb
+from adapter4rec.data.prepare.image_folders import build_from_folder
 from adapter4rec.data.synthetic.images import N_TOPICS, SHAPES, draw_item, generate_images, topic_look
 
 MAP = 16 << 20

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from adapter4rec.build import build_model, load_data
 from adapter4rec.config import parse_args
-from adapter4rec.data.split import sample_negatives
+from adapter4rec.models.negatives import sample_negatives
 from adapter4rec.models.recommender import Recommender
 from tests.conftest import tiny_args
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from adapter4rec.data.files import Interactions, read_items, read_users
-from adapter4rec.data.split import leave_one_out, left_pad, sample_negatives
+from adapter4rec.data.split import leave_one_out, left_pad
+from adapter4rec.models.negatives import sample_negatives
 
 
 def _data(*seqs, num_items=9) -> Interactions:

@@ -15,6 +15,7 @@ from torch import nn
 from adapter4rec.models.item_encoders import encode_catalogue
 from adapter4rec.models.losses import (Scorer, bce_loss, candidate_softmax, correction, global_candidates,
                                        own_items_mask, rank_denominator)
+from adapter4rec.models.negatives import sample_negatives
 from adapter4rec.models.user_encoder import SASRecEncoder
 
 
@@ -53,6 +54,17 @@ class Recommender(nn.Module):
 
     def uses_shared_negatives(self) -> bool:
         return self.loss_name == "softmax" and self.softmax_negatives > 0
+
+    def draw_negatives(self, seqs: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        """What `forward` takes as `negatives` for these windows (B, L+1), drawn from `generator` on the CPU:
+        bce, one per position (B, L); a sampled softmax, S shared uniform items (S,); otherwise None."""
+        if self.loss_name == "bce":
+            negatives = sample_negatives(seqs, self.num_items, generator)
+        elif self.uses_shared_negatives():
+            negatives = torch.randint(1, self.num_items + 1, (self.softmax_negatives,), generator=generator)
+        else:
+            return None
+        return negatives.to(next(self.parameters()).device)
 
     def after_step(self) -> None:
         """Call after every optimizer step that was taken: keeps a learned temperature under its cap."""
