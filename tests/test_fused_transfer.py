@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+import adapter4rec.train as train
 from adapter4rec.assemble import prepare_model, rebuild_run
 from adapter4rec.build import build_model, load_data
 from adapter4rec.checkpoint import CheckpointError, load_source, read_checkpoint
@@ -15,7 +16,6 @@ from adapter4rec.config import parse_args
 from adapter4rec.data.split import cold_start_items
 from adapter4rec.export import export
 from adapter4rec.recommend import recommend
-import adapter4rec.train as train
 from tests.conftest import tiny_args
 
 FAST = dict(epochs=1, max_steps_per_epoch=3, loss="softmax", precision="fp32")

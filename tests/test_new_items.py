@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import adapter4rec.train as train
 from adapter4rec.assemble import rebuild_run
 from adapter4rec.config import parse_args
 from adapter4rec.data.files import DataError
@@ -13,7 +14,6 @@ from adapter4rec.data.text import build_token_table
 from adapter4rec.models.pretrained import checkpoint_dir, load_tokenizer
 from adapter4rec.new_items import read_new_items
 from adapter4rec.recommend import recommend
-import adapter4rec.train as train
 from tests.conftest import tiny_args
 
 FAST = dict(stage="downstream", epochs=1, max_steps_per_epoch=3, loss="softmax", precision="fp32")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+import adapter4rec.train as train
 from adapter4rec import recommend as rec
 from adapter4rec.assemble import rebuild_run
 from adapter4rec.config import parse_args
 from adapter4rec.evaluate import evaluate_embeddings, model_user_fn, top_k
 from adapter4rec.recommend import recommend
-import adapter4rec.train as train
 from tests.conftest import tiny_args
 
 
