@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adapter4rec.config_checks import check
 from adapter4rec.flag_suggest import suggest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -222,97 +222,9 @@ class Config:
         return p if p.is_absolute() else REPO_ROOT / p
 
     def validate(self) -> "Config":
-        for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                _bad(f.name, getattr(self, f.name), f"one of {', '.join(choices)}")
-            value = getattr(self, f.name)  # nan / inf pass every comparison below as "in range" or fail it vaguely
-            if isinstance(value, float) and not math.isfinite(value):
-                _bad(f.name, value, "a finite number > 0 (a learning rate)" if f.name in LEARNING_RATES else
-                     "a finite number")
-        for key in ("max_seq_len", "embedding_dim", "num_blocks", "num_heads", "epochs", "batch_size",
-                    "eval_batch_size", "eval_item_chunk", "max_title_tokens"):
-            if getattr(self, key) < 1:
-                _bad(key, getattr(self, key), "an integer >= 1")
-        for key in (*LEARNING_RATES, "lora_alpha", "item_adapter_size", "user_adapter_size", "kadapter_item_heads",
-                    "kadapter_user_heads", "compacter_n", "prompt_tokens", "temperature"):
-            if not getattr(self, key) > 0:
-                _bad(key, getattr(self, key), "a positive number")
-        for key in ("weight_decay", "grad_clip", "max_steps_per_epoch", "patience", "num_workers", "save_every_steps",
-                    "adapter_layers", "phm_init_range", "keep_last", "softmax_negatives", "warmup_steps"):
-            if getattr(self, key) < 0:
-                _bad(key, getattr(self, key), "a number >= 0")
-        if self.min_seq_len < 3:
-            _bad("min_seq_len", self.min_seq_len, "an integer >= 3 (a training pair, a validation and a test item)")
-        if not 0 < self.user_fraction <= 1:
-            _bad("user_fraction", self.user_fraction, "a number in (0, 1]")
-        for key in ("dropout", "adapter_dropout"):
-            if not 0 <= getattr(self, key) < 1:
-                _bad(key, getattr(self, key), "a number in [0, 1)")
-        if self.adapter != "none" and self.item_tower == "id" and self.adapter_where != "user":
-            _bad("adapter_where", self.adapter_where, "user when item_tower=id (an ID table has no layers)")
-        if self.adapter == "side":
-            if self.tune != "peft":
-                _bad("tune", self.tune, "peft with adapter=side (the side network reads a frozen backbone)")
-            if self.adapter_where == "user":
-                _bad("adapter_where", self.adapter_where, "item or both with adapter=side (an item-encoder method)")
-            if self.tune_layernorm or self.tune_bias:
-                _bad("tune_layernorm" if self.tune_layernorm else "tune_bias", True, "false with adapter=side: the "
-                     "side network never runs the backbone, so its LayerNorms and biases would get no gradient")
-            if not self.side_cache_max_gb > 0:
-                _bad("side_cache_max_gb", self.side_cache_max_gb, "a positive number")
-        if self.adapter == "prompt" and self.adapter_where != "item":
-            _bad("adapter_where", self.adapter_where, "item with adapter=prompt (prompts go into the item encoder)")
-        if self.embedding_dim % self.num_heads:
-            _bad("num_heads", self.num_heads, f"a divisor of embedding_dim={self.embedding_dim}")
-        try:
-            ks = self.topk_list()
-        except ValueError:
-            ks = []
-        if not ks or min(ks) < 1:
-            _bad("topk", self.topk, "a comma list of positive integers, e.g. 5,10,20")
-        name, _, k = self.select_metric.partition("@")
-        if name not in ("hr", "ndcg", "mrr") or not k.isdigit() or int(k) not in ks:
-            _bad("select_metric", self.select_metric, f"hr@K, ndcg@K or mrr@K with K in topk={self.topk}")
-        if self.learn_temperature and self.score != "cosine":
-            _bad("learn_temperature", self.learn_temperature, "false unless score=cosine (a dot product has no "
-                 "temperature)")
-        bad_fields = set(self.text_field_list()) - {"title", "abstract"}
-        if bad_fields or not self.text_field_list():
-            _bad("text_fields", self.text_fields, "a comma list of: title, abstract")
-        if self.stage == "pretrain" and self.source_checkpoint:
-            _bad("source_checkpoint", self.source_checkpoint, "empty when stage=pretrain")
-        if self.init_std < 0:
-            _bad("init_std", self.init_std, "0 (xavier_normal) or a positive standard deviation")
-        if self.stage == "pretrain" and self.warm_start:
-            _bad("warm_start", self.warm_start, "empty when stage=pretrain")
-        if self.learn_temperature and self.temperature < 0.01:
-            _bad("temperature", self.temperature, ">= 0.01 with learn_temperature (a learned 1/tau is capped at 100)")
-        self._validate_transfer_extras()
+        """Raise ValueError naming the key, the value and what is expected; returns self when every check passes."""
+        check(self)
         return self
-
-    def _validate_transfer_extras(self) -> None:
-        """The ID + content tower, the whitening head, the cold-start study and zero-shot evaluation."""
-        if not 0 <= self.id_dropout < 1:
-            _bad("id_dropout", self.id_dropout, "a share in [0, 1)")
-        if self.head_experts < 1:
-            _bad("head_experts", self.head_experts, "a positive number of experts")
-        if not 0 <= self.cold_items < 1:
-            _bad("cold_items", self.cold_items, "a share of the items in [0, 1)")
-        if self.item_tower == "id" and self.item_head != "linear":
-            _bad("item_head", self.item_head, "linear with item_tower=id (an ID table has no head)")
-        if self.zero_shot and (self.stage != "downstream" or not self.source_checkpoint or self.warm_start
-                               or self.item_tower != "modal" or self.adapter != "none"):
-            _bad("zero_shot", True, "only with stage=downstream, a source_checkpoint, item_tower=modal, adapter=none "
-                 "and no warm_start (the source model is evaluated as it is: nothing new may be added to it)")
-
-
-# every learning-rate key (each must be a finite number > 0)
-LEARNING_RATES = ("lr", "item_encoder_lr", "item_adapter_lr", "user_adapter_lr")
-
-
-def _bad(key: str, value, expected: str):
-    raise ValueError(f"config: {key}={value!r} is invalid; expected {expected}")
 
 
 def _parse_bool(text: str) -> bool:

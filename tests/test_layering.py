@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "adapter4rec"
 
 # lowest first; a module belongs to the group with the longest matching prefix
 LAYERS = [
-    ("base", ["errors", "atomic", "dist", "config", "flag_suggest", "progress", "ranking"]),
+    ("base", ["errors", "atomic", "dist", "config", "config_checks", "flag_suggest", "progress", "ranking"]),
     ("runtime data", ["data", "states"]),  # files, split, shards, text, images, the per-item state store
     ("models", ["models", "adapters"]),
     ("run", ["build", "checkpoint", "evaluate", "optim", "original", "resume", "run_folder", "rundir", "results",
