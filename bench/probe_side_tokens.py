@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapter4rec.adapters import methods  # noqa: E402
 from adapter4rec.adapters.bottleneck import AdapterModule  # noqa: E402
 from adapter4rec.config import parse_args  # noqa: E402
-from adapter4rec.models.item_encoders import ContentItemEncoder  # noqa: E402
 from adapter4rec.train import run  # noqa: E402
 
 HEADS = 2
@@ -63,20 +62,19 @@ class TokenSideNetwork(AdapterModule):
             z = z + self.mixes[j](F.relu(z))
         return output + self.up(F.relu(z[:, 0]))
 
-
-def token_side_states(self, items: torch.Tensor) -> torch.Tensor:
-    """Replaces ContentItemEncoder.side_states: every token at the side layers, live, rounded to bf16 as the
-    package's cache would store them."""
-    was_training = self.backbone.training
-    self.backbone.eval()
-    with torch.no_grad():
-        hidden, output, patches = self.encode_all_states(items)
-        top = len(hidden) - 1
-        tokens = torch.stack([output if layer == top else hidden[layer] for layer in self.side.layers], 1)
-        tokens = tokens.to(torch.bfloat16).float()
-        pooled = self.pool(output, patches).to(torch.bfloat16).float()
-    self.backbone.train(was_training)
-    return self.side(tokens, pooled)
+    def item_states(self, encoder, items: torch.Tensor) -> torch.Tensor:
+        """In place of SideNetwork.item_states: every token at the side layers, live, rounded to bf16 as the
+        package's cache would store them."""
+        was_training = encoder.backbone.training
+        encoder.backbone.eval()
+        with torch.no_grad():
+            hidden, output, patches = encoder.encode_all_states(items)
+            top = len(hidden) - 1
+            tokens = torch.stack([output if layer == top else hidden[layer] for layer in self.layers], 1)
+            tokens = tokens.to(torch.bfloat16).float()
+            pooled = encoder.pool(output, patches).to(torch.bfloat16).float()
+        encoder.backbone.train(was_training)
+        return self(tokens, pooled)
 
 
 def add_token_side(add):
@@ -95,5 +93,4 @@ if __name__ == "__main__":
     if cfg.adapter != "side" or cfg.cache_frozen_backbone:
         raise SystemExit("probe_side_tokens.py: give the side launcher's arguments and --cache_frozen_backbone=false")
     methods._add = add_token_side(methods._add)
-    ContentItemEncoder.side_states = token_side_states
     run(cfg)

@@ -39,7 +39,7 @@ def copies_of(data, items: list[int], path) -> list[str]:
 
 def test_a_new_item_is_embedded_as_a_catalogue_item_with_its_text_and_no_trained_id(fused_run, tmp_path):
     model, data, cfg, _ = rebuild_run(fused_run, cache=True)
-    assert model.item_encoder.side_table is not None  # catalogue rows from the cache, new rows live
+    assert model.item_encoder.side.table is not None  # catalogue rows from the cache, new rows live
     cold = torch.nonzero(data.split.window_counts[1:] == 0).squeeze(1)[:4] + 1
     warm = torch.nonzero(data.split.window_counts[1:] > 0).squeeze(1)[:4] + 1
     items = cold.tolist() + warm.tolist()
@@ -51,7 +51,7 @@ def test_a_new_item_is_embedded_as_a_catalogue_item_with_its_text_and_no_trained
         table = model.item_table()
     torch.testing.assert_close(rows[:len(cold)], table[cold], rtol=1e-4, atol=1e-5)  # cold: text alone, both
     assert not torch.allclose(rows[len(cold):], table[warm], atol=1e-3)  # trained items also carry their ID
-    assert model.item_encoder.side_table is not None and model.item_encoder.id_fusion is not None  # restored
+    assert model.item_encoder.side.table is not None and model.item_encoder.id_fusion is not None  # restored
 
 
 def test_recommend_ranks_new_items_with_the_catalogue_or_alone(fused_run, tmp_path, capsys):

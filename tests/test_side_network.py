@@ -63,7 +63,7 @@ def test_side_network_is_the_identity_at_init(source_model, dtype, atol):
     model, data, _ = source_model
     reference = scores(model, data)
     side, _ = with_side(source_model, side_cache_dtype=dtype)
-    assert side.item_encoder.side_table is not None and side.item_encoder.side_table.dtype == \
+    assert side.item_encoder.side.table is not None and side.item_encoder.side.table.dtype == \
         {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     torch.testing.assert_close(scores(side, data), reference, rtol=0, atol=atol)
 
@@ -92,7 +92,7 @@ def test_cached_path_equals_live_path_in_eval(source_model, dtype):
     model, _ = with_side(source_model, side_layers="1", side_cache_dtype=dtype)
     perturb(model)
     cached = scores(model, data)
-    model.item_encoder.side_table = None  # the live path: the backbone runs (in eval mode) every call
+    model.item_encoder.side.table = None  # the live path: the backbone runs (in eval mode) every call
     model.train()  # the live path runs the backbone in eval mode even when the model trains
     model.user_encoder.eval()
     live = scores(model, data)
@@ -104,7 +104,7 @@ def test_cached_path_equals_live_path_in_eval(source_model, dtype):
 def test_prepared_table_gives_the_same_numbers_and_gradients(source_model, monkeypatch, which):
     """The cached table's parameter-free part (fp32 conversion + LayerNorm) is prepared once: outputs and side
     gradients equal, bit for bit, the path that prepares each step's rows; a replaced table is prepared again."""
-    import adapter4rec.models.item_encoders as item_encoders
+    import adapter4rec.adapters.side as side_module
     model, _ = with_side(source_model, side_layers="1", side_cache_dtype="bf16")
     perturb(model)
     encoder = model.item_encoder.train()
@@ -112,17 +112,17 @@ def test_prepared_table_gives_the_same_numbers_and_gradients(source_model, monke
     items = torch.arange(1, n + 1) if which == "catalogue" else torch.tensor([3, 1, 3, n, 2])
 
     def run(limit):
-        monkeypatch.setattr(item_encoders, "PREPARED_SIDE_LIMIT", limit)
+        monkeypatch.setattr(side_module, "PREPARED_SIDE_LIMIT", limit)
         encoder.zero_grad()
         out = encoder(items)
         out.square().sum().backward()
         return out.detach(), [p.grad.clone() for p in encoder.side.parameters()]
 
     prepared, per_step = run(1 << 30), run(0)
-    assert encoder.side_prepared is not None
+    assert encoder.side.prepared is not None
     assert torch.equal(prepared[0], per_step[0])
     assert all(torch.equal(a, b) for a, b in zip(prepared[1], per_step[1]))
-    encoder.side_table = encoder.side_table * 2  # another table: its prepared form must follow
+    encoder.side.table = encoder.side.table * 2  # another table: its prepared form must follow
     assert torch.equal(run(1 << 30)[0], run(0)[0])
     assert not torch.equal(run(1 << 30)[0], prepared[0])
 
@@ -133,17 +133,17 @@ def test_both_poolings_add_the_mean_of_each_intermediate_layer_and_keep_the_iden
     model, data, _ = source_model
     side, _ = with_side(source_model, side_layers="1", side_pooling="both")
     encoder = side.item_encoder
-    assert encoder.side_table.shape[1] == 3 and encoder.side.states_per_item == 3
+    assert encoder.side.table.shape[1] == 3 and encoder.side.states_per_item == 3
     items = torch.arange(1, 6)
     with torch.no_grad():
         hidden, _, mask = encoder.encode_all_states(items)
         mean = (hidden[1] * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
-    torch.testing.assert_close(encoder.side_table[items, 2], mean, rtol=0, atol=1e-5)
-    torch.testing.assert_close(encoder.side_table[items, 0], hidden[1][:, 0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(encoder.side.table[items, 2], mean, rtol=0, atol=1e-5)
+    torch.testing.assert_close(encoder.side.table[items, 0], hidden[1][:, 0], rtol=0, atol=1e-5)
     torch.testing.assert_close(scores(side, data), scores(model, data), rtol=0, atol=1e-5)
     perturb(side)
     cached = scores(side, data)
-    encoder.side_table = None
+    encoder.side.table = None
     torch.testing.assert_close(cached, scores(side, data), rtol=0, atol=1e-5)
     with torch.no_grad():
         encoder.side.other_downs[0].weight.zero_()
@@ -178,7 +178,7 @@ def test_a_cache_over_the_size_limit_is_refused_before_it_is_built(source_model)
     model, _ = with_side(source_model, store=False)
     with pytest.raises(CacheError, match=r"side_cache_max_gb.*side_layers|side_layers.*side_cache_max_gb"):
         model.item_encoder.cache_backbone(MemoryStore(), side_limit_bytes=1000)
-    assert model.item_encoder.side_table is None
+    assert model.item_encoder.side.table is None
 
 
 def test_side_cache_is_keyed_by_backbone_weights_layers_and_dtype(source_model, tmp_path):
@@ -220,5 +220,5 @@ def test_image_side_network_is_the_identity_at_init_and_caches_exactly(encoder, 
     torch.testing.assert_close(scores(model.eval(), data), scores(source, data), rtol=0, atol=1e-5)
     perturb(model)
     cached = scores(model, data)
-    model.item_encoder.side_table = None
+    model.item_encoder.side.table = None
     torch.testing.assert_close(cached, scores(model, data), rtol=0, atol=1e-5)

@@ -36,7 +36,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from adapter4rec.adapters.bottleneck import ACTIVATIONS, AdapterModule
-from adapter4rec.states.layers import states_per_item
+from adapter4rec.states.layers import pooled_layer_states, states_per_item
+from adapter4rec.states.store import DTYPES
+
+# the prepared table (fp32, k + 1 states per item) is kept when it is at most this large; a larger catalogue
+# prepares each step's rows instead (the cached table itself is bounded by side_cache_max_gb)
+PREPARED_SIDE_LIMIT = 1 << 30
 
 
 class SideNetwork(AdapterModule):
@@ -64,10 +69,44 @@ class SideNetwork(AdapterModule):
         self.up = nn.Linear(r, hidden)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
+        # not parameters, never saved: the cached inputs of every catalogue item, (num_items+1, k + m, hidden) in
+        # state_dtype (ContentItemEncoder.cache_backbone sets it; None = read the frozen backbone live), and the
+        # prepared form of that table (the table it came from, prepare(table))
+        self.table: torch.Tensor | None = None
+        self.prepared: tuple | None = None
+
+    def inputs(self, encoder, items: torch.Tensor) -> torch.Tensor:
+        """(n, k + m, hidden) fp32 layer states of `items`, cached or from `encoder`'s frozen backbone in eval mode,
+        rounded to state_dtype either way (so both paths compute one function)."""
+        if self.table is not None:
+            return self.table[items].float()  # the table lives where the model runs (on_device)
+        was_training = encoder.backbone.training
+        encoder.backbone.eval()
+        with torch.no_grad():
+            states = pooled_layer_states(encoder, items, self.layers, self.both_poolings)
+            states = states.to(DTYPES[self.state_dtype]).float()
+        encoder.backbone.train(was_training)
+        return states
+
+    def item_states(self, encoder, items: torch.Tensor) -> torch.Tensor:
+        """(n, hidden) corrected output states of `items` (what the item tower's head reads). With a cached table,
+        the parameter-free part (the fp32 conversion and the LayerNorm) is computed once for every item, not at
+        every step (it is per row, so the numbers are the same); the whole catalogue, what a full-catalogue
+        softmax asks for, is then a slice."""
+        table = self.table
+        if table is None or table.shape[0] * (table.shape[1] + 1) * table.shape[2] * 4 > PREPARED_SIDE_LIMIT:
+            return self(self.inputs(encoder, items))
+        if self.prepared is None or self.prepared[0] is not table:  # a new table: prepare it again
+            self.prepared = (table, *self.prepare(table.float()))
+        _, normed, output = self.prepared  # (k, n+1, hidden), (n+1, hidden)
+        if items.dim() == 1 and len(items) == len(output) - 1 and torch.equal(items, torch.arange(
+                1, len(output), device=items.device)):
+            return self.correct(normed[:, 1:], output[1:])
+        return self.correct(normed[:, items], output[items])
 
     def prepare(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, k + m, hidden) states -> (normed (k + m, n, hidden), output state (n, hidden)): the part of the
-        forward pass that has no parameters, so a cached table needs it only once (ContentItemEncoder.side_states)."""
+        forward pass that has no parameters, so a cached table needs it only once (item_states)."""
         normed = F.layer_norm(states, (self.hidden,))  # per row: the same numbers whatever the batch
         return normed.transpose(0, 1).contiguous(), states[:, len(self.layers) - 1].contiguous()
 

@@ -30,8 +30,8 @@ from adapter4rec.models.fusion import IdFusion
 from adapter4rec.models.item_heads import make_head
 from adapter4rec.models.prefix_cache import PrefixCache, frozen_prefix_depth, pool_states
 from adapter4rec.models.user_encoder import init_weight  # one init rule for the ID table and SASRec
-from adapter4rec.states.layers import estimate_bytes, layer_state_table, pooled_layer_states, tensor_digest
-from adapter4rec.states.store import DTYPES, CacheError, MemoryStore, on_device
+from adapter4rec.states.layers import estimate_bytes, layer_state_table, tensor_digest
+from adapter4rec.states.store import CacheError, MemoryStore, on_device
 
 
 def encode_catalogue(encode, num_items: int, device: torch.device, chunk: int = 512) -> torch.Tensor:
@@ -39,11 +39,6 @@ def encode_catalogue(encode, num_items: int, device: torch.device, chunk: int = 
     ids = torch.arange(1, num_items + 1, device=device)
     parts = [encode(ids[i:i + chunk]).float() for i in range(0, len(ids), chunk)]
     return torch.cat([parts[0].new_zeros(1, parts[0].shape[1])] + parts)
-
-
-# the side network's prepared table (fp32, k + 1 states per item) is kept when it is at most this large; a larger
-# catalogue prepares each step's rows instead (the cached table itself is bounded by side_cache_max_gb)
-PREPARED_SIDE_LIMIT = 1 << 30
 
 
 class ContentItemEncoder(nn.Module):
@@ -59,9 +54,7 @@ class ContentItemEncoder(nn.Module):
         self.id_fusion: IdFusion | None = None        # item_tower=fused: the target's ID table and how it joins
         self.pooled_cache: torch.Tensor | None = None  # (num_items+1, hidden) when the backbone is frozen
         self.prefix: PrefixCache | None = None       # when only its top layers train
-        self.side = None                              # adapters/side.py SideNetwork, set by adapter=side
-        self.side_table: torch.Tensor | None = None  # (num_items+1, k, hidden): its cached inputs
-        self.side_prepared: tuple | None = None       # (the side_table it came from, SideNetwork.prepare(table))
+        self.side = None                              # adapters/side.py SideNetwork (and its cached inputs)
         self.cache_report: dict = {}                  # the last cache_backbone()'s record: hit, seconds, bytes
 
     def encode_states(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | int]:
@@ -85,37 +78,9 @@ class ContentItemEncoder(nn.Module):
         """(n, hidden) pooled backbone states (the CLS state under item_pooling=cls)."""
         return self.pool(*self.encode_states(items))
 
-    def side_inputs(self, items: torch.Tensor) -> torch.Tensor:
-        """(n, k, hidden) fp32: the side network's layer states, cached or from the frozen backbone in eval mode,
-        rounded to the side network's state dtype either way (so both paths compute one function)."""
-        if self.side_table is not None:
-            return self.side_table[items].float()  # the table lives where the model runs (on_device)
-        was_training = self.backbone.training
-        self.backbone.eval()
-        with torch.no_grad():
-            states = pooled_layer_states(self, items, self.side.layers, self.side.both_poolings)
-            states = states.to(DTYPES[self.side.state_dtype]).float()
-        self.backbone.train(was_training)
-        return states
-
-    def side_states(self, items: torch.Tensor) -> torch.Tensor:
-        """(n, hidden) the side network's output for `items`. With a cached table, its parameter-free part (the
-        fp32 conversion and the LayerNorm) is computed once for every item, not at every step (it is per row, so
-        the numbers are the same); the whole catalogue, what a full-catalogue softmax asks for, is then a slice."""
-        table = self.side_table
-        if table is None or table.shape[0] * (table.shape[1] + 1) * table.shape[2] * 4 > PREPARED_SIDE_LIMIT:
-            return self.side(self.side_inputs(items))
-        if self.side_prepared is None or self.side_prepared[0] is not table:  # a new table: prepare it again
-            self.side_prepared = (table, *self.side.prepare(table.float()))
-        _, normed, output = self.side_prepared  # (k, n+1, hidden), (n+1, hidden)
-        if items.dim() == 1 and len(items) == len(output) - 1 and torch.equal(items, torch.arange(
-                1, len(output), device=items.device)):
-            return self.side.correct(normed[:, 1:], output[1:])
-        return self.side.correct(normed[:, items], output[items])
-
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         if self.side is not None:
-            hidden = self.side_states(items)
+            hidden = self.side.item_states(self, items)
         elif self.pooled_cache is not None:
             hidden = self.pooled_cache[items]
         elif self.prefix is not None:
@@ -130,22 +95,29 @@ class ContentItemEncoder(nn.Module):
         """The content path alone, live: no cached rows and no ID table (both are indexed by catalogue item), for
         items outside the catalogue. The frozen parts run in eval mode as the caches were built, so a catalogue
         item encoded here gets its cached (ID-less) embedding."""
-        names = ("pooled_cache", "prefix", "side_table", "side_prepared", "id_fusion")
+        names = ("pooled_cache", "prefix", "id_fusion")
         saved = {name: getattr(self, name) for name in names}
+        side_table = self.side.table if self.side is not None else None
         for name in names:
             setattr(self, name, None)
+        if self.side is not None:
+            self.side.table = None
         try:
             yield self
         finally:
             for name, value in saved.items():
                 setattr(self, name, value)
+            if self.side is not None:
+                self.side.table = side_table
 
     @torch.no_grad()
     def cache_backbone(self, store=None, limit_bytes: int = 4 << 30, side_limit_bytes: int | None = None) -> str:
         """Encode the frozen part once into `store` (states/store.py; default: in memory): the side network's
         inputs (adapter=side), every item's pooled output when no backbone parameter trains, else the hidden
         states below the lowest trainable layer (models/prefix_cache.py). Returns what was cached."""
-        self.pooled_cache, self.prefix, self.side_table, self.side_prepared = None, None, None, None
+        self.pooled_cache, self.prefix = None, None
+        if self.side is not None:
+            self.side.table = None
         store = store if store is not None else MemoryStore()
         device = self.proj.weight.device
         if self.side is not None:
@@ -157,7 +129,7 @@ class ContentItemEncoder(nn.Module):
                     f"{self.side.states_per_item} states x {self.backbone.config.hidden_size} x {side_dtype}), above "
                     f"side_cache_max_gb={side_limit_bytes / 2**30:g}: use fewer side_layers, side_pooling=item, "
                     f"side_cache_dtype=bf16 or fp16, or raise side_cache_max_gb")
-            self.side_table = on_device(layer_state_table(self, store, self.side.layers, side_dtype,
+            self.side.table = on_device(layer_state_table(self, store, self.side.layers, side_dtype,
                                                           both_poolings=self.side.both_poolings), device)
             self.cache_report = dict(store.report)
             both = ", both poolings" if self.side.both_poolings else ""
