@@ -34,7 +34,9 @@ def finish(model, data, cfg: Config, device, run_dir: Path, progress, train_seco
                "test": test, "popularity_test": popularity, "test_no_mask": unmasked,
                **cold_start_slice(model, data, cfg, device),
                "train_seconds": round(train_seconds, 1),
-               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+               # zero-shot trains nothing, whatever the settings mark trainable
+               "trainable_params": 0 if cfg.zero_shot else sum(p.numel() for p in model.parameters()
+                                                                if p.requires_grad),
                "total_params": sum(p.numel() for p in model.parameters()), "data": data.stats,
                "nonfinite_skipped": progress.skipped_total, "protocol": protocol(cfg)}
     if dist.is_main():

@@ -106,6 +106,7 @@ def test_zero_shot_evaluates_the_source_model_without_touching_a_weight(tiny_ber
     results = train.run(target(tiny_bert, tiny_data, tmp_path, zero_shot="true", source_checkpoint=source,
                                run_name="zs"))
     assert results["best_epoch"] == -1 and results["test"]["users"] > 0 and results["train_seconds"] == 0
+    assert results["trainable_params"] == 0 < results["total_params"]
     saved, src = read_checkpoint(tmp_path / "zs" / "best.pt")["model"], read_checkpoint(source)["model"]
     assert saved.keys() == src.keys() and all(torch.equal(saved[k], src[k]) for k in src)
     with pytest.raises(SystemExit, match="zero_shot=True is invalid"):
