@@ -20,27 +20,38 @@ def _pyplot():
 def _save(fig, plt, path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the legend below the axes is kept in the file
     plt.close(fig)
+
+
+def _legend_below(ax, rows: int) -> None:
+    """One line per entry under the plot: method names are long (a study's fused row takes 120 characters), so
+    they never go on the plot itself, where they overlap."""
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), fontsize=7, frameon=False, ncol=1 if rows < 12 else 2)
+
+
+def _size(rows: int) -> tuple[float, float]:
+    return 8.0, 4.0 + 0.16 * rows  # the axes keep their height; the legend below grows with the rows
 
 
 def figure(rows: list[dict], path: Path, title: str) -> None:
     """Test HR@10 (mean; bars: sample std where several seeds ran) against trainable % on a log axis."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
+    fig, ax = plt.subplots(figsize=_size(len(rows)))
+    for number, r in enumerate(rows, 1):
         x = max(r["pct"], 1e-3)
         std = r["hr@10_std"]
-        ax.errorbar(x, r["hr@10"], yerr=None if math.isnan(std) else std, fmt="o", markersize=6, capsize=3)
-        label = r["label"] + (f" (n={r['n']})" if r["n"] > 1 else "")
-        ax.annotate(label, (x, r["hr@10"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
+        label = f"{number}: {r['label']}" + (f" (n={r['n']})" if r["n"] > 1 else "")
+        ax.errorbar(x, r["hr@10"], yerr=None if math.isnan(std) else std, fmt="o", markersize=6, capsize=3,
+                    label=label)
+        ax.annotate(str(number), (x, r["hr@10"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
     ax.axhline(rows[0]["popularity"]["hr@10"], color="grey", linestyle="--", linewidth=1, label="popularity")
     ax.set_xscale("log")
-    ax.margins(x=0.2)  # room for the labels of the rightmost points
+    ax.margins(x=0.1)
     ax.set_xlabel("trainable parameters (% of the model, log scale)")
     ax.set_ylabel("test HR@10 (mean ± std over seeds)" if any(r["n"] > 1 for r in rows) else "test HR@10")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    _legend_below(ax, len(rows) + 1)
     _save(fig, plt, path)
 
 
@@ -64,7 +75,7 @@ def mean_curve(run_dirs: list[Path], metric: str = "hr@10") -> tuple[list[int], 
 def curves(rows: list[dict], path: Path, title: str, metric: str = "hr@10") -> list[str]:
     """One line per row (mean over its seeds); returns the runs left out for lack of metrics.jsonl."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=_size(len(rows)))
     skipped = []
     for r in rows:
         dirs = [d for d in r["dirs"] if (d / "metrics.jsonl").is_file()]
@@ -77,6 +88,6 @@ def curves(rows: list[dict], path: Path, title: str, metric: str = "hr@10") -> l
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {metric.upper()}")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    _legend_below(ax, len(rows))
     _save(fig, plt, path)
     return skipped
