@@ -191,11 +191,14 @@ def recommend(run_dir: Path, users_file: Path | None, k: int, out: Path, device:
     path = users_file or cfg.resolve(cfg.dataset) / cfg.users_file
     if ids is None:  # the run's own users file, known only from its config
         ids = user_ids(path)
-    users = read_users(path, data.catalog.index, 1, cfg.unknown_items)
-    items, scores = _rank(model, data, cfg, users, k, batch_size, device, run_dir, new, only_new)
+    # with the popularity fallback, a file none of whose users has a known item still gets lists
+    users = read_users(path, data.catalog.index, 1, cfg.unknown_items, allow_empty=fallback == "popularity")
     row_of = {user: row for row, user in enumerate(users.user_ids)}
+    lists = {}
+    if row_of:
+        items, scores = _rank(model, data, cfg, users, k, batch_size, device, run_dir, new, only_new)
+        lists = {user: (items[row], scores[row]) for user, row in row_of.items()}
     popular = popular_items(data, k) if fallback == "popularity" else None
-    lists = {user: (items[row], scores[row]) for user, row in row_of.items()}
     if popular is not None:
         lists.update({user: popular for user in ids if user not in row_of})
     _write(out, ids, lists, data.catalog.ids + (new.ids if new is not None else []))

@@ -14,6 +14,7 @@ import adapter4rec.train as train
 from adapter4rec import recommend as rec
 from adapter4rec.assemble import rebuild_run
 from adapter4rec.config import parse_args
+from adapter4rec.data.files import DataError
 from adapter4rec.evaluate import evaluate_embeddings, model_user_fn, top_k
 from adapter4rec.recommend import recommend
 from tests.conftest import tiny_args
@@ -202,3 +203,17 @@ def test_users_with_no_known_item_are_counted_or_get_popular_items(fake_run, tmp
         assert lines == want[:3] + [[u, str(r), *p] for u in "bc" for r, p in enumerate(popular, 1)] + want[3:]
         assert summary == (f"wrote {out}: top-3 items of 2 users; 2 users had no known items and got the run's 3 "
                            f"most popular training items (--fallback popularity)")
+
+
+def test_the_popularity_fallback_serves_a_file_where_no_user_has_a_known_item(fake_run, tmp_path, capsys):
+    users = tmp_path / "users.tsv"
+    users.write_text("b\tiX iY\nc\t\n")
+    out = tmp_path / "recs.tsv"
+    rec.main([str(tmp_path / "run"), "--users", str(users), "--out", str(out), "--k", "2", "--fallback", "popularity"])
+    assert [line.split("\t")[:3] for line in out.read_text().splitlines()] == [
+        ["b", "1", "i1"], ["b", "2", "i2"], ["c", "1", "i1"], ["c", "2", "i2"]]
+    assert "top-2 items of 0 users; 2 users had no known items and got the run's 2 most popular" in \
+        capsys.readouterr().out
+    with pytest.raises(DataError, match="no user left after filtering"):  # without a fallback: nothing to write
+        rec.main([str(tmp_path / "run"), "--users", str(users), "--out", str(out), "--k", "2"])
+

@@ -117,11 +117,13 @@ class Interactions:
     stats: dict
 
 
-def read_users(path: Path, item_index: dict[str, int], min_seq_len: int, unknown_items: str) -> Interactions:
+def read_users(path: Path, item_index: dict[str, int], min_seq_len: int, unknown_items: str,
+               allow_empty: bool = False) -> Interactions:
     """Read a users file, mapping item ids through `item_index`.
 
     unknown_items='error' stops at the first item missing from the items file; 'drop' removes such items
-    (counted). Users with fewer than `min_seq_len` items (after dropping) are skipped and counted."""
+    (counted). Users with fewer than `min_seq_len` items (after dropping) are skipped and counted. No user left is
+    an error unless allow_empty (recommend's popularity fallback serves such users)."""
     users, seqs = [], []
     stats = {"lines": 0, "short_users_skipped": 0, "unknown_items_dropped": 0, "duplicate_users": 0}
     seen_users: set[str] = set()
@@ -149,7 +151,7 @@ def read_users(path: Path, item_index: dict[str, int], min_seq_len: int, unknown
             continue
         users.append(user)
         seqs.append(np.asarray(seq, dtype=np.int64))
-    if not users:
+    if not users and not allow_empty:
         raise DataError(f"{path}: no user left after filtering ({stats['lines']} lines, "
                         f"{stats['short_users_skipped']} users shorter than min_seq_len={min_seq_len}, "
                         f"{stats['unknown_items_dropped']} unknown items dropped)")
