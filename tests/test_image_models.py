@@ -231,3 +231,31 @@ def test_two_process_image_run_shares_one_pixel_cache(tiny_vit, tiny_image_data,
     results = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert results["test"]["users"] == results["data"]["test_users"] > 0
     assert "world size 2" in (tmp_path / "ddp" / "log.txt").read_text()
+
+
+def test_an_image_tower_fuses_target_ids_and_leaves_cold_items_to_their_pixels(tiny_vit, tiny_image_data, tmp_path):
+    """item_tower=fused over ViT with a side network and the MoE head: IDs join the image path, items held out of
+    training keep the image vector, and the ID table and fusion train under tune=peft."""
+    cfg = image_config(tiny_vit, tiny_image_data, tmp_path, item_tower="fused", item_fusion="gate",
+                       item_head="moe", head_experts=2, cold_items=0.3, adapter="side", side_layers="1",
+                       adapter_where="item")
+    data = load_data(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, data)
+    add_adapters(model, cfg)
+    set_trainable(model, cfg)
+    encoder = model.item_encoder.eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(encoder.id_fusion.embedding.weight)  # trained IDs, as after some steps
+        torch.nn.init.normal_(encoder.id_fusion.mix.weight)
+        items = torch.arange(1, len(data.catalog) + 1)
+        fused = encoder(items)
+        with encoder.without_catalogue():
+            pixels = encoder(items)
+    never = data.split.window_counts[1:] == 0
+    assert never.any() and (~never).any()
+    torch.testing.assert_close(fused[never], pixels[never])
+    assert not torch.allclose(fused[~never], pixels[~never], atol=1e-3)
+    trains = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert {"item_encoder.id_fusion.embedding.weight", "item_encoder.id_fusion.mix.weight"} <= trains
+    assert not any(name.startswith("item_encoder.backbone.") for name in trains)
