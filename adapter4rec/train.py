@@ -2,9 +2,9 @@
 prompts, side networks, only the trainable parameters saved), LP-FT, training from scratch, and zero-shot
 evaluation of a source model.
 
-run(cfg): the run folder claimed and checked (run_folder.py) -> data and model assembled (assemble.build_run:
+run(cfg): the run folder claimed and checked (run/folder.py) -> data and model assembled (assemble.build_run:
 source checkpoint, warm start, adapters, what trains) -> DDP -> epochs of (train, validate, keep best) -> test
-the best checkpoint (results.py) -> results.json. Each run writes its own directory: config.json,
+the best checkpoint (run/results.py) -> results.json. Each run writes its own directory: config.json,
 environment.json (versions, git commit), log.txt, metrics.jsonl (one line per epoch), best.pt, epoch-N.pt (the
 newest keep_last epochs), last.pt (resume state), results.json.
 """
@@ -26,10 +26,10 @@ from adapter4rec.data.shards import ShardedBatches
 from adapter4rec.evaluate import autocast, validate
 from adapter4rec.optim import apply_schedule, build_optimizer
 from adapter4rec.progress import progress_bar
-from adapter4rec.results import finish
-from adapter4rec.resume import Progress, StopSignals, find_resume, restore, rng_state, save_last, set_rng_state
-from adapter4rec.run_folder import claim, commit, decide, trim_metrics
-from adapter4rec.rundir import attach_log_file, environment, run_dir_of, setup_logging
+from adapter4rec.run.folder import claim, commit, decide, trim_metrics
+from adapter4rec.run.record import attach_log_file, environment, run_dir_of, setup_logging
+from adapter4rec.run.results import finish
+from adapter4rec.run.resume import Progress, StopSignals, find_resume, restore, rng_state, save_last, set_rng_state
 from adapter4rec.tb import Board
 
 log = logging.getLogger("adapter4rec")

@@ -60,7 +60,7 @@ def run_one(name: str, steps: int, warmup: int) -> dict:
     from adapter4rec.evaluate import autocast
     from adapter4rec.models.negatives import sample_negatives
     from adapter4rec.optim import build_optimizer
-    from adapter4rec.rundir import seed_everything
+    from adapter4rec.run.record import seed_everything
     from bench.reference import PerSlotRecommender
 
     extra, per_slot, _ = CONFIGS[name]

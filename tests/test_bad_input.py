@@ -281,7 +281,7 @@ def test_edit_distance_and_aliases():
     import dataclasses
 
     from adapter4rec.config import Config
-    from adapter4rec.flag_suggest import ALIASES, edit_distance
+    from adapter4rec.config.flags import ALIASES, edit_distance
     assert [edit_distance(a, b) for a, b in [("kitten", "sitting"), ("abcd", "acbd"), ("", "ab"), ("lr", "lr")]] == \
         [3, 1, 2, 0]
     keys = {f.name for f in dataclasses.fields(Config)}

@@ -9,7 +9,7 @@ import json
 import torch
 
 from adapter4rec.build import build_model, load_data
-from adapter4rec.rundir import seed_everything
+from adapter4rec.run.record import seed_everything
 from adapter4rec.train import run
 from tests.test_image_models import image_config
 

@@ -187,7 +187,7 @@ def test_read_only_output_dir(tiny_bert, tiny_data, tmp_path, monkeypatch):
         if out in Path(file).parents:
             raise PermissionError(errno.EACCES, "Permission denied", str(file))
         return builtins.open(file, *a, **k)
-    monkeypatch.setattr("adapter4rec.run_folder.open", refuse_under_out, raising=False)  # its first file: .lock
+    monkeypatch.setattr("adapter4rec.run.folder.open", refuse_under_out, raising=False)  # its first file: .lock
     monkeypatch.setattr(assemble, "load_data", lambda cfg: pytest.fail("data was loaded before the check"))
     with pytest.raises(SystemExit) as err:
         train.run(parse_args(args(tiny_bert, tiny_data, out)))

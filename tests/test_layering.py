@@ -9,11 +9,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "adapter4rec"
 
 # lowest first; a module belongs to the group with the longest matching prefix
 LAYERS = [
-    ("base", ["errors", "atomic", "dist", "config", "config_checks", "flag_suggest", "progress", "ranking"]),
+    ("base", ["errors", "atomic", "dist", "config", "progress", "ranking"]),  # config/: keys, checks, flags
     ("runtime data", ["data", "states"]),  # files, split, shards, text, images, the per-item state store
     ("models", ["models", "adapters"]),
-    ("run", ["build", "checkpoint", "evaluate", "optim", "original", "resume", "run_folder", "rundir", "results",
-             "tb", "new_items", "assemble"]),
+    ("run", ["build", "checkpoint", "evaluate", "optim", "original", "run", "tb", "new_items", "assemble"]),
     # one-time preparation and synthetic data: above everything a run imports, so no run depends on them
     ("preparation", ["data.prepare", "data.synthetic"]),
     ("entry points", ["train", "export", "recommend", "report", "report_figures", "studies", "launch", "demo"]),

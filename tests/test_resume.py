@@ -14,7 +14,7 @@ import pytest
 import adapter4rec.train as train
 from adapter4rec.checkpoint import CheckpointError, read_checkpoint, save_atomic
 from adapter4rec.config import REPO_ROOT, parse_args
-from adapter4rec.run_folder import RunFolderError
+from adapter4rec.run.folder import RunFolderError
 from tests.conftest import tiny_args
 
 RUN_PY = REPO_ROOT / "Pretraining" / "Text" / "run.py"
@@ -170,7 +170,7 @@ def _last_pt(run_dir, **settings):
 def test_resume_refuses_other_epochs_under_a_decaying_schedule(tmp_path, schedule):
     import dataclasses
 
-    from adapter4rec.resume import find_resume
+    from adapter4rec.run.resume import find_resume
     cfg = _last_pt(tmp_path, epochs=3, lr_schedule=schedule, warmup_steps=2)
     assert find_resume(tmp_path, cfg)["config"]["epochs"] == 3  # the same settings resume
     with pytest.raises(CheckpointError) as err:
@@ -185,7 +185,7 @@ def test_resume_refuses_other_epochs_under_a_decaying_schedule(tmp_path, schedul
 def test_resume_may_change_epochs_under_a_constant_schedule(tmp_path):
     import dataclasses
 
-    from adapter4rec.resume import find_resume
+    from adapter4rec.run.resume import find_resume
     cfg = _last_pt(tmp_path, epochs=3, lr_schedule="constant", warmup_steps=2)
     assert find_resume(tmp_path, dataclasses.replace(cfg, epochs=5, patience=2)) is not None
 
@@ -193,7 +193,7 @@ def test_resume_may_change_epochs_under_a_constant_schedule(tmp_path):
 def test_resume_given_a_run_folder_suggests_its_last_pt(tmp_path):
     import dataclasses
 
-    from adapter4rec.resume import find_resume
+    from adapter4rec.run.resume import find_resume
     cfg = dataclasses.replace(_last_pt(tmp_path), resume=str(tmp_path))
     with pytest.raises(CheckpointError, match=f"{tmp_path} is a folder, not a checkpoint file; give the file inside "
                                               f"it: {tmp_path / 'last.pt'}$"):

@@ -12,7 +12,7 @@ import adapter4rec.assemble as assemble
 import adapter4rec.train as train
 from adapter4rec.checkpoint import CheckpointError
 from adapter4rec.config import REPO_ROOT, parse_args
-from adapter4rec.run_folder import FolderLock, RunFolderError, claim
+from adapter4rec.run.folder import FolderLock, RunFolderError, claim
 from tests.conftest import tiny_args
 
 FILES = ("config.json", "best.pt", "last.pt", "results.json", "metrics.jsonl", "log.txt")
@@ -43,7 +43,7 @@ def test_a_folder_in_use_refuses_a_second_start_and_a_killed_holder_leaves_no_lo
             train.run(args(tiny_bert, tiny_data, tmp_path))
     assert not (run_dir / "config.json").exists()  # the refused start wrote nothing
     # a holder killed with SIGKILL: the kernel drops its lock
-    code = ("import os, signal, sys; from pathlib import Path; from adapter4rec.run_folder import FolderLock; "
+    code = ("import os, signal, sys; from pathlib import Path; from adapter4rec.run.folder import FolderLock; "
             "FolderLock(Path(sys.argv[1])).acquire(); os.kill(os.getpid(), signal.SIGKILL)")
     killed = subprocess.run([sys.executable, "-c", code, str(run_dir)], cwd=REPO_ROOT)
     assert killed.returncode == -9

@@ -3,6 +3,8 @@
 `parse_args(argv, **defaults)` turns `--key value` / `--key=value` pairs into a `Config`. Unknown or
 mistyped keys fail at parse time with a suggestion (nanoGPT/minGPT style), and out-of-range values fail
 in `Config.validate()` with the key and the value. A checkpoint stores `dataclasses.asdict(config)`.
+The package: this module (the keys, their help and the CLI), checks.py (what validate refuses), flags.py (the
+suggestion for an unknown flag).
 """
 from __future__ import annotations
 
@@ -11,10 +13,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapter4rec.config_checks import check
-from adapter4rec.flag_suggest import suggest
+from adapter4rec.config.checks import check
+from adapter4rec.config.flags import suggest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # adapter4rec/config/__init__.py -> the repository
 
 
 def _opt(default, help_text: str, choices: tuple | None = None):

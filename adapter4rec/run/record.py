@@ -1,5 +1,5 @@
 """A run's surroundings: the record of what produced it, its name, its log handlers and its random state
-(who may write its folder, and when: run_folder.py)."""
+(who may write its folder, and when: folder.py)."""
 from __future__ import annotations
 
 import logging
