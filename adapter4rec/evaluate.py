@@ -272,11 +272,20 @@ def autocast(cfg, device: torch.device):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def validate(model, split: EvalSplit, cfg, device: torch.device, desc: str) -> dict:
+def validate(model, split: EvalSplit, cfg, device: torch.device, desc: str,
+             table: torch.Tensor | None = None) -> dict:
     """Full-ranking metrics of a Recommender on `split` under the run's settings (cfg): the item table once (in
-    the run's precision), then users x item tiles (fp32 products)."""
+    the run's precision), then users x item tiles (fp32 products). `table`: item_table_of(...) of these same
+    weights, when several splits are ranked (a backbone's table costs a pass over the whole catalogue)."""
     model.eval()
     with autocast(cfg, device):
-        table = model.item_table()
+        table = model.item_table() if table is None else table
         return evaluate_embeddings(model_user_fn(model, table), model.ranking_table(table), split, cfg.topk_list(),
                                    cfg.eval_batch_size, device, cfg.eval_item_chunk, cfg.progress, desc)
+
+
+def item_table_of(model, cfg, device: torch.device) -> torch.Tensor:
+    """The table validate computes, for reuse across splits."""
+    model.eval()
+    with autocast(cfg, device):
+        return model.item_table()

@@ -17,7 +17,7 @@ from adapter4rec import dist
 from adapter4rec.atomic import write_text_atomic
 from adapter4rec.checkpoint import load_run_weights, read_checkpoint
 from adapter4rec.config import Config
-from adapter4rec.evaluate import evaluate_embeddings, popularity_vectors, validate
+from adapter4rec.evaluate import evaluate_embeddings, item_table_of, popularity_vectors, validate
 
 log = logging.getLogger("adapter4rec")
 
@@ -26,13 +26,14 @@ def finish(model, data, cfg: Config, device, run_dir: Path, progress, train_seco
     """Test the best checkpoint (and the popularity baseline on the same users); write results.json."""
     best, best_epoch = progress.best, progress.best_epoch
     load_run_weights(model, read_checkpoint(run_dir / "best.pt"))
-    test = validate(model, data.split.test, cfg, device, "test")
+    table = item_table_of(model, cfg, device)  # every test split below ranks against it
+    test = validate(model, data.split.test, cfg, device, "test", table)
     unmasked = None if data.split.test_no_mask is None else \
-        validate(model, data.split.test_no_mask, cfg, device, "test, no masking")
+        validate(model, data.split.test_no_mask, cfg, device, "test, no masking", table)
     popularity = popularity_on(data, data.split.test, cfg, device)
     results = {"run_dir": str(run_dir), "best_epoch": best_epoch, f"valid_{cfg.select_metric}": best,
                "test": test, "popularity_test": popularity, "test_no_mask": unmasked,
-               **cold_start_slice(model, data, cfg, device),
+               **cold_start_slice(model, data, cfg, device, table),
                "train_seconds": round(train_seconds, 1),
                # zero-shot trains nothing, whatever the settings mark trainable
                "trainable_params": 0 if cfg.zero_shot else sum(p.numel() for p in model.parameters()
@@ -53,7 +54,7 @@ def popularity_on(data, split, cfg: Config, device) -> dict:
                                cfg.eval_item_chunk)
 
 
-def cold_start_slice(model, data, cfg: Config, device) -> dict:
+def cold_start_slice(model, data, cfg: Config, device, table: torch.Tensor | None = None) -> dict:
     """{test_cold, test_cold_no_mask, popularity_test_cold}: the test users whose target never occurs in the
     training windows (window_counts 0), under both protocols, and popularity there; {} when there are none."""
     cold = data.split.window_counts == 0
@@ -62,7 +63,7 @@ def cold_start_slice(model, data, cfg: Config, device) -> dict:
         rows = None if split is None else torch.nonzero(cold[split.target]).squeeze(1)
         if rows is None or not len(rows):
             continue
-        out[key] = validate(model, split.subset(rows), cfg, device, "test, cold items")
+        out[key] = validate(model, split.subset(rows), cfg, device, "test, cold items", table)
         if key == "test_cold":
             out["popularity_test_cold"] = popularity_on(data, split.subset(rows), cfg, device)
     if "test_cold" in out:
