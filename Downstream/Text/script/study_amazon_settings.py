@@ -28,6 +28,7 @@ SIDE_HEAD_USER = dict(STUDY["RUNS"]["amazon-sci-side-head-user"], dropout=0.2)  
 
 BASE = dict(FROZEN, max_title_tokens=32)  # the variants are compared at 32 tokens (the study now reads 64)
 INBATCH = dict(BASE, loss="inbatch", batch_size=64)
+FUSED = STUDY["FUSED"]  # the study's fused row
 FUSED_SUM = dict(STUDY["RUNS"]["amazon-sci-side-head-user"], item_tower="fused", item_fusion="sum")
 VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     "settings-softmax-dot-cls": dict(BASE),
@@ -66,6 +67,9 @@ VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     "settings-fused-id-dropout-0.5": dict(FUSED_SUM, id_dropout=0.5),
     "settings-fused-moe-head-id-dropout-0.2": dict(FUSED_SUM, item_head="moe", id_dropout=0.2),
     "settings-side-head-user-moe-head": dict(STUDY["RUNS"]["amazon-sci-side-head-user"], item_head="moe"),
+    # over the chosen fused row (MoE head, ID dropout 0.2): MISSRec's cosine score at tau 0.07, and weight decay
+    "settings-fused-cosine": dict(FUSED, score="cosine", temperature=0.07),
+    "settings-fused-weight-decay-0.1": dict(FUSED, weight_decay=0.1),
 }
 
 
