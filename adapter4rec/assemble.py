@@ -1,5 +1,5 @@
-"""A run's model, assembled in one place: seed -> data -> model -> source checkpoint -> warm start -> adapters ->
-what trains -> device -> the frozen backbone's cache.
+"""A run's model, assembled in one place: seed -> data -> model -> source checkpoint -> warm start -> adapters (and
+the warm run's own) -> what trains -> device -> the frozen backbone's cache.
 
 Training, export, recommend and the tests all call build_run, so a rebuilt run draws the same random numbers in
 the same order as the run did (a PEFT run's frozen weights without a source checkpoint come from that seeded
@@ -16,8 +16,8 @@ import torch
 from adapter4rec.adapters.methods import add_adapters
 from adapter4rec.adapters.trainable import set_trainable, trainable_summary
 from adapter4rec.build import Data, build_model, load_data
-from adapter4rec.checkpoint import (ForeignCheckpointError, load_run_weights, load_source, load_warm_start,
-                                    read_checkpoint)
+from adapter4rec.checkpoint import (CheckpointError, ForeignCheckpointError, finish_warm_start, load_run_weights,
+                                    load_source, load_warm_start, read_checkpoint)
 from adapter4rec.config import Config, from_dict
 from adapter4rec.evaluate import autocast
 from adapter4rec.models.recommender import Recommender
@@ -52,10 +52,18 @@ def prepare_model(cfg: Config, data: Data, device: torch.device) -> Recommender:
     model = build_model(cfg, data)
     if cfg.source_checkpoint:
         load_any_source(model, cfg)
-    if cfg.warm_start:  # LP-FT: the trained head and user encoder of a frozen-backbone run on this target
-        _, loaded = load_warm_start(model, cfg.resolve(cfg.warm_start), dataclasses.asdict(cfg))
-        log.info("warm start: %d tensor(s) from %s", loaded, cfg.warm_start)
+    if cfg.warm_start:  # LP-FT, or target IDs over a trained content model: a finished run on this target
+        warm, pending = load_warm_start(model, cfg.resolve(cfg.warm_start), dataclasses.asdict(cfg))
+        if cfg.item_tower == "fused" and warm.get("item_tower", "modal") == "modal":
+            if cfg.item_fusion == "gate":
+                raise CheckpointError(f"{cfg.warm_start}: item_fusion=gate cannot start from the content run's "
+                                      f"scores (its gate halves them at init); add target IDs to a trained content "
+                                      f"run with item_fusion=sum or concat")
+            model.item_encoder.id_fusion.start_from_content()  # IDs added to a trained content model: c + 0
     changed = add_adapters(model, cfg)
+    if cfg.warm_start:  # the warm run's own adapters (a side network, say), now that this run has added them
+        finish_warm_start(model, pending, cfg.resolve(cfg.warm_start), warm)
+        log.info("warm start from %s (%d tensor(s) after the adapters)", cfg.warm_start, len(pending))
     for side, names in changed.items():
         log.info("adapter %s in the %s encoder: %d module(s) changed, e.g. %s", cfg.adapter, side, len(names),
                  names[:2])

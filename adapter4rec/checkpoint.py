@@ -188,37 +188,52 @@ def fresh_on_target(source_cfg: dict, config: dict) -> tuple[str, ...]:
     return TARGET_ONLY
 
 
-# what a warm-start run must share with the run it starts: the model, the target data, the backbone under its head,
-# and what the head was trained to read and score: the item features (which items, their text or images, pooling)
-# and the score (dot or cosine, at which temperature)
+# what a warm-start run must share with the run it starts: the model, the target data (and which items it holds
+# cold), the backbone under its head, and what the head was trained to read and score: the item features (which
+# items, their text or images, pooling) and the score (dot or cosine, at which temperature). The item tower may
+# go from content alone to content + target IDs (WARM_TOWERS): the fused run adds its ID table to the warm model.
 WARM_MATCH = MUST_MATCH + ("arch", "item_encoder", "dataset", "users_file", "items_file", "source_checkpoint",
-                           "modality", "item_pooling", "score", "learn_temperature", "item_tower", "item_head")
+                           "modality", "item_pooling", "score", "learn_temperature", "item_head", "cold_items")
+WARM_TOWERS = {("modal", "modal"), ("modal", "fused"), ("fused", "fused"), ("id", "id")}  # (warm run, this run)
 # the same, for keys that only mean something under some settings: (key, when it matters, judged on either run)
 WARM_MATCH_IF = (("text_fields", lambda c: c.get("modality", "text") == "text"),
                  ("max_title_tokens", lambda c: c.get("modality", "text") == "text"),
                  ("images_lmdb", lambda c: c.get("modality") == "image"),
                  ("missing_images", lambda c: c.get("modality") == "image"),
                  ("temperature", lambda c: c.get("score") == "cosine"))
+# a warm run that trained adapters hands them over: this run must add the same ones (their shapes alone cannot
+# tell every setting apart, e.g. side_pooling)
+ADAPTER_SETTINGS = ("adapter", "adapter_where", "adapter_sublayers", "adapter_layers", "item_adapter_size",
+                    "user_adapter_size", "adapter_activation", "user_adapter", "side_layers", "side_pooling",
+                    "lora_alpha", "kadapter_item_heads", "kadapter_user_heads", "compacter_n", "prompt_tokens")
 
 
 def warm_mismatches(warm: dict, config: dict) -> list[str]:
     """`key: warm run A, this run B` for every setting in which a warm-start run's config differs from this run's
-    where it must not (WARM_MATCH, WARM_MATCH_IF); a key the warm run's file predates counts as its default."""
+    where it must not (WARM_MATCH, WARM_TOWERS, WARM_MATCH_IF, and ADAPTER_SETTINGS when the warm run trained
+    adapters); a key the warm run's file predates counts as its default."""
     defaults = dataclasses.asdict(Config())
     keys = list(WARM_MATCH) + [k for k, matters in WARM_MATCH_IF if matters(warm) or matters(config)]
+    if warm.get("adapter", "none") != "none":
+        keys += ADAPTER_SETTINGS
+    towers = (warm.get("item_tower", defaults["item_tower"]), config.get("item_tower"))
+    keys += [] if towers in WARM_TOWERS else ["item_tower"]
     return [f"warm run {k}={warm.get(k, defaults.get(k))!r}, this run {k}={config.get(k)!r}" for k in keys
             if warm.get(k, defaults.get(k)) != config.get(k)]
 
 
-def load_warm_start(model: torch.nn.Module, path: Path, config: dict) -> tuple[dict, int]:
+def load_warm_start(model: torch.nn.Module, path: Path, config: dict) -> tuple[dict, dict]:
     """Load a finished target run's weights over `model` (after its source checkpoint, before adapters are added).
 
     This is the second stage of linear probing then fine-tuning (LP-FT, Kumar et al., ICLR 2022): the head and
     user encoder are trained first over the frozen backbone (cheap: its states are cached), and full fine-tuning or
     an adapter then starts from that trained model instead of an untrained head, which otherwise spends the first
-    epochs of the expensive stage, and the backbone's features, on catching up. A PEFT run's checkpoint holds only
-    what it trained; every key it holds must be in this model with the same shape, so the warm run may not have
-    added modules of its own (warm-start from a run with adapter=none). Returns (its config, tensors loaded)."""
+    epochs of the expensive stage, and the backbone's features, on catching up. It also adds target item IDs to a
+    trained content model (item_tower modal -> fused): the IDs then learn what the content misses.
+
+    A PEFT run's checkpoint holds only what it trained. The tensors this model has now are loaded; the warm run's
+    adapters (if it trained any) are returned, for finish_warm_start once this run has added the same adapters.
+    Returns (its config, the tensors still to load)."""
     ckpt = read_checkpoint(path)
     warm = ckpt.get("config", {})
     if warm.get("stage") != "downstream":
@@ -230,14 +245,24 @@ def load_warm_start(model: torch.nn.Module, path: Path, config: dict) -> tuple[d
                               f"match (the same model, target data, backbone, item features and score under the "
                               f"trained head): {'; '.join(differ)}; warm-start from a run with these settings, or "
                               f"set them as that run had them")
-    state = ckpt["model"]
-    _, unexpected, shapes = mismatches(model.state_dict(), state)  # a warm run holds a subset: none missing
-    if unexpected or shapes:
-        raise CheckpointError(f"{path} does not fit this model before its adapters (the warm run had "
-                              f"adapter={warm.get('adapter')!r}; use one with adapter=none): {len(unexpected)} "
-                              f"unexpected key(s) {unexpected[:4]}, {len(shapes)} shape mismatch(es) {shapes[:3]}")
+    own = model.state_dict()
+    state = {k: v for k, v in ckpt["model"].items() if k in own}
+    _, _, shapes = mismatches(own, state)
+    if shapes:
+        raise CheckpointError(f"{path} does not fit this model: {len(shapes)} shape mismatch(es) {shapes[:3]}")
     model.load_state_dict(state, strict=False)
-    return warm, len(state)
+    return warm, {k: v for k, v in ckpt["model"].items() if k not in own}
+
+
+def finish_warm_start(model: torch.nn.Module, pending: dict, path: Path, warm: dict) -> None:
+    """Load the warm run's adapter weights (load_warm_start's rest) once this run has added its adapters; every
+    one must now be in the model with the same shape."""
+    _, unexpected, shapes = mismatches(model.state_dict(), pending)
+    if unexpected or shapes:
+        raise CheckpointError(f"{path} does not fit this model with its adapters (the warm run had "
+                              f"adapter={warm.get('adapter')!r}): {len(unexpected)} unexpected key(s) "
+                              f"{unexpected[:4]}, {len(shapes)} shape mismatch(es) {shapes[:3]}")
+    model.load_state_dict(pending, strict=False)
 
 
 def load_run_weights(model: torch.nn.Module, ckpt: dict) -> None:

@@ -12,7 +12,9 @@ Command-line options of every launcher:
   --skip_done            skip runs whose run directory already holds results.json (continue a sweep)
   --seeds 1,2,3          repeat every run once per seed: `seed` joins the sweep grid (replacing any seed of
                          ARGS or SWEEP) and each run is named <name>-seed<N>, so `python -m adapter4rec.report`
-                         pools the seeds of one configuration into one row (mean ± std)
+                         pools the seeds of one configuration into one row (mean ± std); a value holding
+                         SEED_SUFFIX reads each seed's own run: warm_start="runs/x{seed_suffix}/best.pt" is
+                         runs/x/best.pt without --seeds and runs/x-seed<N>/best.pt for seed N
   --run_name X           the stem of the run names instead of the launcher's (a sweep's runs: X-<grid values>,
                          with --seeds X-seed<N>), so runs of one sweep never share a directory
   anything else          passed to run.py after the launcher's own arguments, so it overrides them
@@ -111,6 +113,9 @@ def run_names(stem: str, grid: dict[str, list]) -> list[tuple[str, dict]]:
         suffix = "-".join(f"{k}{_fmt(values[k])}" for k in varying)
         out.append((f"{stem}-{suffix}" if suffix else stem, values))
     return out
+
+
+SEED_SUFFIX = "{seed_suffix}"  # in a run's value: "" for the run itself, "-seed<N>" for its seed-N repeat
 
 
 def seeded_runs(stem: str, grid: dict[str, list], seeds: list[int] | None) -> list[tuple[str, dict]]:
@@ -239,7 +244,9 @@ def sweep(launcher_file: str, args: dict, grid: dict[str, list], nproc: int = 1,
     procs = str(opts["nproc"] or nproc)
     names = []
     for run_name, values in seeded_runs(opts["run_name"] or name or launcher.stem, grid, opts["seeds"]):
-        merged = {**args, **values, "run_name": run_name}
+        suffix = f"-seed{values['seed']}" if opts["seeds"] else ""
+        merged = {k: v.replace(SEED_SUFFIX, suffix) if isinstance(v, str) else v
+                  for k, v in {**args, **values, "run_name": run_name}.items()}
         cmd = [sys.executable, "-m", "torch.distributed.run", *shlex.split(opts["torchrun"]),
                "--nproc_per_node", procs, str(run_py)]
         cmd += [f"--{k}={_fmt(v)}" for k, v in merged.items()] + extra

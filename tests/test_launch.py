@@ -85,3 +85,15 @@ def test_jobs_option():
         split_jobs(["--jobs=two"])
     with pytest.raises(SystemExit, match="positive"):
         JobQueue(0, "logs")
+
+
+def test_a_value_with_the_seed_suffix_reads_each_seeds_own_run(tmp_path, capsys):
+    """A two-stage row warm-starts each seed from the first stage's run of the same seed."""
+    from adapter4rec.launch import SEED_SUFFIX, sweep
+    args = dict(output_dir=str(tmp_path), warm_start=f"runs/first{SEED_SUFFIX}/best.pt", epochs=1)
+    sweep(str(tmp_path / "script" / "x.py"), args, {}, name="second", argv=["--dry_run", "--seeds", "1,2"])
+    sweep(str(tmp_path / "script" / "x.py"), args, {}, name="second", argv=["--dry_run"])
+    commands = [line for line in capsys.readouterr().out.splitlines() if line.startswith("+ ")]
+    assert [c.split("--warm_start=")[1].split()[0] for c in commands] == [
+        "runs/first-seed1/best.pt", "runs/first-seed2/best.pt", "runs/first/best.pt"]
+    assert "--epochs=1" in commands[0] and "--run_name=second-seed2" in commands[1]

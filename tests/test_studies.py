@@ -96,10 +96,13 @@ def test_amazon_settings_study_varies_one_setting_at_a_time():
     side = [c for c in commands if "--adapter=side" in c and "--item_tower=fused" not in c]
     fused = [c for c in commands if "--item_tower=fused" in c]
     ids = [c for c in commands if "--item_tower=id" in c]
-    assert (len(frozen), len(side), len(fused), len(ids)) == (8, 6, 7, 8) and len(commands) == 29
+    assert (len(frozen), len(side), len(fused), len(ids)) == (8, 6, 11, 8) and len(commands) == 33
     assert all("--adapter=side" in c and "--source_checkpoint=runs/amazon-office-sasrec/best.pt" in c for c in fused)
     assert ["--item_fusion=concat" in c or "--item_fusion=gate" in c or "--id_dropout=0.2" in c
-            or "--id_dropout=0.5" in c or "--item_head=moe" in c or "--dropout=0.5" in c for c in fused] == [True] * 7
+            or "--id_dropout=0.5" in c or "--item_head=moe" in c or "--dropout=0.5" in c
+            or "--warm_start=runs/amazon-sci-side-head-user/best.pt" in c for c in fused] == [True] * 11
+    two_stage = [c for c in fused if "--warm_start=" in c]  # over the text row: its linear head, no MoE
+    assert len(two_stage) == 2 and not any("--item_head=moe" in c for c in two_stage)
     assert all("--train_head=true" in c and "--train_user_encoder=true" in c for c in frozen + side)
     assert sum("--max_seq_len=50" in c for c in ids) == sum("--embedding_dim=256" in c for c in ids) == 1
     assert sum("--embedding_dim=128" in c for c in ids) == sum("--lr_schedule=cosine" in c for c in ids) + 1 == 2

@@ -76,14 +76,19 @@ def test_warm_start_refuses_what_does_not_fit(tiny_bert, tiny_data, frozen_run):
         prepare_model(_config(tiny_bert, tiny_data, out, warm_start=warm), data, CPU)
     with pytest.raises(CheckpointError, match="stage='pretrain'"):  # a source run belongs in source_checkpoint
         prepare_model(_config(tiny_bert, tiny_data, out, warm_start=out / "source.pt"), data, CPU)
-    # a warm run that added modules of its own does not fit the model before its adapters
+    # a warm run that trained adapters needs this run to add the same ones; a key they do not make is refused
     ckpt = read_checkpoint(warm)
     ckpt["model"]["user_encoder.extra.weight"] = torch.zeros(2)
-    ckpt["config"]["adapter"] = "houlsby"
+    ckpt["config"].update(adapter="houlsby", item_adapter_size=8)
     save_atomic(ckpt, out / "extra.pt")
-    with pytest.raises(CheckpointError, match=r"adapter='houlsby'.*1 unexpected key\(s\) \['user_encoder.extra"):
+    with pytest.raises(CheckpointError, match=r"2 setting\(s\).*warm run adapter='houlsby', this run adapter='none'; "
+                                              r"warm run item_adapter_size=8, this run item_adapter_size=64"):
         prepare_model(_config(tiny_bert, tiny_data, out, source_checkpoint=out / "source.pt",
-                                    warm_start=out / "extra.pt"), data, CPU)
+                              warm_start=out / "extra.pt"), data, CPU)
+    with pytest.raises(CheckpointError, match=r"with its adapters \(the warm run had adapter='houlsby'\): 1 "
+                                              r"unexpected key\(s\) \['user_encoder.extra"):
+        prepare_model(_config(tiny_bert, tiny_data, out, source_checkpoint=out / "source.pt", tune="peft",
+                              adapter="houlsby", item_adapter_size=8, warm_start=out / "extra.pt"), data, CPU)
     with pytest.raises(SystemExit, match="warm_start=.*empty when stage=pretrain"):
         _config(tiny_bert, tiny_data, out, domain="source", warm_start=warm)
 
@@ -116,7 +121,7 @@ def test_warm_start_refuses_other_item_features_or_scores_listing_every_key(tmp_
                                               r"warm run temperature=0.5, this run temperature=0.07; warm-start"):
         load_warm_start(torch.nn.Linear(2, 2), dot, this)
     dot_here = dataclasses.asdict(parse_args(["--stage=downstream"]))
-    assert load_warm_start(torch.nn.Linear(2, 2), dot, dot_here) == (torch.load(dot)["config"], 0)
+    assert load_warm_start(torch.nn.Linear(2, 2), dot, dot_here) == (torch.load(dot)["config"], {})
     image = _warm_file(tmp_path / "image.pt", modality="image", images_lmdb="other.lmdb")
     with pytest.raises(CheckpointError, match="warm run modality='image', this run modality='text'; warm run "
                                               "images_lmdb='other.lmdb', this run images_lmdb='images.lmdb'"):
@@ -146,3 +151,57 @@ def test_the_amazon_study_lp_ft_pairs_pass_the_warm_start_check():
     # and the 64-token frozen run would be refused as the warm start of a 32-token row
     assert warm_mismatches(config("amazon-sci-frozen-transfer"), config("amazon-sci-houlsby")) == \
         ["warm run max_title_tokens=64, this run max_title_tokens=32"]
+
+
+@pytest.fixture(scope="module")
+def side_run(tiny_bert, tiny_data, frozen_run):
+    """A trained side network + head + user encoder (item_tower=modal) on the target, from the source."""
+    out, _ = frozen_run
+    settings = dict(source_checkpoint=out / "source.pt", tune="peft", adapter="side", adapter_where="item",
+                    side_layers="1", item_adapter_size=8, train_head="true", train_user_encoder="true",
+                    max_steps_per_epoch=3, lr=0.01, item_adapter_lr=0.01)
+    train.run(_config(tiny_bert, tiny_data, out, run_name="side", **settings))
+    return out, settings
+
+
+def test_a_fused_run_adds_target_ids_to_a_trained_side_network_run(tiny_bert, tiny_data, side_run):
+    out, settings = side_run
+    data = load_data(_config(tiny_bert, tiny_data, out, **settings))
+    reference = prepare_model(_config(tiny_bert, tiny_data, out, cache_frozen_backbone="false", **settings), data,
+                              CPU)
+    load_run_weights(reference, read_checkpoint(out / "side" / "best.pt"))
+    want = _outputs(reference, data)
+    fused = dict(settings, item_tower="fused", cache_frozen_backbone="false")
+    plain = prepare_model(_config(tiny_bert, tiny_data, out, **fused), data, CPU)
+    model = prepare_model(_config(tiny_bert, tiny_data, out, warm_start=out / "side" / "best.pt", **fused), data, CPU)
+    trained = read_checkpoint(out / "side" / "best.pt")["model"]
+    side = [k for k in trained if ".side." in k or k.startswith("item_encoder.side")]
+    assert side, sorted(trained)[:8]
+    assert all(torch.equal(model.state_dict()[k], trained[k]) for k in trained)  # the side network is the trained one
+    assert not all(torch.equal(plain.state_dict()[k], trained[k]) for k in side)  # (the check can fail)
+    ids = model.item_encoder.id_fusion.embedding.weight
+    assert ids.requires_grad and not ids.any()  # a fresh ID table that trains, at zero: c + 0
+    assert plain.item_encoder.id_fusion.embedding.weight[1:].abs().min() > 0  # (not so without the warm start)
+    with pytest.raises(CheckpointError, match="item_fusion=gate cannot start from the content run's scores"):
+        prepare_model(_config(tiny_bert, tiny_data, out, warm_start=out / "side" / "best.pt", item_fusion="gate",
+                              **fused), data, CPU)
+    for got, exp in zip(_outputs(model, data), want):  # so the fused model starts at the side run's scores
+        torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-5)
+
+
+def test_warm_start_refuses_ids_to_content_other_cold_items_and_other_adapters(tmp_path):
+    from adapter4rec.checkpoint import warm_mismatches
+
+    def config(**settings):
+        return dataclasses.asdict(parse_args([f"--{k}={v}" for k, v in {"stage": "downstream", **settings}.items()]))
+    side = dict(tune="peft", adapter="side", item_adapter_size=8)
+    assert warm_mismatches(config(**side), config(item_tower="fused", **side)) == []
+    assert warm_mismatches(config(item_tower="fused"), config()) == [
+        "warm run item_tower='fused', this run item_tower='modal'"]
+    assert warm_mismatches(config(item_tower="id"), config(item_tower="fused")) == [
+        "warm run item_tower='id', this run item_tower='fused'"]
+    # a warm run that trained on this run's cold items would leak them
+    assert warm_mismatches(config(), config(cold_items=0.1)) == ["warm run cold_items=0.0, this run cold_items=0.1"]
+    assert warm_mismatches(config(**side), config(**dict(side, side_pooling="both"))) == [
+        "warm run side_pooling='item', this run side_pooling='both'"]
+    assert warm_mismatches(config(), config(**side)) == []  # an adapter-free warm run: any adapter may follow

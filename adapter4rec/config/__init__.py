@@ -122,11 +122,12 @@ class Config:
                                   "empty = train on the target from scratch")
     zero_shot: bool = _opt(False, "downstream: no target training; the source model (item_tower=modal, "
                            "adapter=none) is evaluated on the target as it is")
-    warm_start: str = _opt("", "downstream: a finished target run's checkpoint (runs/<name>/best.pt, adapter=none, "
-                           "same data, model, source_checkpoint, item features and score: checkpoint.WARM_MATCH) "
-                           "loaded over the source weights before adapters are added: LP-FT, the head and user "
-                           "encoder trained over the frozen backbone first, then full fine-tuning or an adapter "
-                           "starts from them; empty = no warm start")
+    warm_start: str = _opt("", "downstream: a finished target run's checkpoint (runs/<name>/best.pt; same data, "
+                           "model, source_checkpoint, item features, score and, if it trained adapters, the same "
+                           "adapters: checkpoint.WARM_MATCH) loaded over the source weights: LP-FT (the head and "
+                           "user encoder trained over the frozen backbone first, then full fine-tuning or an adapter "
+                           "starts from them), or item_tower=fused over a trained item_tower=modal run (its IDs "
+                           "then learn what the content misses); empty = no warm start")
     tune: str = _opt("all", "what trains. all: every parameter (pretraining, full fine-tuning); peft: every "
                      "pretrained parameter frozen, only the adapter modules and the extras below train",
                      ("all", "peft"))

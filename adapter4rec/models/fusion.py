@@ -55,6 +55,16 @@ class IdFusion(nn.Module):
             raise ValueError(f"known items: {tuple(known.shape)} rows for an ID table of {tuple(self.known.shape)}")
         self.known.copy_(known.to(torch.bool))
 
+    def start_from_content(self) -> None:
+        """Zero the ID table, so that under sum and concat (c + 0) the fused model computes its content model's
+        scores exactly: the start of a run that adds IDs to a trained content model (warm_start), whose IDs then
+        learn only what the content misses. Every row still gets its own gradient (that of its fused vector)."""
+        if self.how == "gate":
+            raise ValueError("item_fusion=gate halves the content vector at init (g = 1/2): it cannot start from "
+                             "the content model's scores; use sum or concat")
+        with torch.no_grad():
+            self.embedding.weight.zero_()
+
     def fuse(self, content: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         if self.how == "sum":
             return content + ids

@@ -29,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from adapter4rec.launch import JobQueue, split_jobs, split_seeds, sweep
+from adapter4rec.launch import SEED_SUFFIX, JobQueue, split_jobs, split_seeds, sweep
 from adapter4rec.studies import RUNS_DIR, refuse_run_name, report
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -99,6 +99,11 @@ FUSED = dict(RUNS["amazon-sci-side-head-user"], item_tower="fused", item_fusion=
              id_dropout=0.2)
 RUNS["amazon-sci-fused"] = FUSED
 RUNS["amazon-sci-fused-scratch"] = dict(FUSED, source_checkpoint="")
+# the fused row in two stages: each seed's trained text row (side + head + user) gets the target's IDs added at
+# zero (warm_start: the run starts at the text row's scores) and everything trains on, so the IDs learn what the
+# content misses instead of overfitting beside a content path that is still untrained
+TWO_STAGE = dict(RUNS["amazon-sci-side-head-user"], item_tower="fused", item_fusion="sum",
+                 warm_start=f"runs/amazon-sci-side-head-user{SEED_SUFFIX}/best.pt")
 # what the text model buys before any target training: the Office model on Scientific as it is (its own token
 # budget, 32), and on items it never trained on: the cold-start study (10% of the items held out of training)
 RUNS["amazon-sci-zero-shot"] = dict(FROZEN, max_title_tokens=32, zero_shot=True, source_checkpoint=FROM_SOURCE)

@@ -29,6 +29,7 @@ SIDE_HEAD_USER = dict(STUDY["RUNS"]["amazon-sci-side-head-user"], dropout=0.2)  
 BASE = dict(FROZEN, max_title_tokens=32)  # the variants are compared at 32 tokens (the study now reads 64)
 INBATCH = dict(BASE, loss="inbatch", batch_size=64)
 FUSED = STUDY["FUSED"]  # the study's fused row
+TWO_STAGE = dict(STUDY["TWO_STAGE"], warm_start="runs/amazon-sci-side-head-user/best.pt")
 FUSED_SUM = dict(STUDY["RUNS"]["amazon-sci-side-head-user"], item_tower="fused", item_fusion="sum")
 VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     "settings-softmax-dot-cls": dict(BASE),
@@ -70,6 +71,9 @@ VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     # over the chosen fused row (MoE head, ID dropout 0.2): MISSRec's cosine score at tau 0.07, and weight decay
     "settings-fused-cosine": dict(FUSED, score="cosine", temperature=0.07),
     "settings-fused-weight-decay-0.1": dict(FUSED, weight_decay=0.1),
+    # in two stages: the trained text row (seed 12345) with the IDs added at zero (study_amazon.py's TWO_STAGE)
+    "settings-fused-two-stage": dict(TWO_STAGE),
+    "settings-fused-two-stage-id-dropout-0.2": dict(TWO_STAGE, id_dropout=0.2),
 }
 
 
