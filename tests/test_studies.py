@@ -54,20 +54,26 @@ def test_amazon_study_runs_its_source_once_and_a_chosen_subset():
     assert "--item_tower=id" in ids and "--loss=softmax" in ids and "--train_windows=all" in ids
     assert len(dry_run("Downstream/Text/script/study_amazon.py", "--only=amazon-sci-id-sasrec")) == 1  # no source
     everything = dry_run("Downstream/Text/script/study_amazon.py")
-    assert len(everything) == 19 and sum("--source_checkpoint=runs/" in c for c in everything) == 11
+    assert len(everything) == 22 and sum("--source_checkpoint=runs/" in c for c in everything) == 13
     zero = [c for c in everything if "--zero_shot=true" in c]
     assert len(zero) == 1 and "--source_checkpoint=runs/amazon-office-sasrec/best.pt" in zero[0]
-    assert sum("--cold_items=0.1" in c for c in everything) == 3 and sum("--item_tower=fused" in c for c in everything) == 3
+    assert sum("--cold_items=0.1" in c for c in everything) == 4 and sum("--item_tower=fused" in c for c in everything) == 6
     # LP-FT: every row whose backbone trains starts from the frozen-features row with its source and token budget
     warm = {c.split("--run_name=")[1].split()[0]: c.split("--warm_start=")[1].split()[0]
             for c in everything if "--warm_start=runs/" in c}
     assert warm == {"amazon-sci-scratch": "runs/amazon-sci-frozen-scratch-32tok/best.pt",
                     **{f"amazon-sci-{m}": "runs/amazon-sci-frozen-transfer-32tok/best.pt"
-                       for m in ("finetune", "houlsby", "lora")}}
+                       for m in ("finetune", "houlsby", "lora")},
+                    # the two-stage fused rows: each from its text row (a seed's own under --seeds)
+                    "amazon-sci-fused-two-stage": "runs/amazon-sci-side-head-user/best.pt",
+                    "amazon-sci-fused-two-stage-scratch": "runs/amazon-sci-side-head-user-scratch/best.pt",
+                    "amazon-sci-cold-fused-two-stage": "runs/amazon-sci-cold-side-head-user/best.pt"}
     order = [c.split("--run_name=")[1].split()[0] for c in everything]
     assert order.index("amazon-sci-frozen-scratch-32tok") < order.index("amazon-sci-scratch")
     assert order.index("amazon-sci-frozen-transfer-32tok") < order.index("amazon-sci-finetune")
-    assert sum("--adapter=side" in c for c in everything) == 7  # side, side + head + user (and its scratch), fused x 3, cold
+    assert order.index("amazon-sci-side-head-user") < order.index("amazon-sci-fused-two-stage")
+    # side, side + head + user (and its scratch), fused x 3 and two-stage x 3, cold
+    assert sum("--adapter=side" in c for c in everything) == 10
 
 
 def test_amazon_study_seeds_repeat_the_target_runs_from_the_one_source():

@@ -129,8 +129,9 @@ def test_warm_start_refuses_other_item_features_or_scores_listing_every_key(tmp_
 
 
 def test_the_amazon_study_lp_ft_pairs_pass_the_warm_start_check():
-    """study_amazon.py warm-starts each fine-tuning row from the frozen-features run at its own token budget: the
-    settings check must accept those pairs (loss, batch, dropout, learning rates, epochs, tune, adapter differ)."""
+    """study_amazon.py warm-starts each fine-tuning row from the frozen-features run at its own token budget, and
+    each two-stage fused row from its text row: the settings check must accept those pairs (loss, batch, dropout,
+    learning rates, epochs, tune, adapter, item tower differ)."""
     import importlib.util
 
     from adapter4rec.checkpoint import warm_mismatches
@@ -143,9 +144,9 @@ def test_the_amazon_study_lp_ft_pairs_pass_the_warm_start_check():
         settings = {**study.COMMON, "dataset": str(study.SCIENTIFIC), **study.RUNS[name]}
         return dataclasses.asdict(parse_args([f"--{k}={v}" for k, v in settings.items()], stage="downstream",
                                              modality="text"))
-    pairs = [(name, settings["warm_start"].split("/")[1]) for name, settings in study.RUNS.items()
-             if settings.get("warm_start")]
-    assert len(pairs) == 4
+    pairs = [(name, settings["warm_start"].split("/")[1].replace(study.SEED_SUFFIX, ""))
+             for name, settings in study.RUNS.items() if settings.get("warm_start")]
+    assert len(pairs) == 7  # 4 LP-FT rows, 3 two-stage fused rows (from Office, without it, the cold study)
     for name, warm in pairs:
         assert warm_mismatches(config(warm), config(name)) == [], (name, warm)
     # and the 64-token frozen run would be refused as the warm start of a 32-token row
