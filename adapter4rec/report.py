@@ -31,13 +31,15 @@ UNMASKED = ("hr@10", "ndcg@10", "mrr@10")  # results.json test_no_mask: the same
 BOOKKEEPING = frozenset({"seed", "run_name", "output_dir", "resume", "progress", "save_every_steps", "keep_last",
                          "num_workers", "device", "eval_batch_size", "eval_item_chunk", "cache_dir",
                          "pretrained_models_dir", "tensorboard"})
+SEEDED_RUN = re.compile(r"-seed\d+(?=/[^/]+$)")  # the -seed<N> of a run folder in a checkpoint path
 STD_NOTE = ("Metrics: mean ± sample standard deviation (n - 1 denominator) over seeds; a single value where one "
             "seed ran. Train s: mean over seeds.")
 
 
 def method_name(cfg: dict) -> str:
     """A readable name for what a run trained: the method, then the item tower's extras (a whitening MoE head,
-    fused target IDs, a cold-start study's share), ", LP-FT" when it started from a warm-start run's head."""
+    fused target IDs, a cold-start study's share), ", LP-FT" when it started from a warm-start run's head (", in two
+    stages" when that added target IDs to a trained run)."""
     if cfg.get("zero_shot"):
         return "zero-shot: the source model, no target training"
     name = _trained(cfg)
@@ -48,7 +50,9 @@ def method_name(cfg: dict) -> str:
             f", ID dropout {cfg['id_dropout']:g})" if cfg.get("id_dropout") else ")")
     if cfg.get("cold_items"):
         name += f", {cfg['cold_items']:.0%} of items cold"
-    return f"{name}, LP-FT" if cfg.get("warm_start") else name
+    if not cfg.get("warm_start"):
+        return name
+    return f"{name}, in two stages" if cfg.get("item_tower") == "fused" else f"{name}, LP-FT"
 
 
 def _trained(cfg: dict) -> str:
@@ -85,8 +89,10 @@ def is_scratch(cfg: dict) -> bool:
 
 
 def comparable_config(cfg: dict) -> dict:
-    """The config without bookkeeping keys; keys an older run did not record take today's defaults."""
+    """The config without bookkeeping keys; keys an older run did not record take today's defaults. A warm start
+    from a seed's own first-stage run (runs/x-seed1/best.pt: launch.SEED_SUFFIX) counts as the same warm start."""
     full = {**dataclasses.asdict(Config()), **cfg}
+    full["warm_start"] = SEEDED_RUN.sub("", str(full.get("warm_start") or ""))
     return {k: v for k, v in full.items() if k not in BOOKKEEPING}
 
 

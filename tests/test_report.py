@@ -263,3 +263,14 @@ def test_unmasked_protocol_reported_next_to_the_masked_one(houlsby_seeds):
     assert "Without history masking" in text
     assert "| Houlsby | 0.1300 ± 0.0200 | 0.0650 ± 0.0100 | 0.0325 ± 0.0050 |" in text
     assert "| LoRA |" not in text.split("Without history masking")[1]  # LoRA recorded none
+
+
+def test_seeds_of_a_two_stage_row_pool_though_each_starts_from_its_own_seed(tmp_path):
+    """study_amazon.py's two-stage rows warm-start seed N from the first stage's seed-N run (launch.SEED_SUFFIX)."""
+    two_stage = dict(HOULSBY, item_tower="fused")
+    runs = [make_run(tmp_path, name, dict(two_stage, warm_start=warm), hr, seed=seed)
+            for name, warm, hr, seed in (("b", "runs/a/best.pt", 0.1, 12345), ("b-seed1", "runs/a-seed1/best.pt", 0.2, 1),
+                                         ("c", "runs/other/best.pt", 0.3, 12345))]
+    rows = report.collect(runs)
+    assert [(r["n"], round(r["hr@10"], 4)) for r in rows] == [(2, 0.15), (1, 0.3)]  # another first stage: its own row
+    assert rows[0]["label"].startswith("Houlsby, + target item IDs (sum), in two stages")
