@@ -23,7 +23,7 @@ from adapter4rec.evaluate import autocast
 from adapter4rec.models.recommender import Recommender
 from adapter4rec.original import is_original_checkpoint, load_original
 from adapter4rec.run.record import seed_everything
-from adapter4rec.states.store import DiskStore
+from adapter4rec.data.store import DiskStore
 
 log = logging.getLogger("adapter4rec")
 

@@ -1,18 +1,19 @@
 """From a Config to data and a model: files -> catalog, interactions, split -> Recommender."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
-from adapter4rec import dist
+import torch
+
 from adapter4rec.config import Config
 from adapter4rec.data.files import (DataError, ItemCatalog, read_item_names, read_items, read_users,
                                     subsample_users)
-from adapter4rec.data.images import ImageSpec, PixelTable, build_pixel_cache, cache_path, summary
+from adapter4rec.data.images import ImageSpec, PixelTable, decode_pixels, pixel_key, pixel_shape, summary
 from adapter4rec.data.split import LeaveOneOut, cold_start_items, leave_one_out
-from adapter4rec.checkpoint import save_atomic
-from adapter4rec.data.text import TokenTable, build_token_table, cached_token_table, token_cache_path
+from adapter4rec.data.store import DiskStore, key_digest
+from adapter4rec.data.text import TokenTable, build_token_table, pack, token_key, unpack
 from adapter4rec.models.fusion import IdFusion
 from adapter4rec.models.item_encoders import IdItemEncoder, ImageItemEncoder, TextItemEncoder
 from adapter4rec.models.pretrained import checkpoint_dir, image_spec, load_backbone, load_tokenizer
@@ -88,37 +89,38 @@ def build_model(cfg: Config, data: Data) -> Recommender:
 
 
 def token_table(cfg: Config, data: Data, folder) -> TokenTable:
-    """Every item's tokens, tokenised once per dataset and tokenizer and kept under cache_dir."""
+    """Every item's tokens, tokenised once per dataset and tokenizer and kept in the item store under cache_dir."""
     items_file = cfg.resolve(cfg.dataset) / cfg.items_file
-    path = token_cache_path(cfg.resolve(cfg.cache_dir), items_file, folder, cfg.text_field_list(),
-                            cfg.max_title_tokens)
+    fields = cfg.text_field_list()
 
-    def build() -> TokenTable:
-        return build_token_table(data.catalog, load_tokenizer(folder), cfg.text_field_list(), cfg.max_title_tokens)
-
-    save = save_atomic if dist.is_main() else (lambda obj, where: None)  # one writer; an atomic rename
-    tokens, cached = cached_token_table(path, build, save)
+    def compute() -> tuple[torch.Tensor, dict]:
+        return pack(build_token_table(data.catalog, load_tokenizer(folder), fields, cfg.max_title_tokens))
+    store = DiskStore(cfg.resolve(cfg.cache_dir))
+    packed = store.get_or_compute(token_key(items_file, folder, fields, cfg.max_title_tokens), "int32", compute)
+    tokens = unpack(packed, store.report["facts"])
     log.info("item tokens %s (%s): %d items, mean %.1f tokens, %d text(s) longer than max_title_tokens=%d cut",
-             path.name, "cached" if cached else "tokenised now", len(data.catalog), tokens.lengths[1:].float().mean(),
-             tokens.truncated, cfg.max_title_tokens)
+             Path(store.report["path"]).name, "cached" if store.report["hit"] else "tokenised now",
+             len(data.catalog), tokens.lengths[1:].float().mean(), tokens.truncated, cfg.max_title_tokens)
     data.stats["texts_truncated"] = tokens.truncated
     return tokens
 
 
 def pixel_table(cfg: Config, data: Data, spec: ImageSpec) -> PixelTable:
-    """The decoded-pixel cache of the run's items at the encoder's input size: built once (by local rank 0 of
-    each node, with DataLoader workers over the LMDB; written under a temporary name and renamed, so nodes
-    sharing a file system cannot tear it), then reused by every run and rank that needs the same pixels."""
+    """The decoded-pixel table of the run's items at the encoder's input size, in the item store: built once (by
+    local rank 0 of each node, with DataLoader workers over the LMDB), then reused by every run and rank that needs
+    the same pixels."""
     store = cfg.resolve(cfg.dataset) / cfg.images_lmdb  # an absolute images_lmdb replaces the folder
     if not store.exists():
         raise DataError(f"image LMDB {store} does not exist: build it with Dataset/build_lmdb.py, or set "
                         f"images_lmdb")
-    path = cache_path(cfg.resolve(cfg.cache_dir), store, data.catalog.ids, spec, cfg.missing_images)
-    if dist.local_rank() == 0 and not path.is_file():  # one builder per node (the cache may be node-local)
-        log.info("decoding %d item images from %s into %s", len(data.catalog), store, path)
-        build_pixel_cache(store, data.catalog.ids, spec, path, cfg.missing_images, cfg.num_workers)
-    dist.barrier()
-    report = json.loads(path.with_suffix(".json").read_text())
+    names = data.catalog.ids
+
+    def fill(write) -> dict:
+        log.info("decoding %d item images from %s", len(names), store)
+        return decode_pixels(store, names, spec, write, cfg.missing_images, cfg.num_workers)
+    cache, key = DiskStore(cfg.resolve(cfg.cache_dir)), pixel_key(store, names, spec, cfg.missing_images)
+    pixels = cache.get_or_build(key, pixel_shape(names, spec), "uint8", fill)
+    report = cache.report["facts"]
     log.info("item images: %s", summary(report))
     data.stats.update(images_missing=len(report["missing"]), images_corrupt=len(report["corrupt"]))
-    return PixelTable(path)
+    return PixelTable(pixels, key_digest(key))

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from adapter4rec import dist
-from adapter4rec.states.store import DiskStore
+from adapter4rec.data.store import DiskStore
 
 if __name__ == "__main__":
     cache_dir, log_file, out_dir = sys.argv[1:4]

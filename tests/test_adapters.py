@@ -14,6 +14,7 @@ from adapter4rec.adapters.trainable import set_trainable, trainable_state
 from adapter4rec.build import build_model, load_data
 from adapter4rec.checkpoint import load_run_weights
 from adapter4rec.config import parse_args
+from adapter4rec.models.frozen_path import PrefixCache
 from adapter4rec.models.negatives import sample_negatives
 from adapter4rec.train import build_optimizer
 from tests.conftest import tiny_args
@@ -206,7 +207,7 @@ def test_frozen_backbone_cache_is_exact_in_eval(base_model, tiny_bert, tiny_data
     model, _ = adapted(base_model, cfg)
     want = outputs(model, base_model[1])
     assert model.item_encoder.cache_backbone()  # backbone frozen: cached
-    assert model.item_encoder.pooled_cache.shape == (model.num_items + 1, model.item_encoder.backbone.config.hidden_size)
+    assert model.item_encoder.frozen.table.shape == (model.num_items + 1, model.item_encoder.backbone.config.hidden_size)
     for got, exp in zip(outputs(model, base_model[1]), want):
         torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-6)
     # the head still trains on top of the cache
@@ -217,7 +218,7 @@ def test_frozen_backbone_cache_is_exact_in_eval(base_model, tiny_bert, tiny_data
     # a trainable backbone is never cached
     cfg = config(tiny_bert, tiny_data, tmp_path, adapter="houlsby", adapter_where="item")
     model, _ = adapted(base_model, cfg)
-    assert not model.item_encoder.cache_backbone() and model.item_encoder.pooled_cache is None
+    assert not model.item_encoder.cache_backbone() and model.item_encoder.frozen is None
 
 
 @pytest.mark.parametrize("method", ["houlsby", "lora"])
@@ -230,7 +231,7 @@ def test_frozen_prefix_cache_is_exact_in_eval_and_trains(method, base_model, tin
             param.add_(torch.randn_like(param) * 0.05)
     want = outputs(model, base_model[1])
     assert "1 frozen bottom layer" in model.item_encoder.cache_backbone()
-    assert model.item_encoder.pooled_cache is None and model.item_encoder.prefix.states.shape[:2] == \
+    assert isinstance(model.item_encoder.frozen, PrefixCache) and model.item_encoder.frozen.states.shape[:2] == \
         model.item_encoder.token_ids.shape
     for got, exp in zip(outputs(model, base_model[1]), want):
         torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-6)

@@ -227,7 +227,7 @@ def test_two_process_image_run_shares_one_pixel_cache(tiny_vit, tiny_image_data,
                            str(REPO_ROOT / "Pretraining" / "CV" / "run.py"), *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert len(list((tmp_path / "cache").glob("pixels-*.npy"))) == 1
+    assert len(list((tmp_path / "cache").glob("pixels-*.bin"))) == 1
     results = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert results["test"]["users"] == results["data"]["test_users"] > 0
     assert "world size 2" in (tmp_path / "ddp" / "log.txt").read_text()

@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from adapter4rec.data.files import DataError, read_item_names
-from adapter4rec.data.images import ImageSpec, PixelTable, build_pixel_cache, cache_path, decode, to_rgb
+from adapter4rec.data.images import ImageSpec, PixelTable, decode, decode_pixels, pixel_key, pixel_shape, to_rgb
+from adapter4rec.data.store import DiskStore, key_digest
 from adapter4rec.data.lmdb_images import ImageEntryError, ImageLmdb, ImageStoreError, write_lmdb
 from adapter4rec.data.prepare.image_folders import build_from_folder
 from adapter4rec.data.synthetic.images import N_TOPICS, SHAPES, draw_item, generate_images, topic_look
@@ -97,9 +98,13 @@ class _Evil:
         return os.system, (self.command,)
 
 
-def table_of(store: Path, names, spec: ImageSpec, out: Path, missing: str = "error", **kwargs):
-    report = build_pixel_cache(store, list(names), spec, out, missing, **kwargs)
-    return PixelTable(out), report
+def table_of(store: Path, names, spec: ImageSpec, cache_dir: Path, missing: str = "error", **kwargs):
+    """(the pixel table, its counts) as build.pixel_table makes them: a record of the item store in `cache_dir`."""
+    names = list(names)
+    cache, key = DiskStore(cache_dir), pixel_key(store, names, spec, missing)
+    pixels = cache.get_or_build(key, pixel_shape(names, spec), "uint8",
+                                lambda write: decode_pixels(store, names, spec, write, missing, **kwargs))
+    return PixelTable(pixels, key_digest(key)), cache.report["facts"]
 
 
 # ---------------------------------------------------------------- lmdb_images: our layout
@@ -275,8 +280,8 @@ def test_malicious_entry_in_pixel_cache_counts_as_corrupt(tmp_path, original_pic
                                                    b"2": pickle.dumps(_Evil(f"touch {marker}"))})
     spec = ImageSpec(4, 4)
     with pytest.raises(DataError, match=r"\bv2 \(ImageEntryError: .*(posix|nt)\.system"):
-        build_pixel_cache(path, ["v1", "v2"], spec, tmp_path / "c" / "p.npy", "error")
-    table, report = table_of(path, ["v1", "v2"], spec, tmp_path / "c" / "p.npy", "blank")
+        table_of(path, ["v1", "v2"], spec, tmp_path / "c", "error")
+    table, report = table_of(path, ["v1", "v2"], spec, tmp_path / "c", "blank")
     assert report["missing"] == [] and [c.split(" ")[0] for c in report["corrupt"]] == ["v2"]
     np.testing.assert_array_equal(table.array[2], spec.blank())
     np.testing.assert_array_equal(table.array[1], chw(pattern(4, 4, 0)))
@@ -451,7 +456,7 @@ def test_build_from_folder_stores_files_verbatim(folder_store):
 def test_folder_round_trip_to_pixel_table(folder_store, tmp_path, num_workers):
     folder, _, arrays, _, store_path = folder_store
     good = ["v104", "v101", "B0AAAAAAAA", "v103"]
-    table, report = table_of(store_path, good, ImageSpec(6, 8), tmp_path / "cache" / "p.npy",
+    table, report = table_of(store_path, good, ImageSpec(6, 8), tmp_path / "cache",
                              num_workers=num_workers, batch_size=1)
     assert (report["missing"], report["corrupt"], report["upscaled"], report["converted"]) == ([], [], 0, {})
     assert len(table) == 5 and table.array.shape == (5, 3, 6, 8)
@@ -470,7 +475,7 @@ def test_folder_round_trip_to_pixel_table(folder_store, tmp_path, num_workers):
 def test_folder_with_bad_items_blank_policy(folder_store, tmp_path):
     _, names, arrays, _, store_path = folder_store
     spec = ImageSpec(6, 8)
-    out = tmp_path / "cache" / "p.npy"
+    out = tmp_path / "cache"
     table, report = table_of(store_path, names, spec, out, missing="blank")
     # bad files never reached the store, so the cache sees them as missing
     assert report["missing"] == ["ghost", "truncated", "noise"] and report["corrupt"] == []
@@ -478,7 +483,7 @@ def test_folder_with_bad_items_blank_policy(folder_store, tmp_path):
         np.testing.assert_array_equal(table.array[row], spec.blank())
     np.testing.assert_array_equal(table.array[1], chw(arrays["v101"]))
     np.testing.assert_array_equal(table.array[5], chw(arrays["v103"]))
-    assert json.loads(out.with_suffix(".json").read_text()) == report
+    assert json.loads(next(out.glob("pixels-*.json")).read_text())["facts"] == report  # kept with the record
 
 
 def test_build_from_folder_requires_folder(tmp_path):
@@ -511,7 +516,7 @@ def test_pixel_cache_rows_match_decode(mixed_store, tmp_path):
     store_path, entries = mixed_store
     names = [n for n in entries if n != "bad"]
     spec = ImageSpec(8, 8)
-    table, report = table_of(store_path, names, spec, tmp_path / "c" / "p.npy", batch_size=3)
+    table, report = table_of(store_path, names, spec, tmp_path / "c", batch_size=3)
     assert report["items"] == len(names) and report["layout"] == "adapter4rec"
     assert report["converted"] == {"L": 1, "RGBA": 1, "P": 1}
     assert report["upscaled"] == 1
@@ -525,8 +530,8 @@ def test_pixel_cache_workers_equal_single_process(mixed_store, tmp_path):
     store_path, entries = mixed_store
     names = list(entries) + ["ghost"]
     spec = ImageSpec(8, 8)
-    single, report0 = table_of(store_path, names, spec, tmp_path / "a" / "p.npy", "blank", batch_size=2)
-    multi, report2 = table_of(store_path, names, spec, tmp_path / "b" / "p.npy", "blank", num_workers=2,
+    single, report0 = table_of(store_path, names, spec, tmp_path / "a", "blank", batch_size=2)
+    multi, report2 = table_of(store_path, names, spec, tmp_path / "b", "blank", num_workers=2,
                               batch_size=2)
     np.testing.assert_array_equal(np.asarray(single.array), np.asarray(multi.array))
     assert report0 == report2
@@ -536,25 +541,25 @@ def test_pixel_cache_workers_equal_single_process(mixed_store, tmp_path):
 def test_pixel_cache_missing_error_names_items_and_leaves_nothing(mixed_store, tmp_path):
     store_path, entries = mixed_store
     spec = ImageSpec(8, 8)
-    out = tmp_path / "cache" / "p.npy"
+    out = tmp_path / "cache"
     table_of(store_path, ["rgb", "gray"], spec, out)
-    before = out.read_bytes()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     names = ["rgb", "ghost_one", "gray", "bad", "ghost_two"]
     with pytest.raises(DataError) as err:
-        build_pixel_cache(store_path, names, spec, out, "error")
+        table_of(store_path, names, spec, out, "error")
     message = str(err.value)
     assert "2 item(s)" in message and "1 cannot be decoded" in message
     for name in ("ghost_one", "ghost_two", "'bad ("):
         assert name in message
     assert "rgb" not in message.split("e.g.")[1].split(";")[0]
-    assert sorted(p.name for p in out.parent.iterdir()) == ["p.json", "p.npy"]  # no temp file left
-    assert out.read_bytes() == before  # the previous cache is untouched
+    # no temporary or half-built file left, the earlier record untouched
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and len(before) == 2
 
 
 def test_pixel_cache_blank_policy_counts_and_report_file(mixed_store, tmp_path):
     store_path, _ = mixed_store
     spec = ImageSpec(8, 8, mean=(0.2, 0.4, 0.6))
-    out = tmp_path / "cache" / "p.npy"
+    out = tmp_path / "cache"
     table, report = table_of(store_path, ["ghost_one", "rgb", "bad", "ghost_two"], spec, out, "blank")
     assert report["missing"] == ["ghost_one", "ghost_two"]
     assert len(report["corrupt"]) == 1 and report["corrupt"][0].startswith("bad (")
@@ -562,8 +567,9 @@ def test_pixel_cache_blank_policy_counts_and_report_file(mixed_store, tmp_path):
         np.testing.assert_array_equal(table.array[row], spec.blank())
     np.testing.assert_array_equal(table.array[1][:, 0, 0], [51, 102, 153])
     assert np.all(table.array[0] == 0)
-    assert json.loads(out.with_suffix(".json").read_text()) == report
-    assert sorted(p.name for p in out.parent.iterdir()) == ["p.json", "p.npy"]
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) == 2 and files[0].startswith("pixels-mixed.lmdb-") and files[0].endswith(".bin")
+    assert json.loads((out / files[1]).read_text())["facts"] == report
 
 
 def test_original_layout_decodes_to_same_pixels(tmp_path, original_pickle):
@@ -574,30 +580,28 @@ def test_original_layout_decodes_to_same_pixels(tmp_path, original_pickle):
                               {str(int(n[1:])).encode(): pickled_image(a, int(n[1:])) for n, a in arrays.items()})
     names = list(arrays)
     for spec in (ImageSpec(6, 5), ImageSpec(12, 9)):
-        a, report_a = table_of(ours, names, spec, tmp_path / "a" / f"{spec.height}.npy")
-        b, report_b = table_of(original, names, spec, tmp_path / "b" / f"{spec.height}.npy", num_workers=2,
-                               batch_size=2)
+        a, report_a = table_of(ours, names, spec, tmp_path / "a")
+        b, report_b = table_of(original, names, spec, tmp_path / "b", num_workers=2, batch_size=2)
         assert (report_a["layout"], report_b["layout"]) == ("adapter4rec", "original")
         np.testing.assert_array_equal(np.asarray(a.array), np.asarray(b.array))
-    np.testing.assert_array_equal(PixelTable(tmp_path / "b" / "6.npy").array[3], chw(arrays["v102"]))
+        if spec.height == 6:
+            np.testing.assert_array_equal(b.array[3], chw(arrays["v102"]))
 
 
-def test_cache_path_changes_with_inputs(mixed_store, tmp_path):
+def test_pixel_key_changes_with_inputs(mixed_store):
     store_path, _ = mixed_store
     names, spec = ["rgb", "gray"], ImageSpec(8, 8)
-    base = cache_path(tmp_path, store_path, names, spec, "error")
-    assert base == cache_path(tmp_path, store_path, list(names), ImageSpec(8, 8), "error")
-    assert base.parent == tmp_path and base.suffix == ".npy"
-    variants = [cache_path(tmp_path, store_path, names, ImageSpec(8, 9), "error"),
-                cache_path(tmp_path, store_path, names, ImageSpec(8, 8, mean=(0.4, 0.5, 0.5)), "error"),
-                cache_path(tmp_path, store_path, names,
-                           ImageSpec(8, 8, resample=int(Image.Resampling.BICUBIC)), "error"),
-                cache_path(tmp_path, store_path, ["gray", "rgb"], spec, "error"),
-                cache_path(tmp_path, store_path, ["rgb"], spec, "error"),
-                cache_path(tmp_path, store_path, names, spec, "blank")]
+
+    def digest(*args):
+        return key_digest(pixel_key(store_path, *args))
+    base = digest(names, spec, "error")
+    assert base == digest(list(names), ImageSpec(8, 8), "error")
+    variants = [digest(names, ImageSpec(8, 9), "error"), digest(names, ImageSpec(8, 8, mean=(0.4, 0.5, 0.5)), "error"),
+                digest(names, ImageSpec(8, 8, resample=int(Image.Resampling.BICUBIC)), "error"),
+                digest(["gray", "rgb"], spec, "error"), digest(["rgb"], spec, "error"), digest(names, spec, "blank")]
     assert len({base, *variants}) == 7
     write_lmdb(store_path, [("rgb", b"other bytes" * 1000)], MAP)  # rebuilt store
-    assert cache_path(tmp_path, store_path, names, spec, "error") != base
+    assert digest(names, spec, "error") != base
 
 
 # ---------------------------------------------------------------- synthetic images

@@ -1,4 +1,4 @@
-"""The keyed state store (states/store.py): a hit reuses, a changed key misses, a truncated, corrupted or
+"""The item store (data/store.py): a hit reuses, a changed key misses, a truncated, corrupted or
 half-written record is detected and rebuilt (never read), and under DDP one rank per node builds."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from adapter4rec.config import REPO_ROOT
-from adapter4rec.states.store import DiskStore, MemoryStore, key_digest
+from adapter4rec.data.store import DiskStore, MemoryStore, key_digest
 
 KEY = {"kind": "test", "weights": "abc", "layers": [2, 4]}
 ROWS = torch.tensor([[1.5, -2.0, 3.25], [0.1, 0.2, 0.3], [7.0, 8.0, 9.0]])
@@ -108,3 +108,28 @@ def test_one_rank_per_node_builds_under_ddp(tmp_path):
     expected = torch.cat([torch.zeros(1, 3), torch.arange(12.0).reshape(4, 3)]).bfloat16()
     for rank in (0, 1):
         assert torch.equal(torch.load(tmp_path / f"rank{rank}.pt"), expected)
+
+
+def test_facts_and_a_computed_shape_come_back_on_a_hit(tmp_path):
+    """Records whose shape is known once computed (token ids) and facts kept beside a record (counts)."""
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return torch.arange(12, dtype=torch.int32).view(3, 4), {"truncated": 2}
+    for store in (DiskStore(tmp_path), DiskStore(tmp_path), MemoryStore()):
+        table = store.get_or_compute({"kind": "tokens"}, "int32", compute)
+        assert torch.equal(table, torch.arange(12, dtype=torch.int32).view(3, 4)) and table.dtype == torch.int32
+        assert store.report["facts"] == {"truncated": 2}
+    assert len(calls) == 2 and DiskStore(tmp_path).report == {}  # the second DiskStore read it back
+    pixels = DiskStore(tmp_path).get_or_build({"kind": "pixels"}, (3, 2), "uint8",
+                                              lambda write: write(1, torch.full((2, 2), 255)) or {"missing": 1})
+    assert pixels.dtype == torch.uint8 and pixels.tolist() == [[0, 0], [255, 255], [255, 255]]
+    again = DiskStore(tmp_path)
+    again.get_or_build({"kind": "pixels"}, (3, 2), "uint8", None)  # a hit: fill is never called
+    assert again.report["hit"] and again.report["facts"] == {"missing": 1}
+    # a key holding tuples (an image spec's mean) is a hit too: it is compared as its .json gives it back
+    tupled = {"kind": "pixels", "mean": (0.5, 0.25)}
+    DiskStore(tmp_path).get_or_build(tupled, (3, 2), "uint8", lambda write: None)
+    again.get_or_build(tupled, (3, 2), "uint8", None)
+    assert again.report["hit"]

@@ -14,18 +14,19 @@ def test_token_table_is_cached_and_identical(tiny_bert, tiny_data, tmp_path, mon
     cfg = parse_args(tiny_args(tiny_bert, tiny_data / "target", tmp_path))
     data = load_data(cfg)
     first = token_table(cfg, data, tiny_bert)
-    assert len(list((tmp_path / "cache").glob("tokens-*.pt"))) == 1
+    assert len(list((tmp_path / "cache").glob("tokens-*.bin"))) == 1
     fresh = build_token_table(data.catalog, load_tokenizer(tiny_bert), ["title"], 16)
     monkeypatch.setattr("adapter4rec.build.build_token_table", lambda *a, **k: (_ for _ in ()).throw(
         AssertionError("tokenised again although cached")))
     second = token_table(cfg, data, tiny_bert)
     for table in (first, second):
         assert torch.equal(table.ids, fresh.ids) and torch.equal(table.lengths, fresh.lengths)
-        assert table.pad_id == fresh.pad_id
+        assert (table.pad_id, table.truncated) == (fresh.pad_id, fresh.truncated)
+        assert table.ids.dtype == torch.int32 and table.lengths.dtype == torch.long
 
 
 def test_token_cache_key_follows_the_budget_and_fields(tiny_bert, tiny_data, tmp_path):
     for overrides in ({}, {"max_title_tokens": 8}, {"text_fields": "title,abstract"}):
         cfg = parse_args(tiny_args(tiny_bert, tiny_data / "source", tmp_path, **overrides))
         token_table(cfg, load_data(cfg), tiny_bert)
-    assert len(list((tmp_path / "cache").glob("tokens-*.pt"))) == 3
+    assert len(list((tmp_path / "cache").glob("tokens-*.bin"))) == 3

@@ -186,6 +186,8 @@ def test_a_fused_run_adds_target_ids_to_a_trained_side_network_run(tiny_bert, ti
     with pytest.raises(CheckpointError, match="item_fusion=gate cannot start from the content run's scores"):
         prepare_model(_config(tiny_bert, tiny_data, out, warm_start=out / "side" / "best.pt", item_fusion="gate",
                               **fused), data, CPU)
+    assert method_name(dataclasses.asdict(_config(tiny_bert, tiny_data, out, warm_start="x", **fused))).endswith(
+        "+ target item IDs (sum), in two stages")
     for got, exp in zip(_outputs(model, data), want):  # so the fused model starts at the side run's scores
         torch.testing.assert_close(got, exp, rtol=1e-5, atol=1e-5)
 

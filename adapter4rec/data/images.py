@@ -2,21 +2,20 @@
 
 The original decoded, converted and resized the image of every slot of every sequence on every step. Here
 every item's image is decoded once (DataLoader workers over the LMDB), converted to RGB, resized to the
-encoder's input size and stored as uint8 (num_items+1, 3, H, W) in a .npy file under `cache_dir`; training
-and evaluation then gather the rows of a batch's distinct items from that memory-mapped file, and the
-encoder normalises on the device. Row 0 is the padding item (never encoded).
+encoder's input size and stored as uint8 (num_items+1, 3, H, W), a record of the item store (data/store.py)
+under `cache_dir`; training and evaluation then gather the rows of a batch's distinct items from that
+memory-mapped file, and the encoder normalises on the device. Row 0 is the padding item (never encoded).
 
 Modes and sizes: grayscale, palette and CMYK images are converted to RGB; images with transparency are
 composited over white; every image is resized (bilinear by default) to the encoder's size, including
 tiny ones (counted as `upscaled`). A missing or undecodable image is an error listing the items, unless
 `missing_images=blank`, which gives such items a mean-colour image (all zeros after normalisation) and
-counts them. The counts are logged and written next to the cache (`<cache>.json`).
+counts them. The counts are logged and kept with the record (its facts, in the store's `.json`).
 """
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,12 +25,11 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from adapter4rec.atomic import atomic_path
 from adapter4rec.data.files import DataError
 from adapter4rec.data.lmdb_images import ImageEntryError, ImageLmdb
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump when what a cached table holds changes (2: an item-store record)
 
 
 @dataclass(frozen=True)
@@ -104,18 +102,24 @@ def _collate(batch):
     return np.stack([b[0] for b in batch]), [b[1:] for b in batch]
 
 
-def cache_path(cache_dir: Path, store: Path, names: list[str], spec: ImageSpec, missing: str) -> Path:
-    """A name that changes whenever the store, the item list, the spec or the policy changes."""
+def pixel_key(store: Path, names: list[str], spec: ImageSpec, missing: str) -> dict:
+    """The item-store key of a pixel table: it changes whenever the store, the item list, the spec or the policy
+    changes."""
     data = store / "data.mdb" if store.is_dir() else store
     stat = data.stat()
-    key = json.dumps([CACHE_VERSION, str(store.resolve()), stat.st_size, stat.st_mtime_ns, asdict(spec), missing,
-                      hashlib.sha1("\n".join(names).encode()).hexdigest()])
-    return cache_dir / f"pixels-{store.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.npy"
+    return {"kind": f"pixels-{store.name}", "version": CACHE_VERSION, "store": str(store.resolve()),
+            "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "spec": asdict(spec), "missing": missing,
+            "names": hashlib.sha1("\n".join(names).encode()).hexdigest()}
 
 
-def build_pixel_cache(store_path: Path, names: list[str], spec: ImageSpec, out: Path, missing: str,
-                      num_workers: int = 0, batch_size: int = 64) -> dict:
-    """Decode every item's image into `out` ((len(names)+1, 3, H, W) uint8, row 0 padding); returns counts."""
+def pixel_shape(names: list[str], spec: ImageSpec) -> tuple[int, int, int, int]:
+    return len(names) + 1, 3, spec.height, spec.width
+
+
+def decode_pixels(store_path: Path, names: list[str], spec: ImageSpec, write, missing: str, num_workers: int = 0,
+                  batch_size: int = 64) -> dict:
+    """Decode every item's image into rows 1..n through write(first_row, pixels (b, 3, H, W) uint8) (an item-store
+    fill); returns the counts (missing, undecodable, converted, upscaled). missing='error' refuses any bad image."""
     store = ImageLmdb(store_path)
     # its own generator: building the cache (first run only) must not move the global RNG, or the model
     # initialised next would differ between the run that built the cache and later runs
@@ -124,41 +128,33 @@ def build_pixel_cache(store_path: Path, names: list[str], spec: ImageSpec, out: 
     report = {"items": len(names), "layout": store.layout, "missing": [], "corrupt": [], "converted": {},
               "upscaled": 0}
     row = 1
-    with atomic_path(out) as tmp:
-        table = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                          shape=(len(names) + 1, 3, spec.height, spec.width))
-        table[0] = 0
-        for pixels, statuses in loader:
-            table[row:row + len(pixels)] = pixels
-            for offset, (status, converted, upscaled) in enumerate(statuses):
-                name = names[row - 1 + offset]
-                if status == "missing":
-                    report["missing"].append(name)
-                elif status != "ok":
-                    report["corrupt"].append(f"{name} ({status[len('corrupt: '):]})")
-                if converted:
-                    report["converted"][converted] = report["converted"].get(converted, 0) + 1
-                report["upscaled"] += int(upscaled)
-            row += len(pixels)
-        bad = report["missing"] + report["corrupt"]
-        if bad and missing == "error":
-            raise DataError(f"{store_path}: {len(report['missing'])} item(s) of the items file have no image and "
-                            f"{len(report['corrupt'])} cannot be decoded, e.g. {bad[:5]}; fix the store "
-                            f"(Dataset/build_lmdb.py lists failures) or set missing_images=blank (mean-colour "
-                            f"image, counted)")
-        table.flush()
-        del table
-    with atomic_path(out.with_suffix(".json")) as tmp_report:
-        tmp_report.write_text(json.dumps(report, indent=1))
+    for pixels, statuses in loader:
+        write(row, torch.from_numpy(pixels))
+        for offset, (status, converted, upscaled) in enumerate(statuses):
+            name = names[row - 1 + offset]
+            if status == "missing":
+                report["missing"].append(name)
+            elif status != "ok":
+                report["corrupt"].append(f"{name} ({status[len('corrupt: '):]})")
+            if converted:
+                report["converted"][converted] = report["converted"].get(converted, 0) + 1
+            report["upscaled"] += int(upscaled)
+        row += len(pixels)
+    bad = report["missing"] + report["corrupt"]
+    if bad and missing == "error":
+        raise DataError(f"{store_path}: {len(report['missing'])} item(s) of the items file have no image and "
+                        f"{len(report['corrupt'])} cannot be decoded, e.g. {bad[:5]}; fix the store "
+                        f"(Dataset/build_lmdb.py lists failures) or set missing_images=blank (mean-colour "
+                        f"image, counted)")
     return report
 
 
 class PixelTable:
-    """Memory-mapped (num_items+1, 3, H, W) uint8 pixels; `gather(ids)` copies the rows of a batch."""
+    """(num_items+1, 3, H, W) uint8 pixels (memory-mapped from the item store); `gather(ids)` copies a batch's."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.array = np.load(self.path, mmap_mode="r")
+    def __init__(self, pixels: torch.Tensor, digest: str):
+        self.pixels, self.digest = pixels, digest  # digest: of the item-store key (store, items, size, policy)
+        self.array = pixels.numpy()
 
     def __len__(self) -> int:
         return self.array.shape[0]

@@ -1,16 +1,23 @@
-"""Keyed stores of per-item backbone states: built once, then reused by every run and rank that needs them.
+"""The item store: keyed per-item records computed once, then reused by every run and rank that needs them.
 
-A record is one array whose first axis is the item index (row 0 = the padding item, zeros). Two stores with
-one interface, `get_or_build(key, shape, dtype, fill)`:
+Every per-item table this project keeps on disk goes through it: token ids (build.token_table), decoded pixels
+(build.pixel_table) and the frozen backbone's states (states/layers.py). A record is one array whose first axis is
+the item index (row 0 = the padding item). Two stores with one interface:
 
-- `DiskStore(cache_dir)`: `states-<kind>-<hash>.bin` (raw little-endian rows, memory-mapped read-only) plus a
-  `.json` beside it holding the full key, shape, dtype, a BLAKE2b checksum of the bytes, the build time and
-  the size. The key (a dict: backbone weights, inputs, layers, pooling, dtype, ...) hashes into the name, so a
-  change of any of them is a different file (a miss), and an equal key is a hit. The `.json` is written last,
-  after the data file is renamed into place, so it marks a complete record; a data file whose size or
-  checksum does not match its `.json` (truncated, overwritten, disk error) is reported and rebuilt, never read.
-  Under DDP local rank 0 of each node builds (the cache may be node-local), the others wait and then read.
-- `MemoryStore`: the same in RAM, nothing written (tests, benchmarks, `cache_backbone()` without a store).
+- `get_or_build(key, shape, dtype, fill)`: fill(write) writes rows in blocks (write(first_row, rows)), so a table
+  larger than memory streams to disk; it may return a dict of facts about what it built (counts of missing
+  images, truncated texts), kept with the record and given back on every hit as `report["facts"]`.
+- `get_or_compute(key, dtype, compute)`: compute() -> (table, facts), for a table whose shape is known only once
+  computed (token ids: as wide as the longest text).
+
+`DiskStore(cache_dir)`: `<kind>-<hash>.bin` (raw little-endian rows, memory-mapped read-only) plus a `.json`
+beside it holding the full key, shape, dtype, facts, a BLAKE2b checksum of the bytes, the build time and the size.
+The key (a dict: input files, backbone weights, layers, pooling, dtype, ...) hashes into the name, so a change of
+any of them is a different file (a miss), and an equal key is a hit. The `.json` is written last, after the data
+file is renamed into place, so it marks a complete record; a data file whose size or checksum does not match its
+`.json` (truncated, overwritten, disk error) is reported and rebuilt, never read. A build that fails (bad input)
+leaves the previous files as they were. Under DDP local rank 0 of each node builds (the cache may be node-local),
+the others wait and then read. `MemoryStore`: the same in RAM, nothing written (tests, benchmarks).
 
 bf16 has no NumPy type: its rows are stored as int16 bit patterns and viewed back as torch.bfloat16.
 """
@@ -33,11 +40,15 @@ from adapter4rec.errors import UserError
 log = logging.getLogger(__name__)
 
 STORE_VERSION = 1
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-_NUMPY = {"bf16": np.int16, "fp16": np.float16, "fp32": np.float32}  # bf16 travels as its bit pattern
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "int32": torch.int32,
+          "uint8": torch.uint8}
+_NUMPY = {"bf16": np.int16, "fp16": np.float16, "fp32": np.float32, "int32": np.int32,  # bf16: its bit pattern
+          "uint8": np.uint8}
 
-# fill(write) computes the record: it calls write(first_row, rows) for consecutive blocks of rows 1..n
-Fill = Callable[[Callable[[int, torch.Tensor], None]], None]
+# fill(write) computes the record: it calls write(first_row, rows) for blocks of rows; returns facts or None
+Fill = Callable[[Callable[[int, torch.Tensor], None]], "dict | None"]
+# compute() -> (the whole table, facts): for a table whose shape is known only once it is computed
+Compute = Callable[[], "tuple[torch.Tensor, dict]"]
 
 
 class CacheError(UserError, RuntimeError):
@@ -86,10 +97,21 @@ class MemoryStore:
     def get_or_build(self, key: dict, shape: tuple[int, ...], dtype: str, fill: Fill) -> torch.Tensor:
         started = time.time()
         table = torch.zeros(shape, dtype=DTYPES[dtype])
-        fill(_writer(table))
+        facts = fill(_writer(table)) or {}
         self.report = {"kind": key.get("kind"), "hit": False, "build_seconds": round(time.time() - started, 2),
-                       "bytes": record_bytes(shape, dtype), "path": None}
+                       "bytes": record_bytes(shape, dtype), "path": None, "facts": facts}
         return table
+
+    def get_or_compute(self, key: dict, dtype: str, compute: Compute) -> torch.Tensor:
+        table, facts = compute()
+        return self.get_or_build(key, tuple(table.shape), dtype, _whole(table, facts))
+
+
+def _whole(table: torch.Tensor, facts: dict) -> Fill:
+    def fill(write):
+        write(0, table)
+        return facts
+    return fill
 
 
 class DiskStore:
@@ -98,18 +120,30 @@ class DiskStore:
         self.report: dict = {}
 
     def paths(self, key: dict) -> tuple[Path, Path]:
-        stem = f"states-{key.get('kind', 'record')}-{key_digest(key)}"
+        stem = f"{key.get('kind', 'record')}-{key_digest(key)}"
         return self.cache_dir / f"{stem}.bin", self.cache_dir / f"{stem}.json"
 
     def get_or_build(self, key: dict, shape: tuple[int, ...], dtype: str, fill: Fill) -> torch.Tensor:
         key = dict(key, store_version=STORE_VERSION, shape=list(shape), dtype=dtype)
+        return self._get(key, dtype, lambda: (shape, fill))
+
+    def get_or_compute(self, key: dict, dtype: str, compute: Compute) -> torch.Tensor:
+        """As get_or_build; the shape is the computed table's (kept in the `.json`, not in the key)."""
+        def plan():
+            table, facts = compute()
+            return tuple(table.shape), _whole(table, facts)
+        return self._get(dict(key, store_version=STORE_VERSION, dtype=dtype), dtype, plan)
+
+    def _get(self, key: dict, dtype: str, plan) -> torch.Tensor:
+        """The record of `key`: read, or built from plan() -> (shape, fill) by local rank 0 of the node."""
+        key = json.loads(json.dumps(key))  # as the .json gives it back (tuples become lists)
         data, meta = self.paths(key)
         if dist.local_rank() == 0:
             problem = self._check(data, meta, key)
             if problem:
                 if problem != "missing":
-                    log.warning("state cache %s is %s: rebuilding it", data.name, problem)
-                self._build(data, meta, key, shape, dtype, fill)
+                    log.warning("cache %s is %s: rebuilding it", data.name, problem)
+                self._build(data, meta, key, dtype, *plan())
                 self.report = dict(json.loads(meta.read_text()), hit=False, rebuilt_because=problem)
             else:
                 self.report = dict(json.loads(meta.read_text()), hit=True)
@@ -117,11 +151,11 @@ class DiskStore:
         if dist.local_rank() != 0:
             problem = self._check(data, meta, key)
             if problem:
-                raise CacheError(f"state cache {data} is {problem} after local rank 0 built it: is cache_dir shared "
-                                 f"by nodes that write it at the same time?")
+                raise CacheError(f"cache {data} is {problem} after local rank 0 built it: is cache_dir shared by "
+                                 f"nodes that write it at the same time?")
             self.report = dict(json.loads(meta.read_text()), hit=True)
         # copy-on-write: a stray write stays in this process, never reaches the file
-        array = np.memmap(data, dtype=_NUMPY[dtype], mode="c", shape=shape)
+        array = np.memmap(data, dtype=_NUMPY[dtype], mode="c", shape=tuple(self.report["shape"]))
         self.report.update(path=str(data))
         return _view(array, dtype)
 
@@ -137,24 +171,24 @@ class DiskStore:
         if stored.get("key") != key:
             return "for another key (hash collision or an edited .json)"
         size = data.stat().st_size
-        if size != stored.get("bytes"):
+        if size != stored.get("bytes") or size != record_bytes(tuple(stored.get("shape", [-1])), key["dtype"]):
             return f"truncated or overwritten ({size} bytes, {stored.get('bytes')} expected)"
         if _checksum(data) != stored.get("checksum"):
             return "corrupt (checksum mismatch)"
         return ""
 
-    def _build(self, data: Path, meta: Path, key: dict, shape: tuple[int, ...], dtype: str, fill: Fill) -> None:
+    def _build(self, data: Path, meta: Path, key: dict, dtype: str, shape: tuple[int, ...], fill: Fill) -> None:
         started = time.time()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(data) as tmp:
             array = np.memmap(tmp, dtype=_NUMPY[dtype], mode="w+", shape=shape)  # zero-filled: row 0 stays padding
             table = _view(array, dtype)
-            fill(_writer(table))
+            facts = fill(_writer(table)) or {}
             array.flush()
             del array, table
-        report = {"key": key, "bytes": data.stat().st_size, "checksum": _checksum(data),
-                  "build_seconds": round(time.time() - started, 2)}
+        report = {"key": key, "shape": list(shape), "facts": facts, "bytes": data.stat().st_size,
+                  "checksum": _checksum(data), "build_seconds": round(time.time() - started, 2)}
         with atomic_path(meta) as tmp_meta:
             tmp_meta.write_text(json.dumps(report, indent=1))
-        log.info("state cache %s built in %.1f s: %s of shape %s (%.1f MB)", data.name, report["build_seconds"],
+        log.info("cache %s built in %.1f s: %s of shape %s (%.1f MB)", data.name, report["build_seconds"],
                  dtype, list(shape), report["bytes"] / 2**20)

@@ -2,13 +2,12 @@
 
 Row i of the table holds the token ids of item i (row 0: the padding item, length 0). A batch of item ids
 is turned into model input by gathering rows and trimming to the batch's longest text, so short titles
-are not padded to the paper's fixed 30 tokens. `cached_token_table` tokenises a dataset once and keeps the
-table on disk (keyed by the items file, the tokenizer files, the fields and the budget).
+are not padded to the paper's fixed 30 tokens. A dataset is tokenised once: the table is kept in the item
+store (data/store.py) under `token_key` (the items file, the tokenizer files, the fields and the budget), packed
+as one int32 record (`pack` / `unpack`).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from adapter4rec.data.files import ItemCatalog
 
 
-TOKEN_CACHE_VERSION = 2  # bump when what a cached table holds changes (2: the truncation count)
+TOKEN_CACHE_VERSION = 3  # bump when what a cached table holds changes (3: a record of the item store)
 
 
 @dataclass
@@ -66,21 +65,21 @@ def gather_tokens(table_ids: torch.Tensor, table_lengths: torch.Tensor, items: t
     return table_ids[items, :attention_mask.shape[1]].long(), attention_mask
 
 
-def token_cache_path(cache_dir: Path, items_file: Path, tokenizer_dir: Path, fields: list[str],
-                     max_tokens: int) -> Path:
-    """A name that changes whenever the items file, the tokenizer's files, the fields or the budget change."""
+def token_key(items_file: Path, tokenizer_dir: Path, fields: list[str], max_tokens: int) -> dict:
+    """The item-store key of a token table: it changes whenever the items file, the tokenizer's files, the fields
+    or the budget change."""
     files = [items_file] + sorted(p for p in tokenizer_dir.iterdir() if "token" in p.name or "vocab" in p.name
                                   or p.suffix in (".model", ".txt"))
-    key = json.dumps([TOKEN_CACHE_VERSION, str(items_file.resolve()), [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files],
-                      fields, max_tokens])
-    return cache_dir / f"tokens-{items_file.stem}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+    return {"kind": f"tokens-{items_file.stem}", "version": TOKEN_CACHE_VERSION, "items": str(items_file.resolve()),
+            "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files], "fields": list(fields),
+            "max_tokens": max_tokens}
 
 
-def cached_token_table(path: Path, build, save) -> tuple[TokenTable, bool]:
-    """(table, whether it came from the cache): load `path` if present, else `build()` and `save(obj, path)`."""
-    if path.is_file():
-        obj = torch.load(path, weights_only=True)
-        return TokenTable(obj["ids"], obj["lengths"], int(obj["pad_id"]), int(obj.get("truncated", 0))), True
-    table = build()
-    save({"ids": table.ids, "lengths": table.lengths, "pad_id": table.pad_id, "truncated": table.truncated}, path)
-    return table, False
+def pack(table: TokenTable) -> tuple[torch.Tensor, dict]:
+    """(num_items+1, T+1) int32: each row's token ids, then its length; and the facts beside it."""
+    packed = torch.cat([table.ids, table.lengths.to(torch.int32).unsqueeze(1)], dim=1)
+    return packed, {"pad_id": table.pad_id, "truncated": table.truncated}
+
+
+def unpack(packed: torch.Tensor, facts: dict) -> TokenTable:
+    return TokenTable(packed[:, :-1], packed[:, -1].long(), int(facts["pad_id"]), int(facts["truncated"]))

@@ -1,17 +1,19 @@
-"""Frozen-prefix cache: encode the frozen bottom of the item encoder once per item, not once per step.
+"""The frozen part of an item backbone, computed once per item (not once per step): the item encoder's frozen path.
 
-When the lowest trainable part of a backbone is encoder layer k (adapters or LoRA in the top layers only,
-LayerNorm-only tuning of a ViT's final norm, ...), the embeddings and layers 0..k-1 compute the same function
-all run long. `PrefixCache.build` runs them once over every item (eval mode, no grad) into a state store
-(states/: in memory, or keyed on disk and reused by later runs) and keeps the hidden states entering layer k:
-(num_items+1, T, hidden) — T = the longest title, or 1 + patches for images. A step
-then gathers the rows of its distinct items (trimmed to the batch's longest title) and runs only layers
-k.. (and the ViT's final LayerNorm) on them.
+`frozen_path(encoder, store, limit)` picks what can be cached, given which backbone parameters train:
+- none: `PooledRows`, every item's pooled output (n+1, hidden); a step gathers its items' rows.
+- only the top layers (from layer k up: adapters or LoRA in the top layers only, LayerNorm-only tuning of a ViT's
+  final norm, ...): `PrefixCache`, the hidden states entering layer k (n+1, T, hidden) fp32 — T = the longest
+  title, or 1 + patches for images; a step gathers the rows of its distinct items (trimmed to the batch's longest
+  title) and runs only layers k.. (and the ViT's final LayerNorm) on them.
+Both give `pooled(items)` -> (n, hidden), what the head reads. The records live in a state store (states/layers.py
+into data/store.py: in memory, or keyed on disk and reused by later runs). The side network's cached inputs are
+the side network's own (adapters/side.py).
 
-Exact in eval mode (tested). In training the frozen prefix applies no dropout (it was computed in eval mode),
-the same rule as the full frozen-backbone cache; the trainable layers keep theirs. Only plain Hugging Face
-encoders (`embeddings` + `encoder.layer`) qualify: prompt tuning changes the embeddings' output and K-Adapter
-reads every layer, so their backbones are never prefix-cached. A cache larger than `limit_bytes` is not built.
+Exact in eval mode (tested). In training the frozen part applies no dropout (it was computed in eval mode); the
+trainable layers keep theirs. Only plain Hugging Face encoders (`embeddings` + `encoder.layer`) qualify for the
+prefix: prompt tuning changes the embeddings' output and K-Adapter reads every layer, so their backbones are never
+prefix-cached. A prefix larger than `limit_bytes` is not built.
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ import torch
 from torch import nn
 from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask_for_sdpa
 
-from adapter4rec.states.layers import prefix_state_table
-from adapter4rec.states.store import on_device
+from adapter4rec.data.store import on_device
+from adapter4rec.states.layers import layer_state_table, prefix_state_table
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +77,18 @@ def run_layers(layers, hidden: torch.Tensor, mask) -> torch.Tensor:
     return hidden
 
 
+class PooledRows:
+    """Every item's pooled backbone output (num_items+1, hidden): the whole backbone is frozen."""
+
+    def __init__(self, table: torch.Tensor):
+        self.table = table
+
+    def pooled(self, items: torch.Tensor) -> torch.Tensor:
+        return self.table[items]
+
+
 class PrefixCache:
-    """Hidden states entering layer `depth` for every item; `finish(items)` runs the rest of the backbone."""
+    """Hidden states entering layer `depth` for every item; `pooled(items)` runs the rest of the backbone."""
 
     def __init__(self, encoder, depth: int):
         self.encoder, self.depth = encoder, depth
@@ -84,7 +96,7 @@ class PrefixCache:
         self.states: torch.Tensor | None = None  # (num_items+1, T, hidden) fp32
 
     def build(self, store, limit_bytes: int) -> bool:
-        """Get the states from `store` (states/store.py) or compute them into it; False when over the limit."""
+        """Get the states from `store` (data/store.py) or compute them into it; False when over the limit."""
         n, backbone = self.encoder.num_items, self.encoder.backbone
         width, hidden = self.encoder.sequence_width(), backbone.config.hidden_size
         if (n + 1) * width * hidden * 4 > limit_bytes:
@@ -100,7 +112,7 @@ class PrefixCache:
         self.states = on_device(table, self.encoder.proj.weight.device)
         return True
 
-    def finish(self, items: torch.Tensor) -> torch.Tensor:
+    def pooled(self, items: torch.Tensor) -> torch.Tensor:
         """(n, hidden) pooled states for `items`, running only the trainable top of the backbone."""
         mask = self.encoder.attention_mask(items)  # (n, T_batch) or None
         hidden = self.states[items] if mask is None else self.states[items, :mask.shape[1]]
@@ -111,3 +123,20 @@ class PrefixCache:
         norm = getattr(backbone, "layernorm", None)  # ViT / MAE end with a LayerNorm; BERT does not
         out = norm(out) if norm is not None else out
         return pool_states(out, mask if mask is not None else self.encoder.patches(), self.encoder.pooling)
+
+
+def frozen_path(encoder, store, limit_bytes: int) -> tuple[PooledRows | PrefixCache | None, str]:
+    """(the cached frozen part of `encoder`'s backbone, or None where nothing is frozen or it is over the limit;
+    what was cached, in words)."""
+    backbone = encoder.backbone
+    device = encoder.proj.weight.device
+    if not any(p.requires_grad for p in backbone.parameters()):
+        top = backbone.config.num_hidden_layers
+        table = on_device(layer_state_table(encoder, store, [top], "fp32"), device)[:, 0]
+        return PooledRows(table), f"the whole backbone ({encoder.pooling}-pooled states)"
+    depth = frozen_prefix_depth(backbone)
+    if depth > 0:
+        prefix = PrefixCache(encoder, depth)
+        if prefix.build(store, limit_bytes):
+            return prefix, f"the embeddings and the {depth} frozen bottom layer(s)"
+    return None, ""

@@ -9,9 +9,10 @@ ImageItemEncoder: the same over ViT/MAE and the item's pixels (§2.5): CLS of th
 (or the mean of its patch tokens). Mean pooling reads only the item's own tokens, never prompt tokens.
 
 Frozen-backbone caches (`cache_backbone(store)`, one mechanism: states/): with a side network (adapter=side)
-the backbone's pooled states at the side network's layers; when no backbone parameter trains (the frozen
-baseline, user-encoder-only adapters) its pooled output; when only its top layers train, the hidden states
-below them (models/prefix_cache.py). Later calls gather rows by item id; the trainable part still runs.
+the backbone's pooled states at the side network's layers (the side network's own inputs); otherwise the frozen
+path (models/frozen_path.py): when no backbone parameter trains (the frozen baseline, user-encoder-only adapters)
+its pooled output, when only its top layers train the hidden states below them. Later calls gather rows by item
+id; the trainable part still runs.
 Caches are computed in eval mode, so the frozen part applies no dropout; that is exact for evaluation and drops
 only the frozen part's dropout noise in training. A side network without a cache runs the backbone in eval
 mode too, so both paths compute the same function.
@@ -28,10 +29,10 @@ from adapter4rec.data.images import ImageSpec, PixelTable
 from adapter4rec.data.text import TokenTable, gather_tokens, token_mask
 from adapter4rec.models.fusion import IdFusion
 from adapter4rec.models.item_heads import make_head
-from adapter4rec.models.prefix_cache import PrefixCache, frozen_prefix_depth, pool_states
+from adapter4rec.models.frozen_path import PooledRows, PrefixCache, frozen_path, pool_states
 from adapter4rec.models.user_encoder import init_weight  # one init rule for the ID table and SASRec
 from adapter4rec.states.layers import estimate_bytes, layer_state_table, tensor_digest
-from adapter4rec.states.store import CacheError, MemoryStore, on_device
+from adapter4rec.data.store import CacheError, MemoryStore, on_device
 
 
 def encode_catalogue(encode, num_items: int, device: torch.device, chunk: int = 512) -> torch.Tensor:
@@ -52,8 +53,7 @@ class ContentItemEncoder(nn.Module):
         self.backbone, self.pooling = backbone, pooling
         self.proj = make_head(head, backbone.config.hidden_size, d, experts)  # item_heads.py: the item tower's head
         self.id_fusion: IdFusion | None = None        # item_tower=fused: the target's ID table and how it joins
-        self.pooled_cache: torch.Tensor | None = None  # (num_items+1, hidden) when the backbone is frozen
-        self.prefix: PrefixCache | None = None       # when only its top layers train
+        self.frozen: PooledRows | PrefixCache | None = None  # the backbone's frozen part, cached (frozen_path.py)
         self.side = None                              # adapters/side.py SideNetwork (and its cached inputs)
         self.cache_report: dict = {}                  # the last cache_backbone()'s record: hit, seconds, bytes
 
@@ -81,10 +81,8 @@ class ContentItemEncoder(nn.Module):
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         if self.side is not None:
             hidden = self.side.item_states(self, items)
-        elif self.pooled_cache is not None:
-            hidden = self.pooled_cache[items]
-        elif self.prefix is not None:
-            hidden = self.prefix.finish(items)
+        elif self.frozen is not None:
+            hidden = self.frozen.pooled(items)
         else:
             hidden = self.encode_pooled(items)
         content = self.proj(hidden)  # (n, d) from the pooled state
@@ -95,7 +93,7 @@ class ContentItemEncoder(nn.Module):
         """The content path alone, live: no cached rows and no ID table (both are indexed by catalogue item), for
         items outside the catalogue. The frozen parts run in eval mode as the caches were built, so a catalogue
         item encoded here gets its cached (ID-less) embedding."""
-        names = ("pooled_cache", "prefix", "id_fusion")
+        names = ("frozen", "id_fusion")
         saved = {name: getattr(self, name) for name in names}
         side_table = self.side.table if self.side is not None else None
         for name in names:
@@ -112,10 +110,10 @@ class ContentItemEncoder(nn.Module):
 
     @torch.no_grad()
     def cache_backbone(self, store=None, limit_bytes: int = 4 << 30, side_limit_bytes: int | None = None) -> str:
-        """Encode the frozen part once into `store` (states/store.py; default: in memory): the side network's
+        """Encode the frozen part once into `store` (data/store.py; default: in memory): the side network's
         inputs (adapter=side), every item's pooled output when no backbone parameter trains, else the hidden
-        states below the lowest trainable layer (models/prefix_cache.py). Returns what was cached."""
-        self.pooled_cache, self.prefix = None, None
+        states below the lowest trainable layer (models/frozen_path.py). Returns what was cached."""
+        self.frozen = None
         if self.side is not None:
             self.side.table = None
         store = store if store is not None else MemoryStore()
@@ -134,19 +132,10 @@ class ContentItemEncoder(nn.Module):
             self.cache_report = dict(store.report)
             both = ", both poolings" if self.side.both_poolings else ""
             return f"the side network's inputs (layers {self.side.layers}{both}, {side_dtype})"
-        if not any(p.requires_grad for p in self.backbone.parameters()):
-            top = self.backbone.config.num_hidden_layers
-            self.pooled_cache = on_device(layer_state_table(self, store, [top], "fp32"), device)[:, 0]
+        self.frozen, what = frozen_path(self, store, limit_bytes)
+        if self.frozen is not None:
             self.cache_report = dict(store.report)
-            return f"the whole backbone ({self.pooling}-pooled states)"
-        depth = frozen_prefix_depth(self.backbone)
-        if depth > 0:
-            prefix = PrefixCache(self, depth)
-            if prefix.build(store, limit_bytes):
-                self.prefix = prefix
-                self.cache_report = dict(store.report)
-                return f"the embeddings and the {depth} frozen bottom layer(s)"
-        return ""
+        return what
 
 
 class TextItemEncoder(ContentItemEncoder):
@@ -236,8 +225,8 @@ class ImageItemEncoder(ContentItemEncoder):
         return out.hidden_states, out.last_hidden_state, self.patches()
 
     def input_digest(self) -> str:
-        # the decoded-pixel cache's name is keyed by the store, the items, the input size and the missing policy
-        return f"{self.pixels.path.name}:{list(self.pixels.array.shape)}:{list(self.mean.flatten().tolist())}"
+        # the pixel table's item-store key covers the store, the items, the input size and the missing policy
+        return f"{self.pixels.digest}:{list(self.pixels.array.shape)}:{list(self.mean.flatten().tolist())}"
 
     # --- for the frozen-prefix cache (no padding in images: every token attends to every token)
     def sequence_width(self) -> int:

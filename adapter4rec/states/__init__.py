@@ -1,1 +1,1 @@
-"""Per-item backbone states computed once: the keyed store (store.py) and what goes into it (layers.py)."""
+"""Per-item backbone states computed once into the item store (data/store.py): what goes into it (layers.py)."""

@@ -1,4 +1,4 @@
-"""What the frozen backbone computes for every item, computed once into a store (states/store.py).
+"""What the frozen backbone computes for every item, computed once into a store (data/store.py).
 
 One builder, three readers:
 - pooled states at chosen layers, (n+1, k, hidden): the side network's input (adapters/side.py); with
@@ -7,7 +7,7 @@ One builder, three readers:
   reads it (for ViT / MAE after the final LayerNorm), so a side network that adds nothing reproduces the
   source model. Intermediate layers are the raw hidden states.
 - the pooled output alone, (n+1, 1, hidden) in fp32: the whole frozen backbone (the frozen baseline).
-- token states entering layer `depth`, (n+1, T, hidden) in fp32: the frozen-prefix cache (models/prefix_cache.py).
+- token states entering layer `depth`, (n+1, T, hidden) in fp32: the frozen-prefix cache (models/frozen_path.py).
 Each record is keyed by everything its values depend on: a fingerprint of the backbone's weights (after the
 source checkpoint is loaded), of the item inputs (token table, or the decoded-pixel cache), the layers, the
 pooling, the stored dtype and the compute precision. States are computed in eval mode, without gradients.
@@ -19,7 +19,7 @@ import hashlib
 import torch
 from torch import nn
 
-from adapter4rec.states.store import record_bytes
+from adapter4rec.data.store import record_bytes
 
 STATES_VERSION = 1
 
@@ -70,7 +70,7 @@ def compute_dtype(device: torch.device) -> str:
 def record_key(encoder, kind: str, dtype: str, weights: list[nn.Module] | None = None, **extra) -> dict:
     """Everything a record's values depend on; `weights` = the modules that compute it (default: the backbone)."""
     backbone = encoder.backbone
-    return dict(kind=kind, version=STATES_VERSION, weights=weights_digest(weights or [backbone]),
+    return dict(kind=f"states-{kind}", version=STATES_VERSION, weights=weights_digest(weights or [backbone]),
                 model_type=backbone.config.model_type, inputs=encoder.input_digest(), pooling=encoder.pooling,
                 dtype=dtype, compute=compute_dtype(encoder.proj.weight.device), **extra)
 
