@@ -111,6 +111,17 @@ def nonfinite_ranks(value: torch.Tensor) -> int:
     return int(all_reduce_sum(bad).item())
 
 
+def loss_over_ranks(loss: torch.Tensor) -> tuple[int, float]:
+    """(how many ranks hold a non-finite loss, the loss of the whole global batch) in one all-reduce. Each rank's
+    loss is its share of the global mean scaled by the world size (losses divide by the global position count
+    over W), so the mean over the ranks is the whole batch's loss; a rank's own value is not (rank 0 holding 16 of
+    39 positions logs 0.82 of it)."""
+    value = loss.detach().float().reshape(1)
+    bad = ~torch.isfinite(value)
+    both = all_reduce_sum(torch.cat([bad.float(), torch.where(bad, torch.zeros_like(value), value)]))
+    return int(both[0].item()), float(both[1].item()) / world_size()
+
+
 class _GatherRows(torch.autograd.Function):
     """(m, ...) on every rank -> (W, m, ...) stacked in rank order. Backward: rank r's rows fed every rank's
     loss, so their gradient is the sum over ranks of the gradients of the gathered copy (an all-reduce, which

@@ -77,14 +77,14 @@ def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, pr
 
 
 def train_step(model, ddp_model, seqs, negs, optimizer, scaler, cfg, device) -> tuple[float, str | None]:
-    """One update. Returns (loss, None), or (loss, what was non-finite) when the update was NOT made (then
-    parameters and optimizer state are untouched): a NaN/inf loss on any rank, checked before backward so
-    no rank enters DDP's gradient all-reduce alone, or a NaN/inf gradient norm, checked before the step so
-    one bad batch cannot turn every weight into NaN. With fp16 the grad scaler owns inf gradients: it
+    """One update. Returns (the whole global batch's loss, None), or (loss, what was non-finite) when the update
+    was NOT made (then parameters and optimizer state are untouched): a NaN/inf loss on any rank, checked before
+    backward so no rank enters DDP's gradient all-reduce alone, or a NaN/inf gradient norm, checked before the
+    step so one bad batch cannot turn every weight into NaN. With fp16 the grad scaler owns inf gradients: it
     skips such a step itself and lowers the loss scale (the normal dynamic-scaling path, not counted)."""
     with autocast(cfg, device):
         loss = ddp_model(seqs, negs)
-    ranks = dist.nonfinite_ranks(loss)
+    ranks, whole_batch = dist.loss_over_ranks(loss)  # the logged loss: the whole batch's, not this rank's share
     if ranks:
         where = f" on {ranks} of {dist.world_size()} processes (here {loss.item()})" if dist.world_size() > 1 \
             else f" {loss.item()}"
@@ -101,13 +101,13 @@ def train_step(model, ddp_model, seqs, negs, optimizer, scaler, cfg, device) -> 
         if dist.nonfinite_ranks(norm):
             # no optimizer.step: AdamW would otherwise still decay the weights and advance its step count
             optimizer.zero_grad(set_to_none=True)
-            return loss.item(), f"non-finite gradient norm {norm.item()}"
+            return whole_batch, f"non-finite gradient norm {norm.item()}"
     scaler.step(optimizer)
     # parameter constraints (a learned temperature's cap) hold after every step; when fp16's scaler skipped the
     # step, the parameters are unchanged and this is a no-op
     model.after_step()
     scaler.update()
-    return loss.item(), None
+    return whole_batch, None
 
 
 def skip_or_stop(fault: str, cfg: Config, progress: Progress, step: int) -> None:

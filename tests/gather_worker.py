@@ -1,7 +1,8 @@
 """Run by tests/test_gathered_negatives.py under torchrun (2 processes): rank 0 takes the first SPLIT windows of
 a batch and rank 1 the rest, so the ranks hold different numbers of loss positions. For every loss in VARIANTS
 each rank computes its loss and backpropagates, and rank 0 writes each variant's rank-averaged loss and
-gradients (what DDP would apply) to OUT as {name: {"loss": float, "grads": {param: tensor}}}.
+gradients (what DDP would apply) to OUT as {name: {"loss": float, "grads": {param: tensor}}}, and under
+"train_step" what one training step logs (the softmax, through DDP) beside rank 0's own share of the loss.
 
 argv: CONFIG_JSON BATCH_PT OUT_PT, BATCH_PT holding (seqs (B, L+1), SPLIT, shared negatives (2, S), bce
 negatives (B, L))."""
@@ -13,6 +14,7 @@ import torch
 from adapter4rec import dist
 from adapter4rec.build import build_model, load_data
 from adapter4rec.config import from_dict
+from adapter4rec.train import train_step
 
 VARIANTS = {  # name -> (loss, softmax_negatives, gather_negatives)
     "bce": ("bce", 0, True),
@@ -49,6 +51,13 @@ if __name__ == "__main__":
         grads = {n: dist.all_reduce_sum(p.grad.clone()) / dist.world_size() for n, p in model.named_parameters()
                  if p.grad is not None}
         outputs[name] = {"loss": float(losses), "grads": grads}
+    # what training logs: train_step's loss under DDP is the whole batch's, not this rank's share (the softmax)
+    model.loss_name, model.softmax_negatives, model.gather_negatives = VARIANTS["softmax"]
+    ddp = dist.wrap_ddp(model, torch.device("cpu"))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    logged, fault = train_step(model, ddp, seqs[mine], None, optimizer, torch.amp.GradScaler("cpu", enabled=False),
+                               cfg, torch.device("cpu"))
+    outputs["train_step"] = {"logged": logged, "fault": fault, "own": float(model(seqs[mine], None))}
     if dist.is_main():
         torch.save(outputs, out_file)
     dist.cleanup()

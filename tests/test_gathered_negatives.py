@@ -71,3 +71,10 @@ def test_two_ranks_with_unequal_positions_compute_the_whole_batch(tiny_bert, tin
             torch.testing.assert_close(outputs[name]["grads"][param], grad, rtol=1e-6,
                                        atol=1e-6 * float(grad.abs().max()) + 1e-12,
                                        msg=lambda text: f"{name}: {param}: {text}")
+
+    # the loss training logs under DDP (train_step, metrics.jsonl) is the whole batch's, not rank 0's own share
+    model.loss_name, model.softmax_negatives, model.gather_negatives = VARIANTS["softmax"]
+    whole = model(seqs, None).item()
+    step = outputs["train_step"]
+    assert step["fault"] is None and step["logged"] == pytest.approx(whole, rel=1e-5)
+    assert abs(step["own"] - whole) > 1e-3 * whole  # rank 0's own share, logged before, is not
