@@ -102,7 +102,7 @@ def test_amazon_settings_study_varies_one_setting_at_a_time():
     side = [c for c in commands if "--adapter=side" in c and "--item_tower=fused" not in c]
     fused = [c for c in commands if "--item_tower=fused" in c]
     ids = [c for c in commands if "--item_tower=id" in c]
-    assert (len(frozen), len(side), len(fused), len(ids)) == (8, 6, 11, 8) and len(commands) == 33
+    assert (len(frozen), len(side), len(fused), len(ids)) == (8, 8, 11, 8) and len(commands) == 35
     assert all("--adapter=side" in c and "--source_checkpoint=runs/amazon-office-sasrec/best.pt" in c for c in fused)
     assert ["--item_fusion=concat" in c or "--item_fusion=gate" in c or "--id_dropout=0.2" in c
             or "--id_dropout=0.5" in c or "--item_head=moe" in c or "--dropout=0.5" in c

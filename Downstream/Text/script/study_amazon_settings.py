@@ -74,6 +74,11 @@ VARIANTS = {  # run name -> its settings over COMMON and the Scientific data
     # in two stages: the trained text row (seed 12345) with the IDs added at zero (study_amazon.py's TWO_STAGE)
     "settings-fused-two-stage": dict(TWO_STAGE),
     "settings-fused-two-stage-id-dropout-0.2": dict(TWO_STAGE, id_dropout=0.2),
+    # the text row's width without a source (a wider row needs a wider source): the field's best use d = 300
+    "settings-side-head-user-scratch-width-128": dict(STUDY["RUNS"]["amazon-sci-side-head-user-scratch"],
+                                                      embedding_dim=128),
+    "settings-side-head-user-scratch-width-256": dict(STUDY["RUNS"]["amazon-sci-side-head-user-scratch"],
+                                                      embedding_dim=256),
 }
 
 
