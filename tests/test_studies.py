@@ -54,10 +54,12 @@ def test_amazon_study_runs_its_source_once_and_a_chosen_subset():
     assert "--item_tower=id" in ids and "--loss=softmax" in ids and "--train_windows=all" in ids
     assert len(dry_run("Downstream/Text/script/study_amazon.py", "--only=amazon-sci-id-sasrec")) == 1  # no source
     everything = dry_run("Downstream/Text/script/study_amazon.py")
-    assert len(everything) == 22 and sum("--source_checkpoint=runs/" in c for c in everything) == 13
+    assert len(everything) == 27 and sum("--source_checkpoint=runs/" in c for c in everything) == 15
+    wide_source = [c for c in everything if "--run_name=amazon-office-sasrec-d128" in c.split()]
+    assert len(wide_source) == 1 and "Pretraining/Text/run.py" in wide_source[0] and "--embedding_dim=128" in wide_source[0]
     zero = [c for c in everything if "--zero_shot=true" in c]
     assert len(zero) == 1 and "--source_checkpoint=runs/amazon-office-sasrec/best.pt" in zero[0]
-    assert sum("--cold_items=0.1" in c for c in everything) == 4 and sum("--item_tower=fused" in c for c in everything) == 6
+    assert sum("--cold_items=0.1" in c for c in everything) == 4 and sum("--item_tower=fused" in c for c in everything) == 8
     # LP-FT: every row whose backbone trains starts from the frozen-features row with its source and token budget
     warm = {c.split("--run_name=")[1].split()[0]: c.split("--warm_start=")[1].split()[0]
             for c in everything if "--warm_start=runs/" in c}
@@ -67,13 +69,16 @@ def test_amazon_study_runs_its_source_once_and_a_chosen_subset():
                     # the two-stage fused rows: each from its text row (a seed's own under --seeds)
                     "amazon-sci-fused-two-stage": "runs/amazon-sci-side-head-user/best.pt",
                     "amazon-sci-fused-two-stage-scratch": "runs/amazon-sci-side-head-user-scratch/best.pt",
-                    "amazon-sci-cold-fused-two-stage": "runs/amazon-sci-cold-side-head-user/best.pt"}
+                    "amazon-sci-cold-fused-two-stage": "runs/amazon-sci-cold-side-head-user/best.pt",
+                    "amazon-sci-fused-two-stage-d128": "runs/amazon-sci-side-head-user-d128/best.pt",
+                    "amazon-sci-fused-two-stage-scratch-d128": "runs/amazon-sci-side-head-user-scratch-d128/best.pt"}
     order = [c.split("--run_name=")[1].split()[0] for c in everything]
     assert order.index("amazon-sci-frozen-scratch-32tok") < order.index("amazon-sci-scratch")
     assert order.index("amazon-sci-frozen-transfer-32tok") < order.index("amazon-sci-finetune")
     assert order.index("amazon-sci-side-head-user") < order.index("amazon-sci-fused-two-stage")
-    # side, side + head + user (and its scratch), fused x 3 and two-stage x 3, cold
-    assert sum("--adapter=side" in c for c in everything) == 10
+    # side, side + head + user (and its scratch), fused x 3 and two-stage x 3, cold, the four wide rows
+    assert sum("--adapter=side" in c for c in everything) == 14
+    assert order.index("amazon-office-sasrec-d128") < order.index("amazon-sci-side-head-user-d128")
 
 
 def test_amazon_study_seeds_repeat_the_target_runs_from_the_one_source():
@@ -136,10 +141,14 @@ def test_amazon_study_reuses_a_finished_source_unless_it_is_named(tmp_path, caps
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
     target = ["amazon-sci-side-head-user"]
-    assert study.source_to_run(target, tmp_path)  # no source yet: it is trained first
+    assert study.sources_to_run(target, tmp_path) == [study.SOURCE_NAME]  # no source yet: it is trained first
     (tmp_path / study.SOURCE_NAME).mkdir()
     (tmp_path / study.SOURCE_NAME / "results.json").write_text("{}")
-    assert not study.source_to_run(target, tmp_path)  # finished: reused, not retrained
+    assert study.sources_to_run(target, tmp_path) == []  # finished: reused, not retrained
     assert f"= {study.SOURCE_NAME}: finished (results.json), reused" in capsys.readouterr().out
-    assert study.source_to_run([study.SOURCE_NAME, *target], tmp_path)  # named: it runs (and decides for itself)
-    assert not study.source_to_run(["amazon-sci-id-sasrec"], tmp_path)  # nothing reads it
+    # named: it runs (and decides for itself)
+    assert study.sources_to_run([study.SOURCE_NAME, *target], tmp_path) == [study.SOURCE_NAME]
+    assert study.sources_to_run(["amazon-sci-id-sasrec"], tmp_path) == []  # nothing reads it
+    # the wide rows read the wide source only
+    wide = [n for n, settings in study.RUNS.items() if settings.get("source_checkpoint") == study.FROM_WIDE_SOURCE]
+    assert wide and study.sources_to_run(wide, tmp_path) == [study.WIDE_SOURCE_NAME]

@@ -146,7 +146,7 @@ def test_the_amazon_study_lp_ft_pairs_pass_the_warm_start_check():
                                              modality="text"))
     pairs = [(name, settings["warm_start"].split("/")[1].replace(study.SEED_SUFFIX, ""))
              for name, settings in study.RUNS.items() if settings.get("warm_start")]
-    assert len(pairs) == 7  # 4 LP-FT rows, 3 two-stage fused rows (from Office, without it, the cold study)
+    assert len(pairs) == 9  # 4 LP-FT rows, 5 two-stage fused rows (from Office, without it, the cold study, wide)
     for name, warm in pairs:
         assert warm_mismatches(config(warm), config(name)) == [], (name, warm)
     # and the 64-token frozen run would be refused as the warm start of a 32-token row

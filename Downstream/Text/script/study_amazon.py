@@ -119,6 +119,21 @@ RUNS["amazon-sci-cold-fused"] = dict(FUSED, **COLD)
 RUNS["amazon-sci-cold-fused-two-stage"] = dict(
     TWO_STAGE, **COLD, warm_start=f"runs/amazon-sci-cold-side-head-user{SEED_SUFFIX}/best.pt")
 
+# wider: the side + head + user row and its two-stage fused row at width WIDE, from an Office source of that
+# width (a source transfers into a model of its own width only). The width chosen on validation NDCG@10 without a
+# source (study_amazon_settings.py): 128 0.0939 > 256 0.0919 > 64 0.0899 (amazon-sci-side-head-user-scratch)
+WIDE = 128
+WIDE_SOURCE_NAME = f"amazon-office-sasrec-d{WIDE}"
+FROM_WIDE_SOURCE = f"runs/{WIDE_SOURCE_NAME}/best.pt"
+SOURCES = {SOURCE_NAME: SOURCE, WIDE_SOURCE_NAME: dict(SOURCE, embedding_dim=WIDE)}
+SIDE_WIDE = dict(RUNS["amazon-sci-side-head-user"], embedding_dim=WIDE, source_checkpoint=FROM_WIDE_SOURCE)
+RUNS[f"amazon-sci-side-head-user-d{WIDE}"] = SIDE_WIDE
+RUNS[f"amazon-sci-side-head-user-scratch-d{WIDE}"] = dict(SIDE_WIDE, source_checkpoint="")
+for origin, source in (("", FROM_WIDE_SOURCE), ("-scratch", "")):
+    RUNS[f"amazon-sci-fused-two-stage{origin}-d{WIDE}"] = dict(
+        SIDE_WIDE, source_checkpoint=source, item_tower="fused", item_fusion="sum",
+        warm_start=f"runs/amazon-sci-side-head-user{origin}-d{WIDE}{SEED_SUFFIX}/best.pt")
+
 
 def convert() -> None:
     if not (OFFICE / "users.tsv").is_file():
@@ -145,24 +160,24 @@ def selected(extra: list[str]) -> tuple[list[str], list[str]]:
     refuse_run_name(extra, "study_amazon.py")
     only = [a for a in extra if a.startswith("--only=")]
     names = only[-1].split("=", 1)[1].split(",") if only else list(RUNS)
-    unknown = sorted(set(names) - set(RUNS) - {SOURCE_NAME})
+    unknown = sorted(set(names) - set(RUNS) - set(SOURCES))
     if unknown:
-        raise SystemExit(f"study_amazon.py: unknown run(s) {unknown}; known: {SOURCE_NAME}, {', '.join(RUNS)}")
+        raise SystemExit(f"study_amazon.py: unknown run(s) {unknown}; known: {', '.join([*SOURCES, *RUNS])}")
     return names, [a for a in extra if not a.startswith("--only=")]
 
 
-def source_to_run(names: list[str], runs_dir: Path) -> bool:
-    """Whether the Office source run is started: when a chosen run reads it or it is chosen itself, except that a
-    finished source (results.json) that was not chosen by name is reused as it is (its 10 CPU-minutes are not
-    spent again, and extra arguments meant for the target runs never reach it)."""
-    if SOURCE_NAME in names:
-        return True
-    if not any("source_checkpoint" in RUNS[n] for n in names if n in RUNS):
-        return False
-    if (runs_dir / SOURCE_NAME / "results.json").is_file():
-        print(f"= {SOURCE_NAME}: finished (results.json), reused; --only={SOURCE_NAME} runs it", flush=True)
-        return False
-    return True
+def sources_to_run(names: list[str], runs_dir: Path) -> list[str]:
+    """The Office source runs to start: each one a chosen run reads, or chosen itself, except that a finished
+    source (results.json) that was not chosen by name is reused as it is (its CPU time is not spent again, and
+    extra arguments meant for the target runs never reach it)."""
+    chosen = []
+    for source in SOURCES:
+        read = any(RUNS[n].get("source_checkpoint") == f"runs/{source}/best.pt" for n in names if n in RUNS)
+        if source not in names and read and (runs_dir / source / "results.json").is_file():
+            print(f"= {source}: finished (results.json), reused; --only={source} runs it", flush=True)
+        elif source in names or read:
+            chosen.append(source)
+    return chosen
 
 
 if __name__ == "__main__":
@@ -173,8 +188,8 @@ if __name__ == "__main__":
     queue = JobQueue(jobs, RUNS_DIR / "launch-logs") if jobs > 1 else None
     if not dry:
         convert()
-    if source_to_run(names, RUNS_DIR):
-        sweep(__file__, SOURCE, {}, name=SOURCE_NAME, argv=source_argv, run_py=PRETRAIN_RUN, queue=queue)
+    for source in sources_to_run(names, RUNS_DIR):
+        sweep(__file__, SOURCES[source], {}, name=source, argv=source_argv, run_py=PRETRAIN_RUN, queue=queue)
     for name in names:
         if name in RUNS:
             sweep(__file__, {**COMMON, "dataset": str(SCIENTIFIC), **RUNS[name]}, {}, name=name, argv=extra,
