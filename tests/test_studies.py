@@ -152,3 +152,12 @@ def test_amazon_study_reuses_a_finished_source_unless_it_is_named(tmp_path, caps
     # the wide rows read the wide source only
     wide = [n for n, settings in study.RUNS.items() if settings.get("source_checkpoint") == study.FROM_WIDE_SOURCE]
     assert wide and study.sources_to_run(wide, tmp_path) == [study.WIDE_SOURCE_NAME]
+
+
+def test_a_dataset_given_to_the_amazon_study_reaches_the_target_runs_only():
+    """--dataset names the target data (e.g. a copy elsewhere); the Office source keeps its own."""
+    commands = dry_run("Downstream/Text/script/study_amazon.py", "--only=amazon-office-sasrec,amazon-sci-side-head-user",
+                       "--dataset=/elsewhere/scientific")
+    source, target = commands
+    assert "--dataset=/elsewhere" not in source and "amazon/office" in source
+    assert target.endswith("--dataset=/elsewhere/scientific")

@@ -146,13 +146,14 @@ def convert() -> None:
 
 
 def source_arguments(extra: list[str]) -> list[str]:
-    """The arguments for the one source run: without --seeds, which repeats the target runs only (NAME-seed1,
-    ...; the report pools them with NAME, whose seed is COMMON["seed"], so that seed may not be repeated)."""
+    """The arguments for the source runs: without --seeds, which repeats the target runs only (NAME-seed1, ...;
+    the report pools them with NAME, whose seed is COMMON["seed"], so that seed may not be repeated), and without
+    --dataset, which names the target data (a source trained on it would be the target itself)."""
     rest, seeds = split_seeds(extra)
     if seeds and COMMON["seed"] in seeds:
         raise SystemExit(f"study_amazon.py: --seeds {','.join(map(str, seeds))}: seed {COMMON['seed']} is every run's "
                          "own seed (the run without a -seedN suffix); give the other seeds only")
-    return rest
+    return [a for a in rest if not a.startswith("--dataset=")]
 
 
 def selected(extra: list[str]) -> tuple[list[str], list[str]]:
