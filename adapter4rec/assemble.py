@@ -16,12 +16,14 @@ import torch
 from adapter4rec.adapters.methods import add_adapters
 from adapter4rec.adapters.trainable import set_trainable, trainable_summary
 from adapter4rec.build import Data, build_model, load_data
-from adapter4rec.checkpoint import (CheckpointError, ForeignCheckpointError, finish_warm_start, load_run_weights,
-                                    load_source, load_warm_start, read_checkpoint)
+from adapter4rec.checkpoint import (CheckpointError, ForeignCheckpointError, check_pinned, finish_warm_start,
+                                    load_run_weights, load_source, load_warm_start, pinned_inputs,
+                                    read_checkpoint)
 from adapter4rec.config import Config, from_dict
 from adapter4rec.evaluate import autocast
 from adapter4rec.models.recommender import Recommender
 from adapter4rec.original import is_original_checkpoint, load_original
+from adapter4rec.run.folder import check_finished
 from adapter4rec.run.record import seed_everything
 from adapter4rec.data.store import DiskStore
 
@@ -42,6 +44,7 @@ def rebuild_run(run_dir: Path, device: str = "cpu", cache: bool = False):
     speed-up and draws nothing: off for the export check (it must see the model itself), on for recommending."""
     ckpt = read_checkpoint(run_dir / "best.pt")
     cfg = from_dict(ckpt["config"])
+    check_pinned(ckpt, cfg, run_dir / "best.pt")  # the files it was built over are still the same
     data, model = build_run(dataclasses.replace(cfg, cache_frozen_backbone=cache), torch.device(device))
     load_run_weights(model, ckpt)
     return model.eval(), data, cfg, ckpt
@@ -50,9 +53,12 @@ def rebuild_run(run_dir: Path, device: str = "cpu", cache: bool = False):
 def prepare_model(cfg: Config, data: Data, device: torch.device) -> Recommender:
     """Build the model, load the source checkpoint, add adapters, decide what trains, move it to `device`."""
     model = build_model(cfg, data)
+    model.pinned_inputs = pinned_inputs(cfg)  # recorded in every checkpoint (checkpoint.check_pinned)
+    source_pending, source_cfg = {}, {}
     if cfg.source_checkpoint:
-        load_any_source(model, cfg)
+        source_cfg, source_pending = load_any_source(model, cfg)
     if cfg.warm_start:  # LP-FT, or target IDs over a trained content model: a finished run on this target
+        check_finished(cfg.resolve(cfg.warm_start), "warm_start")
         warm, pending = load_warm_start(model, cfg.resolve(cfg.warm_start), dataclasses.asdict(cfg))
         if cfg.item_tower == "fused" and warm.get("item_tower", "modal") == "modal":
             if cfg.item_fusion == "gate":
@@ -60,7 +66,14 @@ def prepare_model(cfg: Config, data: Data, device: torch.device) -> Recommender:
                                       f"scores (its gate halves them at init); add target IDs to a trained content "
                                       f"run with item_fusion=sum or concat")
             model.item_encoder.id_fusion.start_from_content()  # IDs added to a trained content model: c + 0
+    if cfg.zero_shot and cfg.adapter != source_cfg.get("adapter", "none"):
+        raise CheckpointError(f"{cfg.source_checkpoint}: zero_shot evaluates the source model as it is, and this run "
+                              f"has adapter={cfg.adapter!r} where the source has "
+                              f"adapter={source_cfg.get('adapter', 'none')!r} (a new adapter would be untrained)")
     changed = add_adapters(model, cfg)
+    if source_pending:  # a PEFT source's adapters (a pool source's side network), now that this run has them
+        finish_warm_start(model, source_pending, cfg.resolve(cfg.source_checkpoint), source_cfg)
+        log.info("source adapters loaded from %s (%d tensor(s))", cfg.source_checkpoint, len(source_pending))
     if cfg.warm_start:  # the warm run's own adapters (a side network, say), now that this run has added them
         finish_warm_start(model, pending, cfg.resolve(cfg.warm_start), warm)
         log.info("warm start from %s (%d tensor(s) after the adapters)", cfg.warm_start, len(pending))
@@ -83,12 +96,14 @@ def prepare_model(cfg: Config, data: Data, device: torch.device) -> Recommender:
     return model
 
 
-def load_any_source(model: torch.nn.Module, cfg: Config) -> None:
-    """Our source checkpoint, or one released with the original code (`epoch-N.pt`, keys mapped)."""
+def load_any_source(model: torch.nn.Module, cfg: Config) -> tuple[dict, dict]:
+    """Our source checkpoint, or one released with the original code (`epoch-N.pt`, keys mapped). Returns (the
+    source's config, its adapter tensors to load once this run has added its adapters)."""
     path = cfg.resolve(cfg.source_checkpoint)
     try:
-        source = load_source(model, path, dataclasses.asdict(cfg))
+        source, pending = load_source(model, path, dataclasses.asdict(cfg))
         log.info("loaded source checkpoint %s (source dataset %s)", cfg.source_checkpoint, source.get("dataset"))
+        return source, pending
     except ForeignCheckpointError as ours_failed:
         if not is_original_checkpoint(ours_failed.contents):
             raise ours_failed from None
@@ -96,3 +111,4 @@ def load_any_source(model: torch.nn.Module, cfg: Config) -> None:
         log.info("loaded an ORIGINAL Adapter4Rec checkpoint %s: %d tensors mapped, dropped on purpose %s, ignored "
                  "%s; the file does not record num_heads or the objective: this run uses num_heads=%d arch=%s",
                  path, report["loaded"], report["dropped"][:4], report["ignored_entries"], cfg.num_heads, cfg.arch)
+        return {}, {}

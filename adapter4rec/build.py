@@ -8,16 +8,18 @@ from pathlib import Path
 import torch
 
 from adapter4rec.config import Config
-from adapter4rec.data.files import (DataError, ItemCatalog, read_item_names, read_items, read_users,
-                                    subsample_users)
+from adapter4rec.data.files import (DataError, Interactions, ItemCatalog, read_item_names, read_items,
+                                    read_users, subsample_users)
+from adapter4rec.data.pool import is_pool, pool_folders, read_pool
 from adapter4rec.data.images import ImageSpec, PixelTable, decode_pixels, pixel_key, pixel_shape, summary
-from adapter4rec.data.split import LeaveOneOut, cold_start_items, leave_one_out
+from adapter4rec.data.split import Domains, LeaveOneOut, cold_start_items, leave_one_out
 from adapter4rec.data.store import DiskStore, key_digest
 from adapter4rec.data.text import TokenTable, build_token_table, pack, token_key, unpack
 from adapter4rec.models.fusion import IdFusion
 from adapter4rec.models.item_encoders import IdItemEncoder, ImageItemEncoder, TextItemEncoder
 from adapter4rec.models.pretrained import checkpoint_dir, image_spec, load_backbone, load_tokenizer
 from adapter4rec.models.losses import Scorer
+from adapter4rec.models.negatives import training_groups
 from adapter4rec.models.recommender import Recommender
 from adapter4rec.models.user_encoder import SASRecEncoder
 
@@ -30,12 +32,26 @@ class Data:
     split: LeaveOneOut
     user_ids: list[str]
     stats: dict
+    domains: Domains | None = None  # a pool of several datasets (data/pool.py); None for one dataset
+    cold: torch.Tensor | None = None  # (num_items+1,) bool the items held out of training (cold_items); None: none
+
+
+def read_catalog_and_users(cfg: Config) -> tuple[ItemCatalog, Interactions, Domains | None]:
+    """The run's items and users: one dataset folder, or a pool of several (data/pool.py) with its Domains."""
+    if is_pool(cfg.dataset):
+        if cfg.modality != "text":
+            raise DataError(f"dataset={cfg.dataset!r}: a pool of several datasets is for text items")
+        folders = [cfg.resolve(folder) for folder in pool_folders(cfg.dataset)]
+        exclude = cfg.resolve(cfg.pool_exclude_items) if cfg.pool_exclude_items else None
+        return read_pool(folders, cfg.items_file, cfg.users_file, cfg.min_seq_len, cfg.unknown_items, exclude)
+    folder = cfg.resolve(cfg.dataset)
+    catalog = read_items(folder / cfg.items_file) if cfg.modality == "text" else read_item_names(folder / cfg.items_file)
+    return catalog, read_users(folder / cfg.users_file, catalog.index, cfg.min_seq_len, cfg.unknown_items), None
 
 
 def load_data(cfg: Config) -> Data:
-    folder = cfg.resolve(cfg.dataset)
-    catalog = read_items(folder / cfg.items_file) if cfg.modality == "text" else read_item_names(folder / cfg.items_file)
-    interactions = read_users(folder / cfg.users_file, catalog.index, cfg.min_seq_len, cfg.unknown_items)
+    folder = cfg.resolve(pool_folders(cfg.dataset)[0]) if is_pool(cfg.dataset) else cfg.resolve(cfg.dataset)
+    catalog, interactions, domains = read_catalog_and_users(cfg)
     cold = cold_start_items(len(catalog), cfg.cold_items)  # None unless the cold-start study asks for it
     split = leave_one_out(interactions, cfg.max_seq_len, cfg.eval_repeats, cfg.eval_candidates, cfg.train_windows,
                           cold)
@@ -52,6 +68,9 @@ def load_data(cfg: Config) -> Data:
         trained = leave_one_out(share, cfg.max_seq_len, cfg.eval_repeats, windows=cfg.train_windows, cold=cold)
         train_users = len(share.sequences)
         split = LeaveOneOut(trained.train, split.valid, split.test, trained.item_counts, split.test_no_mask)
+    for part in (split.valid, split.test, split.test_no_mask):
+        if part is not None:
+            part.domains = domains
     candidates = len(catalog) if split.valid.candidates is None else int(split.valid.candidates.sum())
     stats = dict(interactions.stats, train_users=train_users, train_windows=len(split.train), items=len(catalog),
                  ranked_items=candidates,
@@ -60,7 +79,7 @@ def load_data(cfg: Config) -> Data:
                  items_never_trained=int((split.window_counts[1:] == 0).sum()),
                  valid_repeats_skipped=split.valid.repeats_skipped, test_repeats_skipped=split.test.repeats_skipped)
     log.info("data %s: %s", folder, ", ".join(f"{k}={v}" for k, v in stats.items()))
-    return Data(catalog, split, interactions.user_ids, stats)
+    return Data(catalog, split, interactions.user_ids, stats, domains, cold)
 
 
 def build_model(cfg: Config, data: Data) -> Recommender:
@@ -84,19 +103,22 @@ def build_model(cfg: Config, data: Data) -> Recommender:
     user_encoder = SASRecEncoder(cfg.embedding_dim, cfg.max_seq_len, cfg.num_blocks, cfg.num_heads, cfg.dropout,
                                  cfg.init_std)
     scorer = Scorer(cfg.score, cfg.temperature, cfg.learn_temperature)
+    groups = training_groups(len(data.catalog), data.domains, data.cold, cfg.mixed_negatives)
     return Recommender(item_encoder, user_encoder, cfg.arch, cfg.loss, data.split.window_counts, scorer,
-                       cfg.inbatch_correction, cfg.softmax_negatives, cfg.gather_negatives)
+                       cfg.inbatch_correction, cfg.softmax_negatives, cfg.gather_negatives, groups)
 
 
 def token_table(cfg: Config, data: Data, folder) -> TokenTable:
     """Every item's tokens, tokenised once per dataset and tokenizer and kept in the item store under cache_dir."""
-    items_file = cfg.resolve(cfg.dataset) / cfg.items_file
+    items_files = [cfg.resolve(folder) / cfg.items_file for folder in pool_folders(cfg.dataset)]
+    if cfg.pool_exclude_items and len(items_files) > 1:
+        items_files.append(cfg.resolve(cfg.pool_exclude_items))  # what is left out changes every id after it
     fields = cfg.text_field_list()
 
     def compute() -> tuple[torch.Tensor, dict]:
         return pack(build_token_table(data.catalog, load_tokenizer(folder), fields, cfg.max_title_tokens))
     store = DiskStore(cfg.resolve(cfg.cache_dir))
-    packed = store.get_or_compute(token_key(items_file, folder, fields, cfg.max_title_tokens), "int32", compute)
+    packed = store.get_or_compute(token_key(items_files, folder, fields, cfg.max_title_tokens), "int32", compute)
     tokens = unpack(packed, store.report["facts"])
     log.info("item tokens %s (%s): %d items, mean %.1f tokens, %d text(s) longer than max_title_tokens=%d cut",
              Path(store.report["path"]).name, "cached" if store.report["hit"] else "tokenised now",

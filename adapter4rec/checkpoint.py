@@ -17,6 +17,7 @@ import torch
 from adapter4rec.adapters.trainable import trainable_state
 from adapter4rec.atomic import atomic_path
 from adapter4rec.config import Config
+from adapter4rec.data.store import file_checksum
 from adapter4rec.errors import UserError
 
 FORMAT = "adapter4rec/1"
@@ -37,13 +38,37 @@ class ForeignCheckpointError(CheckpointError):
         self.contents = contents
 
 
+# the files a run reads weights from and does not save itself (a PEFT run's frozen part, a warm start's first
+# stage): each is pinned in the run's checkpoints by its checksum, so a finished run is rebuilt from exactly them
+PINNED_INPUTS = ("source_checkpoint", "warm_start")
+
+
+def pinned_inputs(cfg: Config) -> dict:
+    """{key: {"path", "checksum"}} of the weight files this run reads (PINNED_INPUTS), as they are now."""
+    return {key: {"path": getattr(cfg, key), "checksum": file_checksum(cfg.resolve(getattr(cfg, key)))}
+            for key in PINNED_INPUTS if getattr(cfg, key)}
+
+
+def check_pinned(ckpt: dict, cfg: Config, where: Path) -> None:
+    """Refuse (one line naming the file) when a weight file the run was built from has changed, moved or gone
+    since: rebuilding the run would silently give another model. Checkpoints written before pinning pass."""
+    for key, pinned in ckpt.get("inputs", {}).items():
+        path = cfg.resolve(pinned["path"])
+        now = file_checksum(path) if path.is_file() else None
+        if now != pinned["checksum"]:
+            state = "no longer exists" if now is None else "has changed since (retrained or replaced)"
+            raise CheckpointError(f"{where} was built over {key}={pinned['path']}, which {state}; the run cannot be "
+                                  f"rebuilt as it was trained (its own checkpoint holds only what it trained): "
+                                  f"restore that file, or train this run again")
+
+
 def checkpoint_of(model: torch.nn.Module, cfg: Config, full: bool = False, **fields) -> dict:
     """The one shape of our checkpoints (best.pt, epoch-N.pt, last.pt, an export): format, config, kind and
     weights (a PEFT run's trainable parameters, loaded over its source checkpoint; otherwise, or with full=True,
     every weight), plus `fields` (epoch and metrics; last.pt's optimizer, progress and random state)."""
     kind = "full" if full or cfg.tune != "peft" else "trainable"
     return {"format": FORMAT, "config": dataclasses.asdict(cfg), "kind": kind,
-            "source_checkpoint": cfg.source_checkpoint,
+            "source_checkpoint": cfg.source_checkpoint, "inputs": getattr(model, "pinned_inputs", {}),
             "model": model.state_dict() if kind == "full" else trainable_state(model), **fields}
 
 
@@ -152,12 +177,21 @@ def mismatches(own: dict, state: dict) -> tuple[list[str], list[str], list[str]]
     return sorted(set(own) - set(state)), sorted(set(state) - set(own)), shapes
 
 
-def load_source(model: torch.nn.Module, path: Path, config: dict) -> dict:
+FROZEN_BACKBONE = "item_encoder.backbone."  # what a PEFT source did not train and so does not hold
+
+
+def load_source(model: torch.nn.Module, path: Path, config: dict) -> tuple[dict, dict]:
     """Load a source-domain checkpoint into `model` (before adapters are added).
 
     Every model key must be present with the same shape, and the checkpoint may hold no extra key; the
-    error lists what does not fit. Returns the checkpoint's stored config."""
+    error lists what does not fit. A PEFT source (a pool source: a side network, head and user encoder trained
+    over the frozen backbone) holds only what it trained: its backbone is the same pretrained checkpoint
+    (item_encoder must match), and its adapters load once this run has added the same ones (ADAPTER_SETTINGS
+    must match). Returns (the checkpoint's stored config, its adapter tensors still to load: load_pending)."""
     ckpt = read_checkpoint(path)
+    source_cfg = ckpt.get("config", {})
+    if ckpt.get("kind", "full") == "trainable":
+        return source_cfg, _load_peft_source(model, path, ckpt, config)
     source_cfg = ckpt.get("config", {})
     if source_cfg.get("item_tower") == "id" or config.get("item_tower") == "id":
         raise CheckpointError(f"{path}: an ID item tower cannot transfer to a new domain (its items differ); "
@@ -177,7 +211,32 @@ def load_source(model: torch.nn.Module, path: Path, config: dict) -> dict:
             f"item_encoder={config.get('item_encoder')!r}): {len(missing)} missing key(s) {missing[:4]}, "
             f"{len(unexpected)} unexpected key(s) {unexpected[:4]}, {len(shapes)} shape mismatch(es) {shapes[:3]}")
     model.load_state_dict(state, strict=False)  # every key but the fresh ones, checked both ways above
-    return source_cfg
+    return source_cfg, {}
+
+
+def _load_peft_source(model: torch.nn.Module, path: Path, ckpt: dict, config: dict) -> dict:
+    """load_source for a source that saved only its trainable tensors; returns its adapters' tensors."""
+    source_cfg = ckpt["config"]
+    differ = [f"source {k}={source_cfg.get(k)!r}, this run {k}={config.get(k)!r}" for k in
+              ("item_encoder", "modality", "item_tower") + MUST_MATCH if source_cfg.get(k) != config.get(k)]
+    if source_cfg.get("adapter", "none") != "none":
+        differ += [f"source {k}={source_cfg.get(k)!r}, this run {k}={config.get(k)!r}" for k in ADAPTER_SETTINGS
+                   if source_cfg.get(k) != config.get(k)]
+    if differ:
+        raise CheckpointError(f"{path}: a source that trained only part of its model (tune=peft) hands over its "
+                              f"trained part over the same frozen backbone, with the same adapters; it differs "
+                              f"from this run in: {'; '.join(differ)}")
+    fresh = fresh_on_target(source_cfg, config)
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(fresh)}
+    state = {k: v for k, v in ckpt["model"].items() if not k.startswith(fresh)}
+    untrained = sorted(k for k in set(own) - set(state) if not k.startswith(FROZEN_BACKBONE))
+    _, _, shapes = mismatches(own, state)
+    if untrained or shapes:
+        raise CheckpointError(f"{path} does not fit this model: {len(untrained)} key(s) the source neither trained "
+                              f"nor took from the pretrained backbone {untrained[:4]}, {len(shapes)} shape "
+                              f"mismatch(es) {shapes[:3]}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return {k: v for k, v in state.items() if k not in own}
 
 
 def fresh_on_target(source_cfg: dict, config: dict) -> tuple[str, ...]:
@@ -255,8 +314,8 @@ def load_warm_start(model: torch.nn.Module, path: Path, config: dict) -> tuple[d
 
 
 def finish_warm_start(model: torch.nn.Module, pending: dict, path: Path, warm: dict) -> None:
-    """Load the warm run's adapter weights (load_warm_start's rest) once this run has added its adapters; every
-    one must now be in the model with the same shape."""
+    """Load the warm run's (or a PEFT source's) adapter weights (load_warm_start's or load_source's rest) once
+    this run has added its adapters; every one must now be in the model with the same shape."""
     _, unexpected, shapes = mismatches(model.state_dict(), pending)
     if unexpected or shapes:
         raise CheckpointError(f"{path} does not fit this model with its adapters (the warm run had "

@@ -272,6 +272,32 @@ def autocast(cfg, device: torch.device):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def by_domain(split: EvalSplit, evaluate_one: Callable[[EvalSplit], dict]) -> dict:
+    """evaluate_one(split), or for a pool's split (split.domains) each domain's users ranked against that domain's
+    items only: the mean over the domains of every metric (so select_metric picks by the pool's mean NDCG@10,
+    each domain weighing the same), the users summed, and every domain's own metrics under "domains". A domain
+    without users in this split (a slice) is left out of the mean."""
+    if split.domains is None:
+        return evaluate_one(split)
+    domains = split.domains
+    size = domains.bounds[-1] + 1
+    owner = domains.of_items(split.target)
+    parts = {}
+    for d, name in enumerate(domains.names):
+        rows = torch.nonzero(owner == d).squeeze(1)
+        if not len(rows):
+            continue
+        part = split.subset(rows)
+        own = domains.items_of(d, size)
+        part.candidates, part.domains = own if split.candidates is None else own & split.candidates, None
+        parts[name] = evaluate_one(part)
+    metrics = [k for k in next(iter(parts.values())) if "@" in k]
+    result = {k: sum(p[k] for p in parts.values()) / len(parts) for k in metrics}
+    result.update(users=sum(p["users"] for p in parts.values()), repeats_skipped=split.repeats_skipped,
+                  nonfinite_users=sum(p["nonfinite_users"] for p in parts.values()), domains=parts)
+    return result
+
+
 def validate(model, split: EvalSplit, cfg, device: torch.device, desc: str,
              table: torch.Tensor | None = None) -> dict:
     """Full-ranking metrics of a Recommender on `split` under the run's settings (cfg): the item table once (in
@@ -280,8 +306,9 @@ def validate(model, split: EvalSplit, cfg, device: torch.device, desc: str,
     model.eval()
     with autocast(cfg, device):
         table = model.item_table() if table is None else table
-        return evaluate_embeddings(model_user_fn(model, table), model.ranking_table(table), split, cfg.topk_list(),
-                                   cfg.eval_batch_size, device, cfg.eval_item_chunk, cfg.progress, desc)
+        return by_domain(split, lambda part: evaluate_embeddings(
+            model_user_fn(model, table), model.ranking_table(table), part, cfg.topk_list(), cfg.eval_batch_size,
+            device, cfg.eval_item_chunk, cfg.progress, desc))
 
 
 def item_table_of(model, cfg, device: torch.device) -> torch.Tensor:

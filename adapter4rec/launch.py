@@ -31,7 +31,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from adapter4rec.config import REPO_ROOT
@@ -143,6 +143,7 @@ class Job:
     cmd: list[str]
     log: Path
     after: list["Job"]                      # the runs whose directories its arguments name
+    reads: list[str] = field(default_factory=list)  # its argument values (what `after` is found from)
     process: subprocess.Popen | None = None
     status: int | None = None               # exit status once finished
     started: float = 0.0
@@ -155,9 +156,9 @@ class JobQueue:
     one after the other on 2 cores (docs/real_data.md). A run's numbers depend on its thread count (the order
     of float sums), so a 1-thread run differs from a 2-thread one by about what another seed would give.
 
-    A run starts when a slot is free and every earlier run whose directory one of its arguments names (a
-    source_checkpoint or warm_start `runs/<name>/best.pt`) has finished; runs start in submission order
-    otherwise. Each run gets cpu_count // jobs threads (OMP_NUM_THREADS) and writes its output to `log_dir/<name>.log`
+    A run starts when a slot is free and every queued run whose directory one of its arguments names (a
+    source_checkpoint or warm_start `runs/<name>/best.pt`) has finished, whatever order they were submitted in
+    (a cycle is refused before anything starts); runs start in submission order otherwise. Each run gets cpu_count // jobs threads (OMP_NUM_THREADS) and writes its output to `log_dir/<name>.log`
     (the terminal gets one line per start and end). After a failure no new run starts; the running ones finish,
     then wait() exits with the failed run's status, naming it."""
 
@@ -169,9 +170,29 @@ class JobQueue:
         self.queued: list[Job] = []
 
     def submit(self, name: str, cmd: list[str], reads: list[str]) -> None:
-        """`reads`: the run's argument values; one that names `<earlier run>/` in a path makes it wait for that run."""
-        after = [job for job in self.queued if any(f"/{job.name}/" in f"/{value}" for value in reads)]
-        self.queued.append(Job(name, cmd, self.log_dir / f"{name}.log", after))
+        """`reads`: the run's argument values; one that names `<queued run>/` in a path makes it wait for that run
+        (resolved in wait(), so a run may be submitted before the run it reads)."""
+        self.queued.append(Job(name, cmd, self.log_dir / f"{name}.log", [], reads=list(reads)))
+
+    def _link(self) -> None:
+        """Each job's `after`: the other queued runs its arguments name; a cycle stops with one line."""
+        for job in self.queued:
+            job.after = [other for other in self.queued if other is not job
+                         and any(f"/{other.name}/" in f"/{value}" for value in job.reads)]
+        state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+        def visit(job: Job, path: list[str]) -> None:
+            if state.get(job.name) == 2:
+                return
+            if state.get(job.name) == 1:
+                raise SystemExit(f"launcher: the runs {' -> '.join(path + [job.name])} read each other in a cycle; "
+                                 f"none of them can start")
+            state[job.name] = 1
+            for dep in job.after:
+                visit(dep, path + [job.name])
+            state[job.name] = 2
+        for job in self.queued:
+            visit(job, [])
 
     def _start(self, job: Job) -> None:
         job.log.parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +204,7 @@ class JobQueue:
 
     def wait(self) -> None:
         """Run everything submitted; return when all finished, or exit with the first failure's status."""
+        self._link()
         pending, running, failed = list(self.queued), [], None
         while pending or running:
             for job in list(pending):
@@ -192,7 +214,7 @@ class JobQueue:
                     pending.remove(job)
                     self._start(job)
                     running.append(job)
-            if not running and failed is None:  # cannot happen: a run only waits for earlier ones
+            if not running and failed is None:  # cannot happen: _link refused cycles
                 raise RuntimeError(f"launcher: no run can start: {[job.name for job in pending]}")
             for job in list(running):
                 if job.process.poll() is None:

@@ -16,12 +16,13 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader, RandomSampler, TensorDataset, WeightedRandomSampler
 
 from adapter4rec import dist
 from adapter4rec.assemble import build_run
 from adapter4rec.checkpoint import checkpoint_of, epoch_path, prune_epoch_checkpoints, save_atomic
 from adapter4rec.config import Config
+from adapter4rec.data.pool import domain_weights
 from adapter4rec.data.shards import ShardedBatches
 from adapter4rec.evaluate import autocast, validate
 from adapter4rec.optim import apply_schedule, build_optimizer
@@ -162,7 +163,7 @@ def _run(cfg: Config, device: torch.device, run_dir: Path, board: Board) -> dict
     optimizer = build_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
-    loader, generators = make_loader(data.split.train, cfg)
+    loader, generators = make_loader(data.split.train, cfg, data.domains)
     negatives = torch.Generator().manual_seed(cfg.seed + dist.rank())  # one negative-sampling stream per rank
     progress, resume_rng = Progress(), None
     # overwrite with resume=auto starts afresh: the folder's own last.pt belongs to the run being replaced
@@ -217,17 +218,24 @@ def zero_shot(model, data, cfg: Config, device, run_dir: Path) -> dict:
     return finish(model, data, cfg, device, run_dir, Progress(best=valid[cfg.select_metric], best_epoch=-1), 0.0)
 
 
-def make_loader(train: torch.Tensor, cfg: Config) -> tuple[DataLoader, list[torch.Generator]]:
+def make_loader(train: torch.Tensor, cfg: Config, domains=None) -> tuple[DataLoader, list[torch.Generator]]:
     """Training windows in a seeded random order; under DDP each rank gets its share of every global batch
-    (data/shards.py: each window once per epoch over all ranks; the order depends only on seed and epoch).
-    Returns the loader and the generators that decide each epoch's order in a single process (saved in
-    last.pt)."""
+    (data/shards.py: each window once per epoch over all ranks; the order depends only on seed and epoch). A
+    pool with domain_sampling=smoothed draws as many windows per epoch, with replacement, under the smoothed
+    domain mix (data/pool.domain_weights). Returns the loader and the generators that decide each epoch's order
+    in a single process (saved in last.pt)."""
     train_set = TensorDataset(train)
+    weights = None
+    if domains is not None and cfg.domain_sampling == "smoothed":
+        weights, share = domain_weights(train, domains, cfg.domain_temperature)
+        log.info("domain mix (smoothed, temperature %g): %s", cfg.domain_temperature,
+                 ", ".join(f"{name} {p:.3f}" for name, p in zip(domains.names, share)))
     if dist.world_size() > 1:
-        batches = ShardedBatches(len(train_set), cfg.batch_size, dist.rank(), dist.world_size(), cfg.seed)
+        batches = ShardedBatches(len(train_set), cfg.batch_size, dist.rank(), dist.world_size(), cfg.seed, weights)
         return DataLoader(train_set, batch_sampler=batches, num_workers=cfg.num_workers), []
     generator = torch.Generator().manual_seed(cfg.seed)
-    sampler = RandomSampler(train_set, generator=generator)
+    sampler = RandomSampler(train_set, generator=generator) if weights is None else \
+        WeightedRandomSampler(weights, len(train_set), replacement=True, generator=generator)
     return DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers), [generator]
 
 

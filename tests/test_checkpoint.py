@@ -123,7 +123,7 @@ def test_load_source_reproduces_outputs(tiny_bert, tiny_data, tmp_path, source_d
     history = source_data.split.test.history[:5]
     want = _outputs(source, history)
     assert not torch.allclose(_outputs(fresh, history)[0], want[0])  # different init: the check can fail
-    stored = load_source(fresh, tmp_path / "best.pt", dataclasses.asdict(cfg))
+    stored, _ = load_source(fresh, tmp_path / "best.pt", dataclasses.asdict(cfg))
     assert stored["embedding_dim"] == 16
     for got, exp in zip(_outputs(fresh, history), want):
         torch.testing.assert_close(got, exp, rtol=0, atol=0)

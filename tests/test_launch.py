@@ -74,7 +74,27 @@ def test_a_dependency_is_a_whole_run_name_in_a_path(tmp_path):
     queue.submit("frozen", ["true"], [])
     queue.submit("frozen-32tok", ["true"], [])
     queue.submit("lpft", ["true"], ["runs/frozen-32tok/best.pt", "--epochs=1"])
+    queue._link()
     assert [job.name for job in queue.queued[2].after] == ["frozen-32tok"]  # not "frozen", a prefix of it
+
+
+def test_a_second_stage_submitted_first_still_waits_for_its_first(tmp_path):
+    """--only=second,first: the queue orders by what each run reads, not by submission order."""
+    queue = JobQueue(2, tmp_path / "logs", threads=1, poll_seconds=0.05)
+    submit(queue, tmp_path, "second", reads=str(tmp_path / "runs" / "first" / "best.pt"), seconds=0.1)
+    submit(queue, tmp_path, "first", seconds=0.5)
+    queue.wait()
+    second, first = record(tmp_path, "second"), record(tmp_path, "first")
+    assert second["ready"] and second["start"] >= first["end"]
+
+
+def test_runs_that_read_each_other_are_refused_before_anything_starts(tmp_path):
+    queue = JobQueue(2, tmp_path / "logs", threads=1, poll_seconds=0.05)
+    submit(queue, tmp_path, "a", reads=str(tmp_path / "runs" / "b" / "best.pt"))
+    submit(queue, tmp_path, "b", reads=str(tmp_path / "runs" / "a" / "best.pt"))
+    with pytest.raises(SystemExit, match="a -> b -> a.*cycle"):
+        queue.wait()
+    assert not (tmp_path / "runs").exists()
 
 
 def test_jobs_option():

@@ -31,6 +31,7 @@ def frozen_run(tiny_bert, tiny_data, tmp_path_factory):
     source = build_model(source_cfg, load_data(source_cfg))
     save_atomic({"format": FORMAT, "config": dataclasses.asdict(source_cfg), "model": source.state_dict()},
                 out / "source.pt")
+    (out / "results.json").write_text("{}")  # the hand-made checkpoints of this folder count as a finished run's
     frozen_cfg = _config(tiny_bert, tiny_data, out, source_checkpoint=out / "source.pt", tune="peft",
                          adapter="none", train_head="true", train_user_encoder="true", run_name="frozen",
                          max_steps_per_epoch=3, lr=0.01)
@@ -208,3 +209,41 @@ def test_warm_start_refuses_ids_to_content_other_cold_items_and_other_adapters(t
     assert warm_mismatches(config(**side), config(**dict(side, side_pooling="both"))) == [
         "warm run side_pooling='item', this run side_pooling='both'"]
     assert warm_mismatches(config(), config(**side)) == []  # an adapter-free warm run: any adapter may follow
+
+
+def test_a_finished_two_stage_run_is_pinned_to_its_first_stage(tiny_bert, tiny_data, frozen_run, tmp_path):
+    """Retraining, replacing or deleting the first stage after the second finished: rebuilding the second (recommend,
+    export) refuses in one line naming the changed file, instead of silently giving another model; a first stage
+    still running or unfinished is refused as a warm start."""
+    import shutil
+
+    from adapter4rec.assemble import rebuild_run
+    from adapter4rec.run.folder import FolderLock, RunFolderError
+    out, _ = frozen_run
+    first = tmp_path / "first"
+    shutil.copytree(out / "frozen", first)
+    second = _config(tiny_bert, tiny_data, tmp_path, source_checkpoint=out / "source.pt", tune="peft",
+                     adapter="houlsby", item_adapter_size=8, user_adapter_size=8, warm_start=first / "best.pt",
+                     run_name="second", max_steps_per_epoch=2)
+    train.run(second)
+    rebuild_run(tmp_path / "second")  # unchanged: rebuilds
+    ckpt = read_checkpoint(first / "best.pt")
+    ckpt["model"] = {k: v + 0.01 for k, v in ckpt["model"].items()}  # the first stage trained again
+    save_atomic(ckpt, first / "best.pt")
+    with pytest.raises(CheckpointError, match=r"second/best.pt was built over warm_start=.*first/best.pt, which has "
+                                              r"changed since"):
+        rebuild_run(tmp_path / "second")
+    (first / "best.pt").unlink()
+    with pytest.raises(CheckpointError, match="which no longer exists"):
+        rebuild_run(tmp_path / "second")
+    # a warm start from a run that has not finished, or that a running run holds
+    shutil.copytree(out / "frozen", tmp_path / "unfinished")
+    (tmp_path / "unfinished" / "results.json").unlink()
+    data = load_data(second)
+    with pytest.raises(RunFolderError, match="no results.json: the run is unfinished"):
+        prepare_model(dataclasses.replace(second, warm_start=str(tmp_path / "unfinished" / "best.pt")), data, CPU)
+    shutil.copytree(out / "frozen", tmp_path / "running")
+    with FolderLock(tmp_path / "running") as lock:
+        lock.acquire()
+        with pytest.raises(RunFolderError, match="in use by a running run"):
+            prepare_model(dataclasses.replace(second, warm_start=str(tmp_path / "running" / "best.pt")), data, CPU)

@@ -31,7 +31,20 @@ class Config:
     modality: str = _opt("text", "item content: text (titles, BERT-like encoders) or image (LMDB store, ViT/MAE "
                          "encoders)", ("text", "image"))
     # --- data (paper format: users file 'user<TAB>item item ...', items file 'item<TAB>title[<TAB>abstract]')
-    dataset: str = _opt("Dataset/default/source", "dataset folder (absolute, or relative to the repository root)")
+    dataset: str = _opt("Dataset/default/source", "dataset folder (absolute, or relative to the repository root); a "
+                        "comma list of folders is a source pool: each folder one domain with its own items and users "
+                        "(data/pool.py)")
+    pool_exclude_items: str = _opt("", "a pool: an items file (the target's) whose item ids are dropped from every "
+                                   "domain, so the pool is item-disjoint from that target (counted)")
+    domain_sampling: str = _opt("proportional", "a pool: how batches mix domains: proportional (every training "
+                                "window once per epoch) or smoothed (domain d drawn with probability proportional "
+                                "to n_d ** domain_temperature, windows with replacement, so small domains are not "
+                                "drowned)", ("proportional", "smoothed"))
+    domain_temperature: float = _opt(0.5, "domain_sampling=smoothed: the exponent on each domain's window count "
+                                     "(1 = proportional, 0 = every domain alike)")
+    mixed_negatives: bool = _opt(False, "a pool: a user's training loss also compares its target with other "
+                                 "domains' items (UniSRec's mixed-domain in-batch negatives); false: its own "
+                                 "domain's items only, as evaluation ranks")
     users_file: str = _opt("users.tsv", "users file inside the dataset folder")
     items_file: str = _opt("items.tsv", "items file inside the dataset folder")
     min_seq_len: int = _opt(5, "users with fewer items are dropped (counted in the log)")

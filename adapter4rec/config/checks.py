@@ -86,14 +86,17 @@ def _check_transfer_extras(cfg) -> None:
         _bad("id_dropout", cfg.id_dropout, "a share in [0, 1)")
     if cfg.head_experts < 1:
         _bad("head_experts", cfg.head_experts, "a positive number of experts")
+    if not 0 <= cfg.domain_temperature <= 1:
+        _bad("domain_temperature", cfg.domain_temperature, "an exponent in [0, 1]")
     if not 0 <= cfg.cold_items < 1:
         _bad("cold_items", cfg.cold_items, "a share of the items in [0, 1)")
     if cfg.item_tower == "id" and cfg.item_head != "linear":
         _bad("item_head", cfg.item_head, "linear with item_tower=id (an ID table has no head)")
     if cfg.zero_shot and (cfg.stage != "downstream" or not cfg.source_checkpoint or cfg.warm_start
-                          or cfg.item_tower != "modal" or cfg.adapter != "none"):
-        _bad("zero_shot", True, "only with stage=downstream, a source_checkpoint, item_tower=modal, adapter=none "
-             "and no warm_start (the source model is evaluated as it is: nothing new may be added to it)")
+                          or cfg.item_tower != "modal"):
+        _bad("zero_shot", True, "only with stage=downstream, a source_checkpoint, item_tower=modal, no warm_start "
+             "and the source's own adapter (none, or the side network a pool source trained): the source model "
+             "is evaluated as it is, nothing new may be added to it")
 
 
 def _bad(key: str, value, expected: str):

@@ -19,10 +19,12 @@ from torch.utils.data import Sampler
 class ShardedBatches(Sampler):
     """Batch sampler of rank `rank` of `world` over `n` windows; call `set_epoch` before each epoch."""
 
-    def __init__(self, n: int, batch_size: int, rank: int, world: int, seed: int):
+    def __init__(self, n: int, batch_size: int, rank: int, world: int, seed: int,
+                 weights: torch.Tensor | None = None):
         if n < world:
             raise ValueError(f"{n} training window(s) cannot be shared by {world} processes: use fewer processes")
         self.n, self.batch_size, self.rank, self.world, self.seed = n, batch_size, rank, world, seed
+        self.weights = weights  # (n,) a pool's smoothed domain mix (domain_weights): windows drawn with replacement
         self.epoch = 0
         per_step = batch_size * world
         steps = -(-n // per_step)
@@ -37,7 +39,9 @@ class ShardedBatches(Sampler):
         return self.steps
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.n, generator=generator) if self.weights is None else \
+            torch.multinomial(self.weights, self.n, replacement=True, generator=generator)
         for step in range(self.steps):
             end = self.n if step == self.steps - 1 else (step + 1) * self.per_step
             yield torch.tensor_split(order[step * self.per_step:end], self.world)[self.rank].tolist()

@@ -33,6 +33,26 @@ def left_pad(seqs: list[np.ndarray], length: int) -> torch.Tensor:
 
 
 @dataclass
+class Domains:
+    """The domains of a pool (data/pool.py): domain d owns the item ids bounds[d]+1 .. bounds[d+1]."""
+    names: list[str]
+    bounds: list[int]  # (D+1,) cumulative item counts, bounds[0] = 0
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def of_items(self, ids: torch.Tensor) -> torch.Tensor:
+        """The domain index of every item id (any shape; the padding item 0 gets domain 0: mask it yourself)."""
+        return torch.searchsorted(torch.tensor(self.bounds[1:], dtype=torch.long), torch.as_tensor(ids).contiguous())
+
+    def items_of(self, d: int, size: int) -> torch.Tensor:
+        """(size,) bool: the items of domain d (size = num_items + 1)."""
+        mask = torch.zeros(size, dtype=torch.bool)
+        mask[self.bounds[d] + 1:self.bounds[d + 1] + 1] = True
+        return mask
+
+
+@dataclass
 class EvalSplit:
     """Users to rank at validation or test time."""
     users: torch.Tensor        # (U,) row of each user in Interactions (for tracing back to user ids)
@@ -42,6 +62,7 @@ class EvalSplit:
     seen_items: torch.Tensor   # (nnz,) items to exclude from the ranking of each user
     repeats_skipped: int       # users left out because the target is already in their history
     candidates: torch.Tensor | None = None  # (num_items+1,) bool items that are ranked; None = every item
+    domains: Domains | None = None  # a pool: each domain's users ranked against its own items (evaluate.by_domain)
 
     def __len__(self) -> int:
         return len(self.target)
@@ -51,7 +72,8 @@ class EvalSplit:
         which, items = gather_csr(self.seen_ptr, self.seen_items, rows)
         counts = torch.bincount(which, minlength=len(rows))
         ptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(counts, 0)])
-        return EvalSplit(self.users[rows], self.history[rows], self.target[rows], ptr, items, 0, self.candidates)
+        return EvalSplit(self.users[rows], self.history[rows], self.target[rows], ptr, items, 0, self.candidates,
+                         self.domains)
 
 
 def gather_csr(ptr: torch.Tensor, items: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -80,7 +80,7 @@ def on_device(table: torch.Tensor, device: torch.device) -> torch.Tensor:
     return table if device.type == "cpu" else table.to(device)
 
 
-def _checksum(path: Path, block: int = 1 << 24) -> str:
+def file_checksum(path: Path, block: int = 1 << 24) -> str:
     digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
         while chunk := f.read(block):
@@ -173,7 +173,7 @@ class DiskStore:
         size = data.stat().st_size
         if size != stored.get("bytes") or size != record_bytes(tuple(stored.get("shape", [-1])), key["dtype"]):
             return f"truncated or overwritten ({size} bytes, {stored.get('bytes')} expected)"
-        if _checksum(data) != stored.get("checksum"):
+        if file_checksum(data) != stored.get("checksum"):
             return "corrupt (checksum mismatch)"
         return ""
 
@@ -187,7 +187,7 @@ class DiskStore:
             array.flush()
             del array, table
         report = {"key": key, "shape": list(shape), "facts": facts, "bytes": data.stat().st_size,
-                  "checksum": _checksum(data), "build_seconds": round(time.time() - started, 2)}
+                  "checksum": file_checksum(data), "build_seconds": round(time.time() - started, 2)}
         with atomic_path(meta) as tmp_meta:
             tmp_meta.write_text(json.dumps(report, indent=1))
         log.info("cache %s built in %.1f s: %s of shape %s (%.1f MB)", data.name, report["build_seconds"],

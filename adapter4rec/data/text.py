@@ -65,12 +65,13 @@ def gather_tokens(table_ids: torch.Tensor, table_lengths: torch.Tensor, items: t
     return table_ids[items, :attention_mask.shape[1]].long(), attention_mask
 
 
-def token_key(items_file: Path, tokenizer_dir: Path, fields: list[str], max_tokens: int) -> dict:
-    """The item-store key of a token table: it changes whenever the items file, the tokenizer's files, the fields
-    or the budget change."""
-    files = [items_file] + sorted(p for p in tokenizer_dir.iterdir() if "token" in p.name or "vocab" in p.name
+def token_key(items_files: list[Path], tokenizer_dir: Path, fields: list[str], max_tokens: int) -> dict:
+    """The item-store key of a token table: it changes whenever the items file (a pool: any of its files), the
+    tokenizer's files, the fields or the budget change."""
+    items_file = items_files[0]
+    files = list(items_files) + sorted(p for p in tokenizer_dir.iterdir() if "token" in p.name or "vocab" in p.name
                                   or p.suffix in (".model", ".txt"))
-    return {"kind": f"tokens-{items_file.stem}", "version": TOKEN_CACHE_VERSION, "items": str(items_file.resolve()),
+    return {"kind": f"tokens-{items_file.stem}", "version": TOKEN_CACHE_VERSION, "items": str(items_file.resolve()) if len(items_files) == 1 else [str(p.resolve()) for p in items_files],
             "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files], "fields": list(fields),
             "max_tokens": max_tokens}
 

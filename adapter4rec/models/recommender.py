@@ -22,7 +22,8 @@ from adapter4rec.models.user_encoder import SASRecEncoder
 class Recommender(nn.Module):
     def __init__(self, item_encoder: nn.Module, user_encoder: SASRecEncoder, arch: str = "sasrec",
                  loss: str = "bce", window_counts: torch.Tensor | None = None, scorer: Scorer | None = None,
-                 inbatch_correction: str = "multiplicity", softmax_negatives: int = 0, gather_negatives: bool = True):
+                 inbatch_correction: str = "multiplicity", softmax_negatives: int = 0, gather_negatives: bool = True,
+                 candidate_groups: torch.Tensor | None = None):
         super().__init__()
         self.item_encoder, self.user_encoder = item_encoder, user_encoder
         self.scorer = scorer if scorer is not None else Scorer("dot")
@@ -35,6 +36,10 @@ class Recommender(nn.Module):
         # are drawn from (not saved: data-derived)
         smoothed = counts.float() + 1.0
         self.register_buffer("log_popularity", torch.log(smoothed / smoothed[1:].sum()), persistent=False)
+        # (num_items+1,) which items a training loss may compare a target with (models/negatives.py,
+        # training_groups): the target's own group only; group 0 (padding, items held out as cold) never. None:
+        # every item (one dataset without held-out items)
+        self.register_buffer("candidate_groups", candidate_groups, persistent=False)
 
     @property
     def num_items(self) -> int:
@@ -59,7 +64,8 @@ class Recommender(nn.Module):
         """What `forward` takes as `negatives` for these windows (B, L+1), drawn from `generator` on the CPU:
         bce, one per position (B, L); a sampled softmax, S shared uniform items (S,); otherwise None."""
         if self.loss_name == "bce":
-            negatives = sample_negatives(seqs, self.num_items, generator)
+            groups = None if self.candidate_groups is None else self.candidate_groups.cpu()
+            negatives = sample_negatives(seqs, self.num_items, generator, groups)
         elif self.uses_shared_negatives():
             negatives = torch.randint(1, self.num_items + 1, (self.softmax_negatives,), generator=generator)
         else:
@@ -98,8 +104,18 @@ class Recommender(nn.Module):
         rows = torch.arange(seqs.shape[0], device=seqs.device).unsqueeze(1).expand_as(mask)[mask]
         label = seqs[:, 1:][mask] - 1
         logits = self.scorer.pairwise(states[mask], table[1:])  # (P, N)
-        return candidate_softmax(logits, label, own_items_mask(seqs, seqs - 1, rows, label, self.num_items),
-                                 denominator)
+        masked = own_items_mask(seqs, seqs - 1, rows, label, self.num_items)
+        candidates = torch.arange(1, self.num_items + 1, device=seqs.device)
+        return candidate_softmax(logits, label, self._outside_group(masked, label + 1, candidates), denominator)
+
+    def _outside_group(self, masked: torch.Tensor, label_items: torch.Tensor, candidates: torch.Tensor):
+        """`masked` (P, n) with every candidate outside the group of its row's target added (another domain of a
+        pool, or an item held out as cold): such an item is no candidate of that row, and so gets no gradient.
+        label_items (P,), candidates (n,): item ids."""
+        if self.candidate_groups is None:
+            return masked
+        return masked | (self.candidate_groups[candidates].unsqueeze(0)
+                         != self.candidate_groups[label_items].unsqueeze(1))
 
     def _sampled_softmax(self, seqs: torch.Tensor, shared: torch.Tensor | None, mask: torch.Tensor,
                          denominator: torch.Tensor | None) -> torch.Tensor:
@@ -119,7 +135,8 @@ class Recommender(nn.Module):
         label = column[:, 1:][mask]
         logits = self.scorer.pairwise(states[mask], emb) + correction(
             self.inbatch_correction, self.log_popularity[cand], counts, slots, draws, self.num_items)
-        return candidate_softmax(logits, label, own_items_mask(seqs, column, rows, label, len(cand)), denominator)
+        masked = self._outside_group(own_items_mask(seqs, column, rows, label, len(cand)), seqs[:, 1:][mask], cand)
+        return candidate_softmax(logits, label, masked, denominator)
 
     def user_states(self, history: torch.Tensor) -> torch.Tensor:
         """history: (B, L) left-padded item ids -> (B, d) user state after the newest item."""

@@ -88,6 +88,36 @@ class FolderLock:
         self.release()
 
 
+def holder_of(run_dir: Path) -> str | None:
+    """Who holds the folder's lock now (its note), or None when no running run holds it."""
+    path = run_dir / LOCK_NAME
+    if fcntl is None or not path.is_file():
+        return None
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            return handle.read().strip() or "another process"
+        except OSError:  # a file system without flock: nobody can be seen holding it
+            return None
+    return None  # closing the file dropped the shared lock
+
+
+def check_finished(checkpoint: Path, key: str) -> None:
+    """A warm start continues a FINISHED run: refuse a checkpoint whose run folder has no results.json (the run
+    is unfinished, or its best.pt may still change) or whose folder a running run holds (this run's own folder
+    included)."""
+    folder = checkpoint.parent
+    holder = holder_of(folder)
+    if holder is not None:
+        raise RunFolderError(f"{key}={checkpoint}: its run folder is in use by a running run ({holder}); a warm "
+                             f"start reads a finished run (wait for it to end; a run cannot start from itself)")
+    if not (folder / "results.json").is_file():
+        raise RunFolderError(f"{key}={checkpoint}: its run folder has no results.json: the run is unfinished and "
+                             f"its best.pt may still change; finish that run first (a warm start reads a finished run)")
+
+
 @dataclass
 class Verdict:
     action: str                  # fresh | resume | done | overwrite

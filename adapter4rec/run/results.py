@@ -17,7 +17,7 @@ from adapter4rec import dist
 from adapter4rec.atomic import write_text_atomic
 from adapter4rec.checkpoint import load_run_weights, read_checkpoint
 from adapter4rec.config import Config
-from adapter4rec.evaluate import evaluate_embeddings, item_table_of, popularity_vectors, validate
+from adapter4rec.evaluate import by_domain, evaluate_embeddings, item_table_of, popularity_vectors, validate
 
 log = logging.getLogger("adapter4rec")
 
@@ -50,8 +50,8 @@ def finish(model, data, cfg: Config, device, run_dir: Path, progress, train_seco
 
 def popularity_on(data, split, cfg: Config, device) -> dict:
     users, counts = popularity_vectors(data.split.item_counts)
-    return evaluate_embeddings(users, counts, split, cfg.topk_list(), cfg.eval_batch_size, device,
-                               cfg.eval_item_chunk)
+    return by_domain(split, lambda part: evaluate_embeddings(users, counts, part, cfg.topk_list(),
+                                                             cfg.eval_batch_size, device, cfg.eval_item_chunk))
 
 
 def cold_start_slice(model, data, cfg: Config, device, table: torch.Tensor | None = None) -> dict:

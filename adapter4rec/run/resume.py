@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from adapter4rec import dist
-from adapter4rec.checkpoint import CheckpointError, checkpoint_of, load_run_weights, read_checkpoint, save_atomic
+from adapter4rec.config import from_dict
+from adapter4rec.checkpoint import (CheckpointError, check_pinned, checkpoint_of, load_run_weights, read_checkpoint,
+                                    save_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,7 @@ def check_epochs(path: Path, stored_epochs: int, cfg) -> None:
 def restore(ckpt: dict, model, optimizer, scaler, negatives: torch.Generator) -> tuple[Progress, dict]:
     """Load weights, optimizer and scaler; return the progress and this rank's RNG state (applied later,
     right before training continues, so nothing in between consumes random numbers)."""
+    check_pinned(ckpt, from_dict(ckpt["config"]), Path("last.pt"))  # the source / first stage it started from
     load_run_weights(model, ckpt)
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])

@@ -1,0 +1,99 @@
+"""Study on real data: a source that knows many domains. Pretrain on a pool of five datasets (Amazon 2014 Beauty,
+Sports, Toys, Office and MicroLens micro-videos: ~130k users), then transfer to Amazon Scientific, and to Amazon
+Office held out of the pool (leave-one-domain-out, as UniSRec and VQ-Rec evaluate on domains they did not
+pretrain on).
+
+The data is NOT shipped: it is read from ../shared/datasets (next to the repository) or SHARED below; the pool
+folders are in the native users/items format and read in place, Scientific is converted once by study_amazon.py's
+convert(). Every pool source leaves out the items of its target (`pool_exclude_items`: 18 Sports, 11 Office and 1
+Toys item share an ASIN with Scientific), so source and target are item-disjoint.
+
+The pool source (`pool`): MiniLM frozen, its layer states computed once per item and cached; a side network, the
+head and the SASRec user encoder trained on the pool with the sampled softmax (the batch's items of the user's own
+domain + shared uniform negatives, logQ-corrected: a step's cost does not grow with the 64k-item catalogue);
+batches mix the domains temperature-smoothed; validation ranks each domain's users against that domain's items
+and the mean NDCG@10 over the domains picks the best epoch.
+
+Target rows (each early-stopped on validation NDCG@10, tested once, history masked and not): zero-shot (the pool
+model on the target without training), side network + head + user encoder from the pool (its side network,
+head and user encoder continue on the target), the same target-only, and the two-stage fused row (target IDs added
+to the trained pool row). `--only=`, `--seeds 1,2`, `--jobs=2`, `--skip_done` as in study_amazon.py.
+"""
+import runpy
+import sys
+from pathlib import Path
+
+from study_amazon import COMMON, SCIENTIFIC, convert
+
+from adapter4rec.launch import SEED_SUFFIX, JobQueue, split_jobs, split_seeds, sweep
+from adapter4rec.studies import RUNS_DIR, refuse_run_name, report
+
+ROOT = Path(__file__).resolve().parents[3]
+PRETRAIN_RUN = ROOT / "Pretraining" / "Text" / "run.py"
+# the pool sources' settings: their launcher's, not a copy
+POOL = runpy.run_path(str(ROOT / "Pretraining" / "Text" / "script" / "pool_source.py"))
+SOURCES, SIDE_ROW, OFFICE_TARGET = POOL["SOURCES"], POOL["SIDE_ROW"], POOL["OFFICE_TARGET"]
+
+
+def from_source(source: str) -> str:
+    return f"runs/{source}/best.pt"
+
+
+TARGET_ROW = dict(SIDE_ROW)  # trains on the target exactly as study_amazon's side + head + user row does
+RUNS = {}
+for target, data, sources in (("sci", SCIENTIFIC, ("pool", "pool-real-text")), ("office", OFFICE_TARGET,
+                                                                                   ("pool-no-office",))):
+    base = dict(TARGET_ROW, dataset=str(data))
+    RUNS[f"{target}-side-head-user-scratch"] = dict(base, source_checkpoint="")
+    for source in sources:
+        RUNS[f"{target}-zero-shot-from-{source}"] = dict(base, zero_shot=True, source_checkpoint=from_source(source))
+        RUNS[f"{target}-side-head-user-from-{source}"] = dict(base, source_checkpoint=from_source(source))
+    RUNS[f"{target}-fused-two-stage-from-{sources[0]}"] = dict(
+        base, source_checkpoint=from_source(sources[0]), item_tower="fused", item_fusion="sum",
+        warm_start=f"runs/{target}-side-head-user-from-{sources[0]}{SEED_SUFFIX}/best.pt")
+# Scientific target-only already runs in study_amazon.py as amazon-sci-side-head-user-scratch: the same settings
+del RUNS["sci-side-head-user-scratch"]
+
+
+def selected(extra: list[str]) -> tuple[list[str], list[str]]:
+    refuse_run_name(extra, "study_pool.py")
+    only = [a for a in extra if a.startswith("--only=")]
+    names = only[-1].split("=", 1)[1].split(",") if only else list(RUNS)
+    unknown = sorted(set(names) - set(RUNS) - set(SOURCES))
+    if unknown:
+        raise SystemExit(f"study_pool.py: unknown run(s) {unknown}; known: {', '.join([*SOURCES, *RUNS])}")
+    return names, [a for a in extra if not a.startswith("--only=")]
+
+
+def sources_to_run(names: list[str]) -> list[str]:
+    """Each source a chosen run reads (a finished one is reused unless chosen by name), or chosen itself."""
+    chosen = []
+    for source in SOURCES:
+        read = any(from_source(source) in (RUNS[n].get("source_checkpoint"),) for n in names if n in RUNS)
+        if source not in names and read and (RUNS_DIR / source / "results.json").is_file():
+            print(f"= {source}: finished (results.json), reused; --only={source} runs it", flush=True)
+        elif source in names or read:
+            chosen.append(source)
+    return chosen
+
+
+if __name__ == "__main__":
+    argv, jobs = split_jobs(sys.argv[1:])
+    names, extra = selected(argv)
+    source_argv, _ = split_seeds(extra)  # a source is trained once, whatever the target seeds
+    dry = "--dry_run" in extra or "--dry-run" in extra
+    queue = JobQueue(jobs, RUNS_DIR / "launch-logs") if jobs > 1 else None
+    if not dry:
+        convert()
+    for source in sources_to_run(names):
+        sweep(__file__, SOURCES[source], {}, name=source, argv=source_argv, run_py=PRETRAIN_RUN, queue=queue)
+    for name in names:
+        if name in RUNS:
+            sweep(__file__, {**COMMON, **RUNS[name]}, {}, name=name, argv=extra, queue=queue)
+    if queue is not None:
+        queue.wait()
+    if dry:
+        sys.exit(0)
+    done = [n for n in [*SOURCES, *RUNS] if (RUNS_DIR / n / "results.json").is_file()]
+    if done:
+        report(done, "report_pool", "pool_hr10", "Pool source -> Scientific / Office: HR@10 vs trainable parameters")
