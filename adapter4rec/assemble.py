@@ -66,6 +66,7 @@ def prepare_model(cfg: Config, data: Data, device: torch.device) -> Recommender:
                                       f"scores (its gate halves them at init); add target IDs to a trained content "
                                       f"run with item_fusion=sum or concat")
             model.item_encoder.id_fusion.start_from_content()  # IDs added to a trained content model: c + 0
+    check_fresh_head(cfg, source_cfg)
     if cfg.zero_shot and cfg.adapter != source_cfg.get("adapter", "none"):
         raise CheckpointError(f"{cfg.source_checkpoint}: zero_shot evaluates the source model as it is, and this run "
                               f"has adapter={cfg.adapter!r} where the source has "
@@ -94,6 +95,19 @@ def prepare_model(cfg: Config, data: Data, device: torch.device) -> Recommender:
                      report.get("bytes", 0) / 2**20, report.get("build_seconds", 0.0))
             data.stats["state_cache"] = {k: report.get(k) for k in ("hit", "bytes", "build_seconds", "path")}
     return model
+
+
+def check_fresh_head(cfg: Config, source_cfg: dict) -> None:
+    """A source whose item head is of another kind hands over no head (checkpoint.fresh_on_target): this run's
+    head starts untrained, so it must train, and zero-shot (which trains nothing) would rank with a random head."""
+    if not cfg.source_checkpoint or source_cfg.get("item_head", "linear") == cfg.item_head:
+        return
+    if cfg.zero_shot or (cfg.tune == "peft" and not cfg.train_head):
+        what = "zero_shot=true trains nothing" if cfg.zero_shot else "tune=peft with train_head=false keeps it frozen"
+        raise CheckpointError(f"{cfg.source_checkpoint}: the source's item_head={source_cfg.get('item_head', 'linear')!r} "
+                              f"does not load into this run's item_head={cfg.item_head!r}, which starts untrained, and "
+                              f"{what}: set item_head={source_cfg.get('item_head', 'linear')!r}"
+                              f"{'' if cfg.zero_shot else ' or train_head=true'}")
 
 
 def load_any_source(model: torch.nn.Module, cfg: Config) -> tuple[dict, dict]:

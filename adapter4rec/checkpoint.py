@@ -46,7 +46,8 @@ PINNED_INPUTS = ("source_checkpoint", "warm_start")
 def pinned_inputs(cfg: Config) -> dict:
     """{key: {"path", "checksum"}} of the weight files this run reads (PINNED_INPUTS), as they are now."""
     return {key: {"path": getattr(cfg, key), "checksum": file_checksum(cfg.resolve(getattr(cfg, key)))}
-            for key in PINNED_INPUTS if getattr(cfg, key)}
+            for key in PINNED_INPUTS if getattr(cfg, key) and cfg.resolve(getattr(cfg, key)).is_file()}  # a missing
+    #                                                     one is refused by the loader, naming it
 
 
 def check_pinned(ckpt: dict, cfg: Config, where: Path) -> None:
@@ -277,6 +278,8 @@ def warm_mismatches(warm: dict, config: dict) -> list[str]:
         keys += ADAPTER_SETTINGS
     towers = (warm.get("item_tower", defaults["item_tower"]), config.get("item_tower"))
     keys += [] if towers in WARM_TOWERS else ["item_tower"]
+    if towers == ("fused", "fused"):  # the fusion's weights mean something only under the same fusion
+        keys += ["item_fusion"]
     return [f"warm run {k}={warm.get(k, defaults.get(k))!r}, this run {k}={config.get(k)!r}" for k in keys
             if warm.get(k, defaults.get(k)) != config.get(k)]
 

@@ -33,7 +33,7 @@ from adapter4rec.atomic import atomic_path
 from adapter4rec.data.files import iter_tsv_lines, read_users
 from adapter4rec.data.split import eval_split_of
 from adapter4rec.errors import exit_on_user_error
-from adapter4rec.evaluate import model_user_fn, top_k
+from adapter4rec.evaluate import autocast, model_user_fn, top_k
 from adapter4rec.new_items import NewItems, check_run_can_embed, embed_new_items, extend_candidates
 
 FALLBACKS = ("none", "popularity")
@@ -144,7 +144,9 @@ def _rank(model, data, cfg, users, k: int, batch_size: int, device: str, run_dir
     # the whole sequence is the history (no target: top_k reads none)
     split = eval_split_of(list(range(len(users.sequences))), users.sequences, [0] * len(users.sequences),
                           cfg.max_seq_len, cfg.eval_repeats == "skip", candidates=candidates)
-    with torch.no_grad():
+    # the run's precision, as evaluation ranks (evaluate.validate): the item table and the user vectors under its
+    # autocast, the ranking products in fp32 (top_k); in fp32 a bf16 run's top-10 came out in another order
+    with torch.no_grad(), autocast(cfg, torch.device(device)):
         table = model.item_table()  # histories hold catalogue items only
         checked = _CheckedUsers(model_user_fn(model, table))
         ranked = table if new is None else torch.cat([table, new.rows.to(table.device, table.dtype)])
@@ -184,10 +186,15 @@ def recommend(run_dir: Path, users_file: Path | None, k: int, out: Path, device:
     check_output(out)
     ids = None if users_file is None else user_ids(users_file)  # before the model is built
     model, data, cfg, _ = rebuild_run(run_dir, device, cache=True)
+    if data.domains is not None:
+        raise SystemExit(f"recommend: {run_dir} was trained on a pool of {len(data.domains)} datasets; recommend "
+                         f"ranks one catalogue. Transfer the pool model to a target (source_checkpoint, or "
+                         f"zero_shot=true) and recommend from that run")
     new = None
     if new_items is not None:
         check_run_can_embed(cfg, new_items)
-        new = embed_new_items(model, cfg, new_items, data.catalog)
+        with autocast(cfg, torch.device(device)):  # embedded in the run's precision, as its catalogue is
+            new = embed_new_items(model, cfg, new_items, data.catalog)
     path = users_file or cfg.resolve(cfg.dataset) / cfg.users_file
     if ids is None:  # the run's own users file, known only from its config
         ids = user_ids(path)

@@ -23,14 +23,12 @@ import re
 import statistics
 from pathlib import Path
 
-from adapter4rec.config import Config
+from adapter4rec.config import RUNTIME_KEYS, Config
 
 METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr@10")
 UNMASKED = ("hr@10", "ndcg@10", "mrr@10")  # results.json test_no_mask: the same checkpoint, history not masked
 # keys that do not change what a run measures: runs differing only in these (and seed) are seeds of one row
-BOOKKEEPING = frozenset({"seed", "run_name", "output_dir", "resume", "progress", "save_every_steps", "keep_last",
-                         "num_workers", "device", "eval_batch_size", "eval_item_chunk", "cache_dir",
-                         "pretrained_models_dir", "tensorboard"})
+BOOKKEEPING = RUNTIME_KEYS | {"seed"}
 SEEDED_RUN = re.compile(r"-seed\d+(?=/[^/]+$)")  # the -seed<N> of a run folder in a checkpoint path
 STD_NOTE = ("Metrics: mean ± sample standard deviation (n - 1 denominator) over seeds; a single value where one "
             "seed ran. Train s: mean over seeds.")

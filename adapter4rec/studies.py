@@ -37,13 +37,18 @@ def refuse_run_name(extra: list[str], script: str) -> None:
 def run_dirs(names: list[str]) -> list[Path]:
     """Each name's run directory and its per-seed directories (`<name>-seed<N>`, from --seeds): the report pools
     the runs of one configuration into one row, so a run made without --seeds and later seeds of it count
-    together (the base run used to be dropped as soon as a seeded one existed)."""
+    together (the base run used to be dropped as soon as a seeded one existed). A folder without results.json
+    (a run still going, e.g. another study's seed beside this one, or one that stopped) is left out and named."""
     found = []
     for name in names:
         seeded = sorted(RUNS_DIR.glob(f"{name}-seed*"))
         base = [RUNS_DIR / name] if (RUNS_DIR / name).is_dir() or not seeded else []
         found += base + seeded
-    return found
+    unfinished = [p for p in found if not (p / "results.json").is_file()]
+    if unfinished:
+        print(f"report: {len(unfinished)} run folder(s) without results.json left out (unfinished or still "
+              f"running): {', '.join(p.name for p in unfinished)}", flush=True)
+    return [p for p in found if p not in unfinished]
 
 
 def report(names: list[str], out: str, fig: str, title: str, curves: bool = True) -> None:

@@ -353,3 +353,19 @@ def test_unreadable_checkpoint_is_one_short_line(tmp_path, content):
     assert str(path) in msg and "truncated" in msg and "\n" not in msg and len(msg) < 300 + len(str(path))
     assert "weights_only" not in msg and "arbitrary code" not in msg
     assert content != "empty" or "(EOFError: the file is empty)" in msg
+
+
+def test_settings_that_would_be_ignored_are_refused():
+    """A setting that acts only on fused, MoE or pool runs is refused elsewhere instead of silently ignored."""
+    from adapter4rec.config import parse_args
+    for arg, message in (("--id_dropout=0.2", "id_dropout=0.2 is invalid; expected the default (0.0) unless "
+                                                "item_tower=fused"),
+                         ("--item_fusion=gate", "item_fusion='gate' is invalid"),
+                         ("--head_experts=4", "head_experts=4 is invalid; expected the default (8) unless item_head=moe"),
+                         ("--domain_sampling=smoothed", "unless dataset is a pool"),
+                         ("--mixed_negatives=true", "unless dataset is a pool")):
+        with pytest.raises(SystemExit, match=message.replace("(", r"\(").replace(")", r"\)")):
+            parse_args([arg])
+    parse_args(["--id_dropout=0.2", "--item_tower=fused"])
+    parse_args(["--head_experts=4", "--item_head=moe"])
+    parse_args(["--dataset=a,b", "--domain_sampling=smoothed", "--mixed_negatives=true"])

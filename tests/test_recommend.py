@@ -217,3 +217,32 @@ def test_the_popularity_fallback_serves_a_file_where_no_user_has_a_known_item(fa
     with pytest.raises(DataError, match="no user left after filtering"):  # without a fallback: nothing to write
         rec.main([str(tmp_path / "run"), "--users", str(users), "--out", str(out), "--k", "2"])
 
+
+
+def test_recommend_reproduces_evaluations_top10_of_a_bf16_run(tiny_bert, tiny_data, tmp_path):
+    """recommend ranks in the run's precision, as evaluation does: given each test user's history (the sequence
+    without its last item), its top-10 equals the top-10 of evaluation's ranking context for every user (in fp32,
+    a bf16 run's lists came out in another order for many users)."""
+    from adapter4rec.evaluate import autocast, item_table_of
+
+    train.run(parse_args(tiny_args(tiny_bert, tiny_data / "target", tmp_path, stage="downstream", epochs=1,
+                                   max_steps_per_epoch=4, run_name="bf16", precision="bf16")))
+    model, data, cfg, _ = rebuild_run(tmp_path / "bf16", cache=True)
+    table = item_table_of(model, cfg, torch.device("cpu"))
+    with torch.no_grad(), autocast(cfg, torch.device("cpu")):
+        want, _ = top_k(model_user_fn(model, table), model.ranking_table(table), data.split.test, 10, 32,
+                        torch.device("cpu"))
+    histories = tmp_path / "histories.tsv"
+    rows = data.split.test.users.tolist()
+    with open(tiny_data / "target" / "users.tsv") as handle:
+        lines = dict(line.rstrip("\n").split("\t") for line in handle if line.strip())
+    histories.write_text("".join(f"{data.user_ids[r]}\t{' '.join(lines[data.user_ids[r]].split()[:-1])}\n"
+                                 for r in rows))
+    recommend(tmp_path / "bf16", histories, 10, tmp_path / "recs.tsv")
+    got: dict[str, list[str]] = {}
+    for line in (tmp_path / "recs.tsv").read_text().splitlines():
+        user, _, item, _ = line.split("\t")
+        got.setdefault(user, []).append(item)
+    ids = data.catalog.ids
+    assert len(got) == len(rows)
+    assert all(got[data.user_ids[r]] == [ids[i - 1] for i in want[n].tolist()] for n, r in enumerate(rows))

@@ -76,6 +76,17 @@ def test_only_seed_and_bookkeeping_keys_are_pooled(tmp_path):
     assert [r["label"] for r in rows] == ["Houlsby [a]", "Houlsby [c]"]  # same method twice: told apart
 
 
+def test_a_seed_retrained_with_overwrite_stays_in_its_row(tmp_path):
+    """overwrite=true changes how a run starts, not what it computes: one definition (config.RUNTIME_KEYS) for the
+    report, the run-folder check and resume (the report split such a seed into a second row of the same label)."""
+    a = make_run(tmp_path, "a", HOULSBY, 0.1, seed=1)
+    b = make_run(tmp_path, "a-seed2", dict(HOULSBY, overwrite=True, nonfinite="skip"), 0.3, seed=2)
+    rows = report.collect([a, b])
+    assert [r["runs"] for r in rows] == [["a", "a-seed2"]]
+    from adapter4rec.run import folder, resume
+    assert report.BOOKKEEPING - {"seed"} == folder.RUNTIME_KEYS <= resume.MAY_CHANGE
+
+
 def test_negative_transfer_is_named(houlsby_seeds, tmp_path):
     scratch = make_run(tmp_path, "scratch", SCRATCH, 0.25)
     text = report.markdown(report.collect([*houlsby_seeds, scratch]))

@@ -94,13 +94,19 @@ def test_amazon_study_seeds_repeat_the_target_runs_from_the_one_source():
     assert "seed 12345" in failed.value.stderr
 
 
-def test_report_pools_a_base_run_with_its_later_seeds(tmp_path, monkeypatch):
+def test_report_pools_a_base_run_with_its_later_seeds(tmp_path, monkeypatch, capsys):
+    """...and leaves out (naming them) the folders without results.json: a concurrent study's seed still running
+    made the closing report fail before."""
     from adapter4rec import studies
     monkeypatch.setattr(studies, "RUNS_DIR", tmp_path)
-    for name in ("row", "row-seed1", "row-seed2", "alone", "seeded-seed1"):
+    for name in ("row", "row-seed1", "row-seed2", "alone", "seeded-seed1", "row-seed3"):
         (tmp_path / name).mkdir()
+        if name != "row-seed3":
+            (tmp_path / name / "results.json").write_text("{}")
     assert studies.run_dirs(["row", "alone", "seeded", "missing"]) == [
-        tmp_path / n for n in ("row", "row-seed1", "row-seed2", "alone", "seeded-seed1", "missing")]
+        tmp_path / n for n in ("row", "row-seed1", "row-seed2", "alone", "seeded-seed1")]
+    assert "2 run folder(s) without results.json left out (unfinished or still running): row-seed3, missing" in \
+        capsys.readouterr().out
 
 
 def test_amazon_settings_study_varies_one_setting_at_a_time():

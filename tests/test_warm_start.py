@@ -247,3 +247,28 @@ def test_a_finished_two_stage_run_is_pinned_to_its_first_stage(tiny_bert, tiny_d
         lock.acquire()
         with pytest.raises(RunFolderError, match="in use by a running run"):
             prepare_model(dataclasses.replace(second, warm_start=str(tmp_path / "running" / "best.pt")), data, CPU)
+
+
+def test_a_fresh_head_over_a_source_must_train(tiny_bert, tiny_data, frozen_run):
+    """A linear-head source under item_head=moe hands over no head: zero-shot would rank with a random head, and a
+    PEFT run without train_head would train over it; both are refused in one line."""
+    out, frozen_cfg = frozen_run
+    data = load_data(frozen_cfg)
+    source = dict(source_checkpoint=out / "source.pt", item_head="moe")
+    with pytest.raises(CheckpointError, match="item_head='linear' does not load .* zero_shot=true trains nothing"):
+        prepare_model(_config(tiny_bert, tiny_data, out, zero_shot="true", **source), data, CPU)
+    with pytest.raises(CheckpointError, match="train_head=false keeps it frozen"):
+        prepare_model(_config(tiny_bert, tiny_data, out, tune="peft", adapter="houlsby", **source), data, CPU)
+    prepare_model(_config(tiny_bert, tiny_data, out, tune="peft", adapter="houlsby", train_head="true", **source),
+                  data, CPU)  # a trained fresh head is fine
+
+
+def test_fused_to_fused_warm_start_compares_the_fusion():
+    from adapter4rec.checkpoint import warm_mismatches
+
+    def config(**settings):
+        return dataclasses.asdict(parse_args([f"--{k}={v}" for k, v in {"stage": "downstream", **settings}.items()]))
+    assert warm_mismatches(config(item_tower="fused", item_fusion="concat"),
+                           config(item_tower="fused", item_fusion="gate")) == [
+        "warm run item_fusion='concat', this run item_fusion='gate'"]
+    assert warm_mismatches(config(), config(item_tower="fused", item_fusion="concat")) == []  # modal -> fused

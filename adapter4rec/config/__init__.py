@@ -17,6 +17,13 @@ from adapter4rec.config.checks import check
 from adapter4rec.config.flags import suggest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # adapter4rec/config/__init__.py -> the repository
+# The one definition of the settings that change how a run is carried out, not what it computes: a finished run
+# asked again with other values of these is the same run (run/folder.py), a run may be resumed with them changed
+# (run/resume.py adds a few of its own), and runs differing only in these and the seed are seeds of one report row
+# (report.py). Evaluation chunk sizes change no count (evaluate.py: exact at every chunk size).
+RUNTIME_KEYS = frozenset({"resume", "overwrite", "progress", "num_workers", "save_every_steps", "keep_last",
+                          "device", "tensorboard", "cache_dir", "nonfinite", "output_dir", "run_name",
+                          "pretrained_models_dir", "eval_batch_size", "eval_item_chunk"})
 
 
 def _opt(default, help_text: str, choices: tuple | None = None):

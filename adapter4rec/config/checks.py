@@ -90,6 +90,20 @@ def _check_transfer_extras(cfg) -> None:
         _bad("domain_temperature", cfg.domain_temperature, "an exponent in [0, 1]")
     if not 0 <= cfg.cold_items < 1:
         _bad("cold_items", cfg.cold_items, "a share of the items in [0, 1)")
+    # settings that act only on some runs: a non-default value elsewhere would be silently ignored
+    if cfg.item_tower != "fused":
+        for key, default in (("id_dropout", 0.0), ("item_fusion", "sum")):
+            if getattr(cfg, key) != default:
+                _bad(key, getattr(cfg, key), f"the default ({default!r}) unless item_tower=fused (it acts on the "
+                     f"target ID table only; this run has item_tower={cfg.item_tower!r})")
+    if cfg.item_head != "moe" and cfg.head_experts != 8:
+        _bad("head_experts", cfg.head_experts, "the default (8) unless item_head=moe (it counts the MoE head's experts)")
+    if "," not in cfg.dataset:
+        for key, default in (("pool_exclude_items", ""), ("domain_sampling", "proportional"),
+                             ("mixed_negatives", False)):
+            if getattr(cfg, key) != default:
+                _bad(key, getattr(cfg, key), f"the default ({default!r}) unless dataset is a pool of several "
+                     f"folders (a comma list)")
     if cfg.item_tower == "id" and cfg.item_head != "linear":
         _bad("item_head", cfg.item_head, "linear with item_tower=id (an ID table has no head)")
     if cfg.zero_shot and (cfg.stage != "downstream" or not cfg.source_checkpoint or cfg.warm_start

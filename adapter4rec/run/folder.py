@@ -27,7 +27,7 @@ from pathlib import Path
 from adapter4rec import dist
 from adapter4rec.atomic import write_text_atomic
 from adapter4rec.checkpoint import prune_epoch_checkpoints
-from adapter4rec.config import Config
+from adapter4rec.config import RUNTIME_KEYS, Config
 from adapter4rec.errors import UserError
 
 try:
@@ -38,10 +38,6 @@ except ImportError:  # not on Windows: runs there are unlocked
 log = logging.getLogger("adapter4rec")
 LOCK_NAME = ".lock"
 RESULT_FILES = ("results.json", "best.pt", "last.pt", "metrics.jsonl")  # and our epoch-N.pt: what overwrite deletes
-# settings that change how a run is carried out, not what it computes: a finished run asked again with other
-# values of these is still the same run
-RUNTIME_KEYS = {"resume", "overwrite", "progress", "num_workers", "save_every_steps", "keep_last", "device",
-                "tensorboard", "cache_dir", "nonfinite", "output_dir", "run_name"}
 
 
 class RunFolderError(UserError, RuntimeError):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from adapter4rec import dist
-from adapter4rec.config import from_dict
+from adapter4rec.config import RUNTIME_KEYS, from_dict
 from adapter4rec.checkpoint import (CheckpointError, check_pinned, checkpoint_of, load_run_weights, read_checkpoint,
                                     save_atomic)
 
@@ -29,8 +29,7 @@ log = logging.getLogger(__name__)
 # config keys that may differ between the interrupted run and the resumed one
 # (nonfinite: a run stopped by a NaN loss may be continued with nonfinite=skip; epochs: only under a constant
 # learning-rate schedule, see find_resume)
-MAY_CHANGE = {"resume", "overwrite", "epochs", "progress", "num_workers", "save_every_steps", "patience", "device",
-              "keep_last", "nonfinite", "tensorboard", "cache_dir", "deterministic"}
+MAY_CHANGE = RUNTIME_KEYS | {"epochs", "patience", "deterministic"}
 
 
 @dataclass

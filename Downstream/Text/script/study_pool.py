@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from study_amazon import COMMON, SCIENTIFIC, convert
+from study_amazon import RUNS as AMAZON_RUNS
 
 from adapter4rec.launch import SEED_SUFFIX, JobQueue, split_jobs, split_seeds, sweep
 from adapter4rec.studies import RUNS_DIR, refuse_run_name, report
@@ -51,8 +52,19 @@ for target, data, sources in (("sci", SCIENTIFIC, ("pool", "pool-real-text")), (
     RUNS[f"{target}-fused-two-stage-from-{sources[0]}"] = dict(
         base, source_checkpoint=from_source(sources[0]), item_tower="fused", item_fusion="sum",
         warm_start=f"runs/{target}-side-head-user-from-{sources[0]}{SEED_SUFFIX}/best.pt")
-# Scientific target-only already runs in study_amazon.py as amazon-sci-side-head-user-scratch: the same settings
-del RUNS["sci-side-head-user-scratch"]
+# low-data targets: the same rows trained on a nested share of Scientific's training users (validation and test
+# keep every user), from the pool and without a source
+FRACTIONS = (0.01, 0.05, 0.1, 0.25)
+for fraction in FRACTIONS:
+    for origin, source in (("scratch", ""), ("from-pool", from_source("pool"))):
+        RUNS[f"sci-side-head-user-{origin}-users{fraction:g}"] = dict(
+            TARGET_ROW, dataset=str(SCIENTIFIC), source_checkpoint=source, user_fraction=fraction)
+# the cold-start study under the fixed protocol (items held out are no training candidate): ID-SASRec and the text
+# row from the pool and without a source, 10% of Scientific's items never trained
+COLD = dict(cold_items=0.1)
+RUNS["sci-cold-id-sasrec"] = dict(AMAZON_RUNS["amazon-sci-id-sasrec"], dataset=str(SCIENTIFIC), **COLD)
+RUNS["sci-cold-side-head-user-scratch"] = dict(RUNS["sci-side-head-user-scratch"], **COLD)
+RUNS["sci-cold-side-head-user-from-pool"] = dict(RUNS["sci-side-head-user-from-pool"], **COLD)
 
 
 def selected(extra: list[str]) -> tuple[list[str], list[str]]:
