@@ -56,6 +56,7 @@ def prepare_model(cfg: Config, data: Data, device: torch.device) -> Recommender:
     model.pinned_inputs = pinned_inputs(cfg)  # recorded in every checkpoint (checkpoint.check_pinned)
     source_pending, source_cfg = {}, {}
     if cfg.source_checkpoint:
+        check_finished(cfg.resolve(cfg.source_checkpoint), "source_checkpoint", results=False)
         source_cfg, source_pending = load_any_source(model, cfg)
     if cfg.warm_start:  # LP-FT, or target IDs over a trained content model: a finished run on this target
         check_finished(cfg.resolve(cfg.warm_start), "warm_start")
@@ -67,6 +68,13 @@ def prepare_model(cfg: Config, data: Data, device: torch.device) -> Recommender:
                                       f"run with item_fusion=sum or concat")
             model.item_encoder.id_fusion.start_from_content()  # IDs added to a trained content model: c + 0
     check_fresh_head(cfg, source_cfg)
+    if cfg.zero_shot:  # the source model as it scored: another score would evaluate another model
+        differ = [f"source {k}={source_cfg.get(k)!r}, this run {k}={getattr(cfg, k)!r}" for k in
+                  ("score", "temperature", "learn_temperature", "item_pooling") if k in source_cfg
+                  and source_cfg[k] != getattr(cfg, k) and (k != "temperature" or cfg.score == "cosine")]
+        if differ:
+            raise CheckpointError(f"{cfg.source_checkpoint}: zero_shot evaluates the source model as it is, and this "
+                                  f"run scores otherwise: {'; '.join(differ)}")
     if cfg.zero_shot and cfg.adapter != source_cfg.get("adapter", "none"):
         raise CheckpointError(f"{cfg.source_checkpoint}: zero_shot evaluates the source model as it is, and this run "
                               f"has adapter={cfg.adapter!r} where the source has "

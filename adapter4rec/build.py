@@ -53,6 +53,10 @@ def load_data(cfg: Config) -> Data:
     folder = cfg.resolve(pool_folders(cfg.dataset)[0]) if is_pool(cfg.dataset) else cfg.resolve(cfg.dataset)
     catalog, interactions, domains = read_catalog_and_users(cfg)
     cold = cold_start_items(len(catalog), cfg.cold_items)  # None unless the cold-start study asks for it
+    if cold is not None and not 1 <= int(cold.sum()) <= len(catalog) - 2:
+        raise DataError(f"cold_items={cfg.cold_items}: of the {len(catalog)} items this holds out "
+                        f"{int(cold.sum())}; a cold-start study needs at least one item held out and two left to "
+                        f"train on (choose a share between {1 / len(catalog):.2g} and {1 - 2 / len(catalog):.2g})")
     split = leave_one_out(interactions, cfg.max_seq_len, cfg.eval_repeats, cfg.eval_candidates, cfg.train_windows,
                           cold)
     for name, part in (("validation", split.valid), ("test", split.test)):
@@ -78,7 +82,8 @@ def load_data(cfg: Config) -> Data:
                  valid_users=len(split.valid), test_users=len(split.test),
                  items_never_trained=int((split.window_counts[1:] == 0).sum()),
                  valid_repeats_skipped=split.valid.repeats_skipped, test_repeats_skipped=split.test.repeats_skipped)
-    log.info("data %s: %s", folder, ", ".join(f"{k}={v}" for k, v in stats.items()))
+    log.info("data %s: %s", cfg.dataset if domains is not None else folder,
+             ", ".join(f"{k}={v}" for k, v in stats.items() if k != "domains"))
     return Data(catalog, split, interactions.user_ids, stats, domains, cold)
 
 

@@ -23,8 +23,10 @@ from pathlib import Path
 import torch
 
 from adapter4rec.assemble import rebuild_run
-from adapter4rec.checkpoint import CheckpointError, checkpoint_of, save_atomic
+from adapter4rec.checkpoint import EPOCH_FILE, CheckpointError, checkpoint_of, save_atomic
+from adapter4rec.errors import exit_on_user_error
 from adapter4rec.evaluate import validate
+from adapter4rec.run.folder import holder_of
 
 log = logging.getLogger("adapter4rec")
 # stored vs recomputed validation metric: equal on the run's device; another device or precision (GPU bf16 run,
@@ -32,7 +34,36 @@ log = logging.getLogger("adapter4rec")
 METRIC_ATOL, METRIC_RTOL = 1e-3, 0.02
 
 
+RUN_FILES = ("config.json", "environment.json", "results.json", "metrics.jsonl", "log.txt", "best.pt", "last.pt")
+
+
+def check_export_out(run_dir: Path, out: Path) -> None:
+    """Refuse an --out that would destroy a file (a run's own files, anything but an earlier export) or cannot be
+    a file, before the model is rebuilt."""
+    if out.is_dir():
+        raise SystemExit(f"export: --out {out} is a directory; name a file in it, e.g. {out / 'full.pt'}")
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise SystemExit(f"export: --out {out} lies under {above}, which is a file, not a folder")
+    if out.name in RUN_FILES or EPOCH_FILE.fullmatch(out.name):
+        raise SystemExit(f"export: --out {out} is the name of a run's own file; choose another (default: "
+                         f"{run_dir / 'full.pt'})")
+    if out.exists():
+        try:
+            earlier = torch.load(out, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:
+            earlier = None
+        if not (isinstance(earlier, dict) and earlier.get("kind") == "full" and "model" in earlier):
+            raise SystemExit(f"export: --out {out} exists and is not an earlier export; it is left alone: choose "
+                             f"another name")
+
+
 def export(run_dir: Path, out: Path, device: str = "cpu", verify: bool = True) -> Path:
+    check_export_out(run_dir, out)
+    holder = holder_of(run_dir)
+    if holder is not None:
+        log.warning("export: %s is still training (%s): its best.pt is the best of the epochs so far", run_dir,
+                    holder)
     model, data, cfg, ckpt = rebuild_run(run_dir, device)
     if verify and ckpt.get("kind") == "trainable":
         check_reproduces(model, data, cfg, ckpt, torch.device(device))
@@ -77,4 +108,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

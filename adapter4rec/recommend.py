@@ -22,6 +22,7 @@ not finite is refused too: nothing is written. NaN item scores are never recomme
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,9 @@ from adapter4rec.data.split import eval_split_of
 from adapter4rec.errors import exit_on_user_error
 from adapter4rec.evaluate import autocast, model_user_fn, top_k
 from adapter4rec.new_items import NewItems, check_run_can_embed, embed_new_items, extend_candidates
+from adapter4rec.run.folder import holder_of
+
+log = logging.getLogger("adapter4rec")
 
 FALLBACKS = ("none", "popularity")
 
@@ -184,6 +188,12 @@ def recommend(run_dir: Path, users_file: Path | None, k: int, out: Path, device:
         raise SystemExit("recommend: --only_new with --fallback popularity: new items have no training counts to "
                          "rank by; drop one of the two")
     check_output(out)
+    for leftover in out.parent.glob(f".{out.name}.*.tmp"):  # a killed earlier write of this --out (atomic_path)
+        leftover.unlink(missing_ok=True)
+    holder = holder_of(run_dir)
+    if holder is not None:
+        log.warning("recommend: %s is still training (%s): ranking with its best.pt of the epochs so far", run_dir,
+                    holder)
     ids = None if users_file is None else user_ids(users_file)  # before the model is built
     model, data, cfg, _ = rebuild_run(run_dir, device, cache=True)
     if data.domains is not None:

@@ -24,6 +24,7 @@ import statistics
 from pathlib import Path
 
 from adapter4rec.config import RUNTIME_KEYS, Config
+from adapter4rec.errors import UserError, exit_on_user_error
 
 METRICS = ("hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr@10")
 UNMASKED = ("hr@10", "ndcg@10", "mrr@10")  # results.json test_no_mask: the same checkpoint, history not masked
@@ -94,9 +95,28 @@ def comparable_config(cfg: dict) -> dict:
     return {k: v for k, v in full.items() if k not in BOOKKEEPING}
 
 
+class ReportError(UserError, ValueError):
+    """A run folder the report cannot read; the message names the file."""
+
+
+def _read_json(path: Path, keys: tuple[str, ...]) -> dict:
+    """A run file's JSON with `keys` present, or one ReportError line naming the file (a half-written or
+    truncated file, or one from another program)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"report: {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
+                          f"is the run still being written, or the file truncated?") from None
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ReportError(f"report: {path} lacks {', '.join(missing)}: not a finished run's file")
+    return data
+
+
 def load_run(run_dir: Path) -> dict:
-    res = json.loads((run_dir / "results.json").read_text())
-    cfg = json.loads((run_dir / "config.json").read_text())
+    res = _read_json(run_dir / "results.json", ("test", "popularity_test", "trainable_params", "total_params",
+                                                  "train_seconds"))
+    cfg = _read_json(run_dir / "config.json", ())
     ckpt = run_dir / "best.pt"
     return {"run": run_dir.name, "dir": run_dir, "config": cfg, "seed": cfg.get("seed"), "method": method_name(cfg),
             "trainable": res["trainable_params"], "total": res["total_params"],
@@ -282,7 +302,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--allow_mixed_protocols", "--allow-mixed-protocols", action="store_true",
                         help="put runs evaluated under different protocols into one table (marked in the header)")
     opts = parser.parse_args(argv)
-    rows = collect(opts.runs, opts.allow_mixed_protocols)
+    unique = list(dict.fromkeys(path.resolve() for path in opts.runs))  # a folder given twice is one run
+    rows = collect(unique, opts.allow_mixed_protocols)
     text = markdown(rows)
     if opts.out:
         opts.out.parent.mkdir(parents=True, exist_ok=True)
@@ -299,4 +320,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

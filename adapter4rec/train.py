@@ -257,6 +257,9 @@ def end_of_epoch(model, data, cfg: Config, device, run_dir: Path, progress: Prog
             board.epoch(epoch, loss, valid)
     log.info("epoch %d loss %.4f valid %s %s", epoch, loss,
              " ".join(f"{k}={v:.4f}" for k, v in valid.items() if "@" in k), "(best)" if improved else "")
+    if valid.get("domains"):  # a pool: the mean over its domains selects; each domain's own number
+        log.info("epoch %d valid ndcg@10 by domain: %s", epoch,
+                 ", ".join(f"{name} {m['ndcg@10']:.4f}" for name, m in valid["domains"].items()))
     if valid.get("nonfinite_users"):  # ranked last (metrics 0), so such an epoch is never the best by accident
         log.warning("epoch %d: %d of %d validation users got a non-finite score (NaN/inf model output); they are "
                     "ranked last", epoch, valid["nonfinite_users"], valid["users"])

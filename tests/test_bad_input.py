@@ -369,3 +369,18 @@ def test_settings_that_would_be_ignored_are_refused():
     parse_args(["--id_dropout=0.2", "--item_tower=fused"])
     parse_args(["--head_experts=4", "--item_head=moe"])
     parse_args(["--dataset=a,b", "--domain_sampling=smoothed", "--mixed_negatives=true"])
+
+
+def test_title_budgets_below_three_tokens_and_cold_shares_that_hold_out_nothing_are_refused(tiny_bert, tiny_data,
+                                                                                         tmp_path):
+    from adapter4rec.build import load_data
+    from adapter4rec.config import parse_args
+    from adapter4rec.data.files import DataError
+    from tests.conftest import tiny_args
+    for tokens in (1, 2):
+        with pytest.raises(SystemExit, match=f"max_title_tokens={tokens} is invalid; expected at least 3"):
+            parse_args([f"--max_title_tokens={tokens}"])
+    for share, held in ((0.001, 0), (0.999, 192)):  # the tiny source domain has 192 items
+        cfg = parse_args(tiny_args(tiny_bert, tiny_data / "source", tmp_path, cold_items=share))
+        with pytest.raises(DataError, match=f"cold_items={share}: of the 192 items this holds out {held}"):
+            load_data(cfg)

@@ -189,6 +189,9 @@ def test_a_pool_sources_side_network_reaches_the_target(tiny_bert, tiny_data, tm
     # the zero-shot model is the pool model: its target-domain test metrics are the pool run's on that domain
     pool = json.loads((tmp_path / "pool" / "results.json").read_text())
     assert zero["test_no_mask"]["ndcg@10"] == pytest.approx(pool["test_no_mask"]["domains"]["target"]["ndcg@10"])
+    with pytest.raises(CheckpointError, match="scores otherwise: source score='dot', this run score='cosine'"):
+        train.run(parse_args(tiny_args(tiny_bert, tiny_data / "target", tmp_path, run_name="zero-cosine",
+                                       zero_shot="true", score="cosine", **target)))
     with pytest.raises(CheckpointError, match="source adapter='side', this run adapter='none'"):
         train.run(parse_args(tiny_args(tiny_bert, tiny_data / "target", tmp_path, run_name="zero-none",
                                        zero_shot="true", **dict(target, adapter="none"))))

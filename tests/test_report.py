@@ -285,3 +285,30 @@ def test_seeds_of_a_two_stage_row_pool_though_each_starts_from_its_own_seed(tmp_
     rows = report.collect(runs)
     assert [(r["n"], round(r["hr@10"], 4)) for r in rows] == [(2, 0.15), (1, 0.3)]  # another first stage: its own row
     assert rows[0]["label"].startswith("Houlsby, + target item IDs (sum), in two stages")
+
+
+def test_a_truncated_run_file_is_one_line_and_a_folder_given_twice_counts_once(tmp_path):
+    run = make_run(tmp_path, "a", HOULSBY, 0.1, seed=1)
+    assert report.main([str(run), str(run), str(tmp_path / "a" / ".." / "a")]).count("| Houlsby | 1 |") == 1
+    text = (run / "results.json").read_text()
+    (run / "results.json").write_text(text[: len(text) // 2])
+    with pytest.raises(report.ReportError, match=r"a/results.json cannot be read \(JSONDecodeError"):
+        report.main([str(run)])
+    (run / "results.json").write_text(text)
+    (run / "config.json").write_text("")
+    with pytest.raises(report.ReportError, match="a/config.json cannot be read"):
+        report.main([str(run)])
+
+
+def test_export_refuses_an_out_that_would_destroy_a_file(tmp_path):
+    from adapter4rec.export import check_export_out
+    run = make_run(tmp_path, "a", HOULSBY, 0.1)
+    (tmp_path / "notes.txt").write_text("mine")
+    for out, message in ((run / "config.json", "is the name of a run's own file"),
+                         (run / "epoch-3.pt", "is the name of a run's own file"),
+                         (tmp_path / "notes.txt", "exists and is not an earlier export"),
+                         (tmp_path / "notes.txt" / "full.pt", "lies under .*notes.txt, which is a file"),
+                         (run, "is a directory")):
+        with pytest.raises(SystemExit, match=message):
+            check_export_out(run, out)
+    check_export_out(run, run / "full.pt")  # not there yet: fine

@@ -86,6 +86,9 @@ def _check_transfer_extras(cfg) -> None:
         _bad("id_dropout", cfg.id_dropout, "a share in [0, 1)")
     if cfg.head_experts < 1:
         _bad("head_experts", cfg.head_experts, "a positive number of experts")
+    if cfg.modality == "text" and cfg.max_title_tokens < 3:  # [CLS] and [SEP] take two: 1 was ignored, 2 left none
+        _bad("max_title_tokens", cfg.max_title_tokens, "at least 3 (the [CLS] and [SEP] tokens take two; fewer "
+             "would make every item the same two tokens)")
     if not 0 <= cfg.domain_temperature <= 1:
         _bad("domain_temperature", cfg.domain_temperature, "an exponent in [0, 1]")
     if not 0 <= cfg.cold_items < 1:

@@ -100,16 +100,17 @@ def holder_of(run_dir: Path) -> str | None:
     return None  # closing the file dropped the shared lock
 
 
-def check_finished(checkpoint: Path, key: str) -> None:
+def check_finished(checkpoint: Path, key: str, results: bool = True) -> None:
     """A warm start continues a FINISHED run: refuse a checkpoint whose run folder has no results.json (the run
     is unfinished, or its best.pt may still change) or whose folder a running run holds (this run's own folder
-    included)."""
+    included). results=False (a source checkpoint, which may be a released file outside any run folder): only
+    the running run is refused, whose best.pt may still change under this one."""
     folder = checkpoint.parent
     holder = holder_of(folder)
     if holder is not None:
-        raise RunFolderError(f"{key}={checkpoint}: its run folder is in use by a running run ({holder}); a warm "
-                             f"start reads a finished run (wait for it to end; a run cannot start from itself)")
-    if not (folder / "results.json").is_file():
+        raise RunFolderError(f"{key}={checkpoint}: its run folder is in use by a running run ({holder}); this run "
+                             f"reads a finished one (wait for it to end; a run cannot start from itself)")
+    if results and not (folder / "results.json").is_file():
         raise RunFolderError(f"{key}={checkpoint}: its run folder has no results.json: the run is unfinished and "
                              f"its best.pt may still change; finish that run first (a warm start reads a finished run)")
 

@@ -52,6 +52,10 @@ for target, data, sources in (("sci", SCIENTIFIC, ("pool", "pool-real-text")), (
     RUNS[f"{target}-fused-two-stage-from-{sources[0]}"] = dict(
         base, source_checkpoint=from_source(sources[0]), item_tower="fused", item_fusion="sum",
         warm_start=f"runs/{target}-side-head-user-from-{sources[0]}{SEED_SUFFIX}/best.pt")
+# the pool's loss on a catalogue where the exact softmax can run too: its validation NDCG@10 against the exact
+# one's (sci-side-head-user-scratch), the same row otherwise
+RUNS["sci-side-head-user-scratch-sampled-softmax"] = dict(
+    RUNS["sci-side-head-user-scratch"], softmax_negatives=POOL["POOL_SOURCE"]["softmax_negatives"])
 # low-data targets: the same rows trained on a nested share of Scientific's training users (validation and test
 # keep every user), from the pool and without a source
 FRACTIONS = (0.01, 0.05, 0.1, 0.25)
