@@ -34,6 +34,31 @@ def refuse_run_name(extra: list[str], script: str) -> None:
                          f"it has one")
 
 
+def select_runs(extra: list[str], runs: dict, sources: dict, script: str) -> tuple[list[str], list[str]]:
+    """(run names to run, the remaining arguments) of a study from --only=a,b (default: every run)."""
+    refuse_run_name(extra, script)
+    only = [a for a in extra if a.startswith("--only=")]
+    names = only[-1].split("=", 1)[1].split(",") if only else list(runs)
+    unknown = sorted(set(names) - set(runs) - set(sources))
+    if unknown:
+        raise SystemExit(f"{script}: unknown run(s) {unknown}; known: {', '.join([*sources, *runs])}")
+    return names, [a for a in extra if not a.startswith("--only=")]
+
+
+def sources_to_start(names: list[str], runs: dict, sources: dict, runs_dir: Path) -> list[str]:
+    """The source runs to start: each one a chosen run reads (`runs/<source>/best.pt`), or chosen itself, except
+    that a finished source (results.json) not chosen by name is reused as it is (its CPU time is not spent again,
+    and extra arguments meant for the target runs never reach it)."""
+    chosen = []
+    for source in sources:
+        read = any(runs[n].get("source_checkpoint") == f"runs/{source}/best.pt" for n in names if n in runs)
+        if source not in names and read and (runs_dir / source / "results.json").is_file():
+            print(f"= {source}: finished (results.json), reused; --only={source} runs it", flush=True)
+        elif source in names or read:
+            chosen.append(source)
+    return chosen
+
+
 def run_dirs(names: list[str]) -> list[Path]:
     """Each name's run directory and its per-seed directories (`<name>-seed<N>`, from --seeds): the report pools
     the runs of one configuration into one row, so a run made without --seeds and later seeds of it count

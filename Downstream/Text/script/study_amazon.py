@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from adapter4rec.launch import SEED_SUFFIX, JobQueue, split_jobs, split_seeds, sweep
-from adapter4rec.studies import RUNS_DIR, refuse_run_name, report
+from adapter4rec.studies import RUNS_DIR, report, select_runs, sources_to_start
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -158,27 +158,12 @@ def source_arguments(extra: list[str]) -> list[str]:
 
 def selected(extra: list[str]) -> tuple[list[str], list[str]]:
     """(run names to run, the remaining arguments) from --only=a,b (default: every run)."""
-    refuse_run_name(extra, "study_amazon.py")
-    only = [a for a in extra if a.startswith("--only=")]
-    names = only[-1].split("=", 1)[1].split(",") if only else list(RUNS)
-    unknown = sorted(set(names) - set(RUNS) - set(SOURCES))
-    if unknown:
-        raise SystemExit(f"study_amazon.py: unknown run(s) {unknown}; known: {', '.join([*SOURCES, *RUNS])}")
-    return names, [a for a in extra if not a.startswith("--only=")]
+    return select_runs(extra, RUNS, SOURCES, "study_amazon.py")
 
 
 def sources_to_run(names: list[str], runs_dir: Path) -> list[str]:
-    """The Office source runs to start: each one a chosen run reads, or chosen itself, except that a finished
-    source (results.json) that was not chosen by name is reused as it is (its CPU time is not spent again, and
-    extra arguments meant for the target runs never reach it)."""
-    chosen = []
-    for source in SOURCES:
-        read = any(RUNS[n].get("source_checkpoint") == f"runs/{source}/best.pt" for n in names if n in RUNS)
-        if source not in names and read and (runs_dir / source / "results.json").is_file():
-            print(f"= {source}: finished (results.json), reused; --only={source} runs it", flush=True)
-        elif source in names or read:
-            chosen.append(source)
-    return chosen
+    """The Office source runs to start (studies.sources_to_start)."""
+    return sources_to_start(names, RUNS, SOURCES, runs_dir)
 
 
 if __name__ == "__main__":

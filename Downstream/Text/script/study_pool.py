@@ -27,7 +27,7 @@ from study_amazon import COMMON, SCIENTIFIC, convert
 from study_amazon import RUNS as AMAZON_RUNS
 
 from adapter4rec.launch import SEED_SUFFIX, JobQueue, split_jobs, split_seeds, sweep
-from adapter4rec.studies import RUNS_DIR, refuse_run_name, report
+from adapter4rec.studies import RUNS_DIR, report, select_runs, sources_to_start
 
 ROOT = Path(__file__).resolve().parents[3]
 PRETRAIN_RUN = ROOT / "Pretraining" / "Text" / "run.py"
@@ -71,37 +71,15 @@ RUNS["sci-cold-side-head-user-scratch"] = dict(RUNS["sci-side-head-user-scratch"
 RUNS["sci-cold-side-head-user-from-pool"] = dict(RUNS["sci-side-head-user-from-pool"], **COLD)
 
 
-def selected(extra: list[str]) -> tuple[list[str], list[str]]:
-    refuse_run_name(extra, "study_pool.py")
-    only = [a for a in extra if a.startswith("--only=")]
-    names = only[-1].split("=", 1)[1].split(",") if only else list(RUNS)
-    unknown = sorted(set(names) - set(RUNS) - set(SOURCES))
-    if unknown:
-        raise SystemExit(f"study_pool.py: unknown run(s) {unknown}; known: {', '.join([*SOURCES, *RUNS])}")
-    return names, [a for a in extra if not a.startswith("--only=")]
-
-
-def sources_to_run(names: list[str]) -> list[str]:
-    """Each source a chosen run reads (a finished one is reused unless chosen by name), or chosen itself."""
-    chosen = []
-    for source in SOURCES:
-        read = any(from_source(source) in (RUNS[n].get("source_checkpoint"),) for n in names if n in RUNS)
-        if source not in names and read and (RUNS_DIR / source / "results.json").is_file():
-            print(f"= {source}: finished (results.json), reused; --only={source} runs it", flush=True)
-        elif source in names or read:
-            chosen.append(source)
-    return chosen
-
-
 if __name__ == "__main__":
     argv, jobs = split_jobs(sys.argv[1:])
-    names, extra = selected(argv)
+    names, extra = select_runs(argv, RUNS, SOURCES, "study_pool.py")
     source_argv, _ = split_seeds(extra)  # a source is trained once, whatever the target seeds
     dry = "--dry_run" in extra or "--dry-run" in extra
     queue = JobQueue(jobs, RUNS_DIR / "launch-logs") if jobs > 1 else None
     if not dry:
         convert()
-    for source in sources_to_run(names):
+    for source in sources_to_start(names, RUNS, SOURCES, RUNS_DIR):
         sweep(__file__, SOURCES[source], {}, name=source, argv=source_argv, run_py=PRETRAIN_RUN, queue=queue)
     for name in names:
         if name in RUNS:
