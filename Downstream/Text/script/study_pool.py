@@ -69,6 +69,11 @@ COLD = dict(cold_items=0.1)
 RUNS["sci-cold-id-sasrec"] = dict(AMAZON_RUNS["amazon-sci-id-sasrec"], dataset=str(SCIENTIFIC), **COLD)
 RUNS["sci-cold-side-head-user-scratch"] = dict(RUNS["sci-side-head-user-scratch"], **COLD)
 RUNS["sci-cold-side-head-user-from-pool"] = dict(RUNS["sci-side-head-user-from-pool"], **COLD)
+# and the target's IDs added to each seed's trained cold text row (two stages, as study_amazon's fused row): the
+# IDs of the held-out items stay untrained, so their rows rank on the content path alone
+RUNS["sci-cold-fused-two-stage-scratch"] = dict(
+    RUNS["sci-cold-side-head-user-scratch"], item_tower="fused", item_fusion="sum",
+    warm_start=f"runs/sci-cold-side-head-user-scratch{SEED_SUFFIX}/best.pt")
 
 
 if __name__ == "__main__":
