@@ -24,7 +24,7 @@ from adapter4rec.evaluate import autocast
 from adapter4rec.models.recommender import Recommender
 from adapter4rec.original import is_original_checkpoint, load_original
 from adapter4rec.run.folder import check_finished
-from adapter4rec.run.record import seed_everything
+from adapter4rec.run.record import module_seed, seed_everything
 from adapter4rec.data.store import DiskStore
 
 log = logging.getLogger("adapter4rec")
@@ -40,8 +40,9 @@ def build_run(cfg: Config, device: torch.device) -> tuple[Data, Recommender]:
 def rebuild_run(run_dir: Path, device: str = "cpu", cache: bool = False):
     """(model with the run's best weights, data, config, best.pt contents), rebuilt as the run built it.
 
-    The run's order of random draws: seed, data, model, adapters (assemble.build_run). The backbone cache is only a
-    speed-up and draws nothing: off for the export check (it must see the model itself), on for recommending."""
+    Every module draws its initial values from its own stream of the run's seed (run/record.module_seed), so the
+    rebuilt model starts where the run's did. The backbone cache is only a speed-up and draws nothing: off for the
+    export check (it must see the model itself), on for recommending."""
     ckpt = read_checkpoint(run_dir / "best.pt")
     cfg = from_dict(ckpt["config"])
     check_pinned(ckpt, cfg, run_dir / "best.pt")  # the files it was built over are still the same
@@ -79,7 +80,8 @@ def prepare_model(cfg: Config, data: Data, device: torch.device) -> Recommender:
         raise CheckpointError(f"{cfg.source_checkpoint}: zero_shot evaluates the source model as it is, and this run "
                               f"has adapter={cfg.adapter!r} where the source has "
                               f"adapter={source_cfg.get('adapter', 'none')!r} (a new adapter would be untrained)")
-    changed = add_adapters(model, cfg)
+    with module_seed(cfg.seed, "adapters"):  # their initial values, whatever else the model holds
+        changed = add_adapters(model, cfg)
     if source_pending:  # a PEFT source's adapters (a pool source's side network), now that this run has them
         finish_warm_start(model, source_pending, cfg.resolve(cfg.source_checkpoint), source_cfg)
         log.info("source adapters loaded from %s (%d tensor(s))", cfg.source_checkpoint, len(source_pending))

@@ -22,6 +22,7 @@ from adapter4rec.models.losses import Scorer
 from adapter4rec.models.negatives import training_groups
 from adapter4rec.models.recommender import Recommender
 from adapter4rec.models.user_encoder import SASRecEncoder
+from adapter4rec.run.record import module_seed
 
 log = logging.getLogger(__name__)
 
@@ -88,29 +89,36 @@ def load_data(cfg: Config) -> Data:
 
 
 def build_model(cfg: Config, data: Data) -> Recommender:
-    if cfg.item_tower == "id":
-        item_encoder = IdItemEncoder(len(data.catalog), cfg.embedding_dim, cfg.init_std)
-    elif cfg.modality == "image":
-        folder = checkpoint_dir(cfg)
-        backbone = load_backbone(folder, "image")
-        spec = image_spec(folder, backbone.config)
-        item_encoder = ImageItemEncoder(backbone, pixel_table(cfg, data, spec), spec, cfg.embedding_dim,
-                                        cfg.item_pooling, head=cfg.item_head, experts=cfg.head_experts)
-    else:
-        folder = checkpoint_dir(cfg)
-        tokens = token_table(cfg, data, folder)
-        item_encoder = TextItemEncoder(load_backbone(folder, "text"), tokens, cfg.embedding_dim, cfg.item_pooling,
-                                       head=cfg.item_head, experts=cfg.head_experts)
+    """The model before adapters and loaded weights. Each module draws its initial values from its own stream
+    (run/record.module_seed): adding a module (the fused tower's ID table) changes no other module's start."""
+    with module_seed(cfg.seed, "item_encoder"):
+        item_encoder = _item_encoder(cfg, data)
     if cfg.item_tower == "fused":  # the target's own ID table: an item that never occurs in training has none
-        item_encoder.id_fusion = IdFusion(len(data.catalog), cfg.embedding_dim, cfg.item_fusion,
-                                          known=data.split.window_counts > 0, id_dropout=cfg.id_dropout,
-                                          init_std=cfg.init_std)
-    user_encoder = SASRecEncoder(cfg.embedding_dim, cfg.max_seq_len, cfg.num_blocks, cfg.num_heads, cfg.dropout,
-                                 cfg.init_std)
+        with module_seed(cfg.seed, "id_fusion"):
+            item_encoder.id_fusion = IdFusion(len(data.catalog), cfg.embedding_dim, cfg.item_fusion,
+                                              known=data.split.window_counts > 0, id_dropout=cfg.id_dropout,
+                                              init_std=cfg.init_std)
+    with module_seed(cfg.seed, "user_encoder"):
+        user_encoder = SASRecEncoder(cfg.embedding_dim, cfg.max_seq_len, cfg.num_blocks, cfg.num_heads,
+                                     cfg.dropout, cfg.init_std)
     scorer = Scorer(cfg.score, cfg.temperature, cfg.learn_temperature)
     groups = training_groups(len(data.catalog), data.domains, data.cold, cfg.mixed_negatives)
     return Recommender(item_encoder, user_encoder, cfg.arch, cfg.loss, data.split.window_counts, scorer,
                        cfg.inbatch_correction, cfg.softmax_negatives, cfg.gather_negatives, groups)
+
+
+def _item_encoder(cfg: Config, data: Data):
+    if cfg.item_tower == "id":
+        return IdItemEncoder(len(data.catalog), cfg.embedding_dim, cfg.init_std)
+    folder = checkpoint_dir(cfg)
+    if cfg.modality == "image":
+        backbone = load_backbone(folder, "image")
+        spec = image_spec(folder, backbone.config)
+        return ImageItemEncoder(backbone, pixel_table(cfg, data, spec), spec, cfg.embedding_dim, cfg.item_pooling,
+                                head=cfg.item_head, experts=cfg.head_experts)
+    tokens = token_table(cfg, data, folder)
+    return TextItemEncoder(load_backbone(folder, "text"), tokens, cfg.embedding_dim, cfg.item_pooling,
+                           head=cfg.item_head, experts=cfg.head_experts)
 
 
 def token_table(cfg: Config, data: Data, folder) -> TokenTable:

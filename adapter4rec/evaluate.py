@@ -23,7 +23,9 @@ on). The counts are exact: the same per-user numbers of items above / level with
 tile, group, chunk or thread count (tests/test_metrics.py compares them with a float64 reference).
 
 Non-finite scores: a user whose target score is NaN or +-inf (a diverged or overflowing model) ranks last, all
-its metrics 0, and is counted (`nonfinite_users`); a NaN competitor ranks below the target (metrics_of_targets).
+its metrics 0, and is counted (`nonfinite_users`). A non-finite competitor ranks ABOVE every target: an item
+table with NaN rows (an overflowing head) can only lower the metrics, never raise them by leaving the ranking;
+such rows among the candidates are counted once per table (`nonfinite_items`).
 A split without users gives NaN metrics, never 0.0 (_average_over_users).
 """
 from __future__ import annotations
@@ -51,8 +53,9 @@ def rank_metrics(scores: torch.Tensor, target: torch.Tensor, ks: list[int]) -> d
     items at -inf; target: (B,) column index."""
     scores = scores.float()
     target_score = scores.gather(1, target.unsqueeze(1))  # (B, 1)
-    # a NaN competitor is neither above nor level (every comparison with NaN is False): it ranks below the target
-    greater = (scores > target_score).sum(1).double()      # g
+    # a NaN competitor ranks above the target (excluded items are -inf, never NaN); a NaN target makes the user
+    # non-finite, whatever its counts
+    greater = ((scores > target_score) | scores.isnan()).sum(1).double()  # g
     ties = (scores == target_score).sum(1).double() - 1.0  # t (the target itself excluded)
     return metrics_of_targets(greater, ties, torch.isfinite(target_score.squeeze(1)), ks)
 
@@ -127,16 +130,29 @@ def evaluate(score_fn: Callable[[torch.Tensor], torch.Tensor], split: EvalSplit,
 
     score_fn(history (b, L) on device) -> (b, num_items+1) scores; column 0 (padding) is always excluded."""
     excluded = None if split.candidates is None else ~split.candidates.to(device)
+    nan_columns = None  # (N+1,) items whose score was NaN for a user with a finite target score: `nonfinite_items`
 
     def per_chunk(rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        nonlocal nan_columns
         scores = score_fn(split.history[rows].to(device)).float()
+        target_finite = scores.gather(1, split.target[rows].to(device).unsqueeze(1)).isfinite()
+        nan = (scores.isnan() & target_finite).any(0)
+        nan_columns = nan if nan_columns is None else nan_columns | nan
         scores[:, 0] = -math.inf
         if excluded is not None:
             scores[:, excluded] = -math.inf
         which, seen = gather_csr(split.seen_ptr, split.seen_items, rows)
         scores[which.to(device), seen.to(device)] = -math.inf
         return rank_metrics(scores, split.target[rows].to(device), ks)
-    return _average_over_users(split, ks, batch_size, per_chunk, progress, desc)
+    result = _average_over_users(split, ks, batch_size, per_chunk, progress, desc)
+    if nan_columns is None:  # a rank without users: the catalogue's width, all clean
+        nan_columns = score_fn(split.history[:0].to(device)).isnan().any(0)
+    nan = nan_columns[1:].double().cpu()
+    if excluded is not None:
+        nan = nan * split.candidates[1:].double()
+    dist.all_reduce_sum(nan)  # every rank scores every item: a column counts once if NaN for any rank's users
+    result["nonfinite_items"] = int((nan > 0).sum())
+    return result
 
 
 @torch.no_grad()
@@ -152,7 +168,11 @@ def evaluate_embeddings(users: Callable[[torch.Tensor], torch.Tensor], table: to
     renumbered. The user encoder runs batch by batch; the counts are taken for up to _BLOCK_USERS users at a
     time (one pass over the item table each)."""
     table = table.float().to(device)
-    ranked, renumber = _candidate_table(table, split.candidates)
+    nonfinite = ~torch.isfinite(table).all(1).cpu()  # (N+1,) rows that rank above every target
+    nonfinite[0] = False
+    if split.candidates is not None:
+        nonfinite &= split.candidates
+    ranked, renumber = _candidate_table(table, split.candidates, ~nonfinite)
 
     def per_chunk(block: torch.Tensor) -> dict[str, torch.Tensor]:
         batches = [block[s:s + batch_size] for s in range(0, len(block), batch_size)]
@@ -160,9 +180,13 @@ def evaluate_embeddings(users: Callable[[torch.Tensor], torch.Tensor], table: to
         vectors = torch.cat([users(split.history[rows].to(device)).float() for rows in batches])
         which, seen = gather_csr(split.seen_ptr, split.seen_items, block)
         target = split.target[block]
+        # each user's non-finite candidates outside its own history and target: counted above, not ranked
+        above = float(nonfinite.sum()) - torch.zeros(len(block), dtype=torch.float64).index_add_(
+            0, which, nonfinite[seen].double()) - nonfinite[target].double()
+        bad_target = nonfinite[target].to(device)
         if renumber is not None:
-            target, seen = renumber[target], renumber[seen]
-            which = which[seen >= 0]  # a masked item that is not a candidate needs no masking
+            target, seen = renumber[target].clamp(min=0), renumber[seen]  # a non-finite target: padding row, 0s
+            which = which[seen >= 0]  # a masked item that is not ranked needs no masking
             seen = seen[seen >= 0]
         target = target.to(device)
         with torch.autocast(device.type, enabled=False):  # ...the ranking products never do
@@ -171,18 +195,24 @@ def evaluate_embeddings(users: Callable[[torch.Tensor], torch.Tensor], table: to
             # the target's fp32 score (an overflowing product of finite vectors counts too), the user vector and
             # the target row; count_until's own copy of the score is inside its tiles
             finite = (torch.isfinite((vectors * rows).sum(1)) & torch.isfinite(vectors).all(1)
-                      & torch.isfinite(rows).all(1))
-        return metrics_of_targets(greater, ties, finite, ks)
-    return _average_over_users(split, ks, batch_size, per_chunk, progress, desc,
-                               batches_per_call=max(1, _BLOCK_USERS // batch_size))
+                      & torch.isfinite(rows).all(1) & ~bad_target)
+        return metrics_of_targets(greater + above.to(device), ties, finite, ks)
+    result = _average_over_users(split, ks, batch_size, per_chunk, progress, desc,
+                                 batches_per_call=max(1, _BLOCK_USERS // batch_size))
+    result["nonfinite_items"] = int(nonfinite.sum())
+    return result
 
 
-def _candidate_table(table: torch.Tensor, candidates: torch.Tensor | None):
-    """(rows of the candidate items with row 0 = padding, old id -> new row or -1); (table, None) for all items."""
-    if candidates is None or bool(candidates[1:].all()):
+def _candidate_table(table: torch.Tensor, candidates: torch.Tensor | None, finite: torch.Tensor | None = None):
+    """(the ranked rows: candidate items, with finite vectors where `finite` is given, row 0 = padding; old id ->
+    new row or -1), or (table, None) when every item is ranked."""
+    if finite is None:
+        finite = torch.ones(len(table), dtype=torch.bool)
+    keep = finite.clone() if candidates is None else candidates & finite
+    if bool(keep[1:].all()):
         return table, None
-    keep = torch.cat([torch.zeros(1, dtype=torch.long), torch.nonzero(candidates[1:]).squeeze(1) + 1])
-    renumber = torch.full((len(candidates),), -1, dtype=torch.long)
+    keep = torch.cat([torch.zeros(1, dtype=torch.long), torch.nonzero(keep[1:]).squeeze(1) + 1])
+    renumber = torch.full((len(finite),), -1, dtype=torch.long)
     renumber[keep] = torch.arange(len(keep))
     return table[keep.to(table.device)], renumber
 
@@ -294,7 +324,8 @@ def by_domain(split: EvalSplit, evaluate_one: Callable[[EvalSplit], dict]) -> di
     metrics = [k for k in next(iter(parts.values())) if "@" in k]
     result = {k: sum(p[k] for p in parts.values()) / len(parts) for k in metrics}
     result.update(users=sum(p["users"] for p in parts.values()), repeats_skipped=split.repeats_skipped,
-                  nonfinite_users=sum(p["nonfinite_users"] for p in parts.values()), domains=parts)
+                  nonfinite_users=sum(p["nonfinite_users"] for p in parts.values()),
+                  nonfinite_items=sum(p["nonfinite_items"] for p in parts.values()), domains=parts)
     return result
 
 

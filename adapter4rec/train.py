@@ -28,7 +28,7 @@ from adapter4rec.evaluate import autocast, validate
 from adapter4rec.optim import apply_schedule, build_optimizer
 from adapter4rec.progress import progress_bar
 from adapter4rec.run.folder import claim, commit, decide, trim_metrics
-from adapter4rec.run.record import attach_log_file, environment, run_dir_of, setup_logging
+from adapter4rec.run.record import attach_log_file, environment, run_dir_of, seed_training_stream, setup_logging
 from adapter4rec.run.results import finish
 from adapter4rec.run.resume import Progress, StopSignals, find_resume, restore, rng_state, save_last, set_rng_state
 from adapter4rec.tb import Board
@@ -155,6 +155,7 @@ def _run(cfg: Config, device: torch.device, run_dir: Path, board: Board) -> dict
                  "again)", run_dir, " ".join(f"{k}={v:.4f}" for k, v in verdict.results["test"].items() if "@" in k))
         return verdict.results
     data, model = build_run(cfg, device)  # seeded alike on every rank; per-rank streams below
+    seed_training_stream(cfg.seed, dist.rank())  # dropout: each rank its own draws
     if cfg.zero_shot:
         commit(run_dir, cfg, verdict, environment())
         attach_log_file(run_dir)
@@ -263,6 +264,9 @@ def end_of_epoch(model, data, cfg: Config, device, run_dir: Path, progress: Prog
     if valid.get("nonfinite_users"):  # ranked last (metrics 0), so such an epoch is never the best by accident
         log.warning("epoch %d: %d of %d validation users got a non-finite score (NaN/inf model output); they are "
                     "ranked last", epoch, valid["nonfinite_users"], valid["users"])
+    if valid.get("nonfinite_items"):  # ranked above every target: they lower the metrics, never raise them
+        log.warning("epoch %d: %d item(s) have a non-finite vector (NaN/inf model output); they are ranked above "
+                    "every target", epoch, valid["nonfinite_items"])
     progress.epoch, progress.step, progress.loss_sum, progress.skipped = epoch + 1, 0, 0.0, 0
     if cfg.patience and progress.stale >= cfg.patience:
         log.info("early stop: no improvement of %s for %d epochs", cfg.select_metric, progress.stale)

@@ -17,6 +17,7 @@ import torch
 from adapter4rec.build import build_model, load_data
 from adapter4rec.checkpoint import read_checkpoint
 from adapter4rec.config import REPO_ROOT, parse_args
+from adapter4rec.run.record import derived_seed
 from adapter4rec.train import run, validate
 from tests.conftest import tiny_args
 
@@ -48,10 +49,11 @@ def runs(tiny_bert, tiny_data, tmp_path_factory):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     single = run(parse_args(args("single"), stage="pretrain", modality="text"))  # in-process, world size 1
+    training_seed = torch.initial_seed()  # the last seed set: the training stream's, after the model was built
     ddp_dir = root / "runs" / "ddp"
     return {"args": args("ddp"), "ddp_dir": ddp_dir, "ddp": json.loads((ddp_dir / "results.json").read_text()),
             "single": single, "single_file": json.loads((root / "runs" / "single" / "results.json").read_text()),
-            "log": proc.stdout + proc.stderr}
+            "log": proc.stdout + proc.stderr, "training_seed": training_seed}
 
 
 def test_two_process_run_writes_its_outputs(runs):
@@ -69,6 +71,14 @@ def test_every_user_counted_exactly_once(runs):
         assert res["data"]["users"] == USERS
         assert res["test"]["users"] == USERS, name
         assert res["popularity_test"]["users"] == USERS, name
+
+
+def test_each_rank_draws_its_own_dropout(runs):
+    # training draws (dropout, ID dropout) come from a stream seeded per rank once the model is built; with the
+    # build's seed alone, two ranks would drop the same units of their different batches
+    seed = parse_args(runs["args"], stage="pretrain", modality="text").seed
+    assert runs["training_seed"] == derived_seed(seed, "train/rank0")
+    assert len({derived_seed(seed, f"train/rank{r}") for r in range(8)} | {seed}) == 9
 
 
 def test_popularity_metrics_identical(runs):

@@ -111,3 +111,19 @@ def test_zero_shot_evaluates_the_source_model_without_touching_a_weight(tiny_ber
     assert saved.keys() == src.keys() and all(torch.equal(saved[k], src[k]) for k in src)
     with pytest.raises(SystemExit, match="zero_shot=True is invalid"):
         target(tiny_bert, tiny_data, tmp_path, zero_shot="true")  # no source model to evaluate
+
+
+def test_adding_the_id_table_changes_no_other_modules_initial_values(tiny_bert, tiny_data, tmp_path):
+    # each module draws from its own stream of the seed: the fused run's content path, user encoder and side
+    # network start where the content run they continue started, whatever the global stream holds
+    side = dict(tune="peft", adapter="side", adapter_where="item", item_adapter_size=16)
+    models = []
+    for tower, noise in (("modal", 0), ("fused", 7)):
+        cfg = target(tiny_bert, tiny_data, tmp_path, item_tower=tower, **side)
+        torch.manual_seed(noise)  # what ran before must not matter either
+        models.append(prepare_model(cfg, load_data(cfg), torch.device("cpu")))
+    content, fused = (m.state_dict() for m in models)
+    assert any(k.startswith("item_encoder.id_fusion.") for k in fused)
+    assert any(k.startswith("item_encoder.side.") for k in content)
+    for key, value in content.items():
+        assert torch.equal(value, fused[key]), key

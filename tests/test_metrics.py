@@ -1,6 +1,7 @@
 """rank_metrics against hand-computed HR@K / NDCG@K, and evaluate() masking / repeat handling on a tiny split."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import math
@@ -477,7 +478,7 @@ def _nonfinite_case():
     """Three test users (no masking, every item ranked): u0 finite (target 3 below item 1 only: rank 1), u1 a NaN
     user vector, u2 a finite vector whose fp32 product with its target overflows to +inf (the target the only
     such item: with NaN / inf read as a rank, both would be perfect). Item 7 is a NaN row: a competitor of
-    every user, ranked below (neither above nor level)."""
+    every user, ranked above its target (it may lower the metrics, never raise them)."""
     seqs = [np.array([1, 2, 3]), np.array([2, 4, 5]), np.array([3, 6, 1])]
     split = leave_one_out(Interactions(["u0", "u1", "u2"], seqs, 7, {}), 3, "no_mask", candidates="all").test
     table = torch.tensor([[0.0, 0.0], [2.0, 0.0], [-1.0, 1.0], [0.5, 0.0], [-2.0, 0.0], [-1.0, -1.0], [0.25, 0.0],
@@ -494,22 +495,23 @@ def test_nonfinite_target_scores_rank_last_and_are_counted():
 
     split, table, user_fn = _nonfinite_case()
     ks = [1, 2, 10]
-    # u0 alone keeps its exact metrics (rank 1: hr@1 0, hr@2 1, ndcg@2 1/log2(3), mrr@2 1/2), divided by 3 users
-    want = {"hr@1": 0.0, "hr@2": 1 / 3, "hr@10": 1 / 3, "ndcg@1": 0.0, "ndcg@2": lg(3) / 3, "ndcg@10": lg(3) / 3,
-            "mrr@1": 0.0, "mrr@2": 0.5 / 3, "mrr@10": 0.5 / 3}
+    # u0 alone keeps its exact metrics (rank 2, below item 1 and the NaN item 7: hr@2 0, hr@10 1, ndcg@10
+    # 1/log2(4), mrr@10 1/3), divided by 3 users
+    want = {"hr@1": 0.0, "hr@2": 0.0, "hr@10": 1 / 3, "ndcg@1": 0.0, "ndcg@2": 0.0, "ndcg@10": lg(4) / 3,
+            "mrr@1": 0.0, "mrr@2": 0.0, "mrr@10": 1 / 9}
     for got in (evaluate_embeddings(user_fn, table, split, ks, 2, torch.device("cpu")),
                 evaluate(lambda h: user_fn(h) @ table.T, split, ks, 2, torch.device("cpu"))):
         assert {k: got[k] for k in want} == pytest.approx(want, abs=1e-12)
-        assert got["users"] == 3 and got["nonfinite_users"] == 2
+        assert got["users"] == 3 and got["nonfinite_users"] == 2 and got["nonfinite_items"] == 1
 
 
-def test_a_nonfinite_target_gets_zero_for_every_k_and_a_nan_competitor_is_below():
-    scores = torch.tensor([[math.nan, 1.0, 2.0, math.nan],   # target 1: NaN competitors, one item above
+def test_a_nonfinite_target_gets_zero_for_every_k_and_a_nan_competitor_is_above():
+    scores = torch.tensor([[math.nan, 1.0, 2.0, math.nan],   # target 1: one item and two NaN competitors above
                            [math.nan, math.nan, math.nan, math.nan],
                            [1.0, math.inf, 2.0, 0.0],
                            [1.0, -math.inf, 2.0, 0.0]])
     out = rank_metrics(scores, torch.tensor([1, 1, 1, 1]), [1, 2, 4])
-    assert out["hr@1"].tolist() == [0.0, 0.0, 0.0, 0.0] and out["hr@2"].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert out["hr@2"].tolist() == [0.0, 0.0, 0.0, 0.0] and out["hr@4"].tolist() == [1.0, 0.0, 0.0, 0.0]
     for name in ("hr@4", "ndcg@4", "mrr@4"):
         assert out[name][1:].tolist() == [0.0, 0.0, 0.0], name
     assert out["nonfinite"].tolist() == [0.0, 1.0, 1.0, 1.0]
@@ -544,3 +546,66 @@ def test_a_split_left_without_users_is_refused_at_load(tmp_path, lines, split):
     assert str(tmp_path / "users.tsv") in msg and f"no {split} user left" in msg and "2 users kept" in msg
     assert "2 have a" in msg and "eval_repeats=skip" in msg and "eval_repeats=no_mask" in msg
     load_data(Config(dataset=str(tmp_path), min_seq_len=3, eval_repeats="no_mask").validate())  # what it says works
+
+
+def _nan_case(candidates=None):
+    """200 users, 300 items; targets among items 1..150; every user's history holds item 160 (masked)."""
+    from adapter4rec.data.split import eval_split_of
+    g = torch.Generator().manual_seed(3)
+    table = torch.randn(301, 8, generator=g)
+    table[0] = 0
+    vectors = torch.randn(200, 8, generator=g)
+    targets = torch.randint(1, 151, (200,), generator=g)
+    split = eval_split_of(list(range(200)), [np.array([160, 1 + i % 7]) for i in range(200)], targets.tolist(), 4,
+                          True, candidates=candidates)
+    return table, vectors, split
+
+
+def _embedding_metrics(table, vectors, split):
+    from adapter4rec.evaluate import evaluate_embeddings
+    position = {"at": 0}
+
+    def users(history):
+        rows = vectors[position["at"]:position["at"] + len(history)]
+        position["at"] += len(history)
+        return rows
+    return evaluate_embeddings(users, table, split, [5, 10], 1000, torch.device("cpu"))
+
+
+def test_nonfinite_items_rank_above_every_target_and_are_counted():
+    # an item table with NaN rows that are nobody's target must not raise the metrics by leaving the ranking
+    table, vectors, split = _nan_case()
+    clean = _embedding_metrics(table, vectors, split)
+    assert clean["nonfinite_items"] == 0 and clean["hr@10"] > 0
+    bad = table.clone()
+    bad[151:] = math.nan  # half the catalogue, the masked item 160 among them
+    assert _embedding_metrics(bad, vectors, split)["hr@10"] == 0.0  # 149 unmasked NaN rows above every target
+    few = table.clone()
+    few[[155, 160, 170, 180]] = math.nan  # 160 is in every history (masked): it counts for nobody
+    got = _embedding_metrics(few, vectors, split)
+    assert got["nonfinite_items"] == 4 and got["nonfinite_users"] == 0
+    # the reference: dense scores, masked items at -inf, NaN columns counted above (rank_metrics)
+    scores = vectors @ few.T
+    scores[:, 0] = -math.inf
+    which, seen = split.seen_ptr, split.seen_items
+    for u in range(200):
+        scores[u, seen[which[u]:which[u + 1]]] = -math.inf
+    want = rank_metrics(scores, split.target, [5, 10])
+    for key in ("hr@5", "hr@10", "ndcg@10"):
+        assert got[key] == pytest.approx(float(want[key].mean()), abs=1e-12), key
+    assert got["hr@10"] < clean["hr@10"]
+
+
+def test_a_nonfinite_target_row_makes_its_user_nonfinite_also_among_candidates():
+    table, vectors, split = _nan_case(candidates=torch.cat([torch.tensor([False]), torch.ones(300, dtype=torch.bool)]))
+    candidates = torch.ones(301, dtype=torch.bool)
+    candidates[0], candidates[250:] = False, False  # items 250.. are no candidate: their NaN counts for nobody
+    split = dataclasses.replace(split, candidates=candidates)
+    bad = table.clone()
+    target = int(split.target[0])
+    bad[[target, 260]] = math.nan
+    got = _embedding_metrics(bad, vectors, split)
+    hit = split.target == target
+    assert got["nonfinite_users"] == int(hit.sum()) and got["nonfinite_items"] == 1
+    clean = _embedding_metrics(table, vectors, split)
+    assert got["hr@10"] <= clean["hr@10"]

@@ -210,7 +210,7 @@ class Config:
     # --- run
     output_dir: str = _opt("runs", "root of run directories (absolute, or relative to the repository root)")
     run_name: str = _opt("", "run directory name (default: derived from stage, arch, encoder and seed)")
-    seed: int = _opt(12345, "random seed (each rank adds its rank)")
+    seed: int = _opt(12345, "random seed: each module's initial values and each rank's training stream derive from it")
     deterministic: bool = _opt(True, "bitwise-reproducible runs: deterministic kernels (torch."
                                "use_deterministic_algorithms, warn-only); without it the gradient scatter of "
                                "item embeddings adds in thread order and CPU runs drift apart in the 7th digit")

@@ -2,6 +2,7 @@
 (who may write its folder, and when: folder.py)."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import logging.handlers
 import os
@@ -9,6 +10,7 @@ import platform
 import random
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,30 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     # Deterministic mode also fills every new tensor with NaN, a debugging aid against reads of uninitialised
     # memory (which no correct kernel makes); it costs ~8% of a cached-state training step on a CPU.
     torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+def derived_seed(seed: int, name: str) -> int:
+    """A 63-bit seed of (seed, name) alone: streams of different names do not overlap in any known way."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+@contextmanager
+def module_seed(seed: int, name: str):
+    """Random draws inside come from the stream of (seed, name) alone, and the global stream outside is left as
+    it was: a module's initial values do not depend on which modules were built before it (a fused run's user
+    encoder starts as the content run it continues did)."""
+    with torch.random.fork_rng(devices=[]):  # modules are built on the CPU, then moved
+        torch.manual_seed(derived_seed(seed, name))
+        yield
+
+
+def seed_training_stream(seed: int, rank: int) -> None:
+    """The stream that dropout and ID dropout draw from while training: one per rank (DDP ranks must not drop
+    the same units), and independent of what the model holds, since building it draws from module streams."""
+    stream = derived_seed(seed, f"train/rank{rank}")
+    random.seed(stream)
+    np.random.seed(stream % 2**32)
+    torch.manual_seed(stream)
 
 
 def run_dir_of(cfg: Config) -> Path:
