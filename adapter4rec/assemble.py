@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -37,7 +38,8 @@ def build_run(cfg: Config, device: torch.device) -> tuple[Data, Recommender]:
     return data, prepare_model(cfg, data, device)
 
 
-def rebuild_run(run_dir: Path, device: str = "cpu", cache: bool = False):
+def rebuild_run(run_dir: Path, device: str = "cpu", cache: bool = False,
+                before_build: Callable[[Config], None] | None = None):
     """(model with the run's best weights, data, config, best.pt contents), rebuilt as the run built it.
 
     Every module draws its initial values from its own stream of the run's seed (run/record.module_seed), so the
@@ -46,6 +48,8 @@ def rebuild_run(run_dir: Path, device: str = "cpu", cache: bool = False):
     ckpt = read_checkpoint(run_dir / "best.pt")
     cfg = from_dict(ckpt["config"])
     check_pinned(ckpt, cfg, run_dir / "best.pt")  # the files it was built over are still the same
+    if before_build is not None:  # a caller's refusal from the config alone, before data and caches are built
+        before_build(cfg)
     data, model = build_run(dataclasses.replace(cfg, cache_frozen_backbone=cache), torch.device(device))
     load_run_weights(model, ckpt)
     return model.eval(), data, cfg, ckpt

@@ -52,9 +52,13 @@ def read_new_items(path: Path, catalog: ItemCatalog) -> ItemCatalog:
 
 def embed_new_items(model, cfg, path: Path, catalog: ItemCatalog) -> NewItems:
     """The new items' embeddings from their text, tokenised as the run's catalogue was."""
-    new = read_new_items(path, catalog)
-    tokens = build_token_table(new, load_tokenizer(checkpoint_dir(cfg)), cfg.text_field_list(), cfg.max_title_tokens)
-    return NewItems(new.ids, model.item_encoder.encode_texts(tokens))
+    return embed_catalog(model, cfg, read_new_items(path, catalog))
+
+
+def embed_catalog(model, cfg, items: ItemCatalog) -> NewItems:
+    """Embeddings of `items` from their text alone (no ID), tokenised as the run's catalogue was."""
+    tokens = build_token_table(items, load_tokenizer(checkpoint_dir(cfg)), cfg.text_field_list(), cfg.max_title_tokens)
+    return NewItems(items.ids, model.item_encoder.encode_texts(tokens))
 
 
 def extend_candidates(candidates: torch.Tensor | None, num_items: int, new: int, only_new: bool) -> torch.Tensor:

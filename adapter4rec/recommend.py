@@ -1,13 +1,15 @@
 """Top-K recommendations out of a finished run, with the scorer evaluation uses.
 
-    python -m adapter4rec.recommend RUN_DIR [--users FILE] [--k 20] [--out recs.tsv] [--device cpu]
-                                    [--fallback none|popularity] [--new_items FILE [--only_new]]
+    python -m adapter4rec.recommend RUN_DIR [--users FILE] [--user ID] [--k 20] [--out recs.tsv] [--device cpu]
+                                    [--fallback none|popularity] [--unknown_items error|drop]
+                                    [--new_items FILE [--only_new]]
 
 The model is rebuilt from RUN_DIR/best.pt as the run built it (full, PEFT adapters over the source checkpoint,
 any item tower), every item is encoded once, and each user's next items are ranked over the run's candidate items
 with the user's whole history masked (unless the run used eval_repeats=no_mask), chunked in users and items.
 Users: those of the run's users file (their whole sequence is the history), or of --users FILE in the same
-format, read against the run's items file (unknown items handled as the run's `unknown_items` says).
+format, read against the run's items file (unknown items handled as --unknown_items, by default as the run's
+`unknown_items`, says); --user ID writes that user's list only. Options are never abbreviated.
 Output: a TSV `user<TAB>rank<TAB>item<TAB>score`, K lines per user, best first, in the users file's order.
 --new_items FILE (items format) adds items the run never saw, embedded from their text alone by a text run's
 content path (new_items.py), to the candidates; --only_new ranks them alone (e.g. to place new arrivals).
@@ -50,9 +52,13 @@ class Written:
     unknown: int = 0
     fallback: str = "none"
     new_items: int = 0  # items outside the run's catalogue ranked by their text (--new_items)
+    longest: int | None = None  # the longest list written (below k when fewer candidates are left)
 
     def summary(self, out: Path, k: int) -> str:
-        line = f"wrote {out}: top-{k} items of {self.ranked} users"
+        shown = k if self.longest is None or self.longest >= k else self.longest
+        line = f"wrote {out}: top-{shown} items of {self.ranked} users"
+        if shown < k:
+            line += f" (asked for {k}: no user has more candidates left after masking)"
         if self.new_items:
             line += f" (with {self.new_items} new items ranked by their text)"
         if self.unknown and self.fallback == "popularity":
@@ -138,16 +144,19 @@ class _CheckedUsers:
         return vectors
 
 
-def _rank(model, data, cfg, users, k: int, batch_size: int, device: str, run_dir: Path,
-          new: NewItems | None = None, only_new: bool = False):
-    """top_k of every user, refusing a model that gives some user a non-finite vector or an overflowing score.
-    New items (ids after the catalogue's) are ranked with the run's candidates, or alone with only_new."""
+def rank_histories(model, data, cfg, sequences: list, user_names: list[str], k: int, batch_size: int, device: str,
+                   run_dir: Path, new: NewItems | None = None, only_new: bool = False,
+                   mask_history: bool | None = None):
+    """(items (U, k), scores (U, k)): top_k of every history (arrays of catalogue rows), refusing a model that
+    gives some user a non-finite vector or an overflowing score. New items (ids after the catalogue's) are ranked
+    with the run's candidates, or alone with only_new. mask_history: the run's protocol when None."""
     candidates = data.split.valid.candidates
     if new is not None:
         candidates = extend_candidates(candidates, len(data.catalog), len(new.ids), only_new)
+    masked = cfg.eval_repeats == "skip" if mask_history is None else mask_history
     # the whole sequence is the history (no target: top_k reads none)
-    split = eval_split_of(list(range(len(users.sequences))), users.sequences, [0] * len(users.sequences),
-                          cfg.max_seq_len, cfg.eval_repeats == "skip", candidates=candidates)
+    split = eval_split_of(list(range(len(sequences))), sequences, [0] * len(sequences), cfg.max_seq_len, masked,
+                          candidates=candidates)
     # the run's precision, as evaluation ranks (evaluate.validate): the item table and the user vectors under its
     # autocast, the ranking products in fp32 (top_k); in fp32 a bf16 run's top-10 came out in another order
     with torch.no_grad(), autocast(cfg, torch.device(device)):
@@ -159,7 +168,7 @@ def _rank(model, data, cfg, users, k: int, batch_size: int, device: str, run_dir
     bad = sorted(set(checked.bad) | set(torch.nonzero(torch.isposinf(scores).any(1)).squeeze(1).tolist()))
     if bad:
         raise SystemExit(f"recommend: the model in {run_dir} gives non-finite scores for {len(bad)} of "
-                         f"{len(users.user_ids)} users (e.g. user {users.user_ids[bad[0]]!r}): its weights have "
+                         f"{len(user_names)} users (e.g. user {user_names[bad[0]]!r}): its weights have "
                          f"diverged; nothing was written")
     return items, scores
 
@@ -177,9 +186,12 @@ def popular_items(data, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def recommend(run_dir: Path, users_file: Path | None, k: int, out: Path, device: str = "cpu",
               batch_size: int = 256, fallback: str = "none", new_items: Path | None = None,
-              only_new: bool = False) -> Written:
+              only_new: bool = False, unknown_items: str | None = None, user: str | None = None) -> Written:
     """Write the top-k TSV (users in file order); returns what was written. new_items: an items file of items the
-    run never saw, ranked by their text (new_items.py); only_new ranks those alone."""
+    run never saw, ranked by their text (new_items.py); only_new ranks those alone. unknown_items: error|drop for
+    the users file's items the run does not know (default: the run's setting). user: that user's list only."""
+    if unknown_items not in (None, "error", "drop"):
+        raise SystemExit(f"recommend: --unknown_items {unknown_items!r}: expected error or drop")
     if fallback not in FALLBACKS:
         raise SystemExit(f"recommend: --fallback {fallback!r}: expected one of {', '.join(FALLBACKS)}")
     if only_new and new_items is None:
@@ -195,49 +207,69 @@ def recommend(run_dir: Path, users_file: Path | None, k: int, out: Path, device:
         log.warning("recommend: %s is still training (%s): ranking with its best.pt of the epochs so far", run_dir,
                     holder)
     ids = None if users_file is None else user_ids(users_file)  # before the model is built
-    model, data, cfg, _ = rebuild_run(run_dir, device, cache=True)
+    refuse = None if new_items is None else (lambda cfg: check_run_can_embed(cfg, new_items))
+    model, data, cfg, _ = rebuild_run(run_dir, device, cache=True, before_build=refuse)
     if data.domains is not None:
         raise SystemExit(f"recommend: {run_dir} was trained on a pool of {len(data.domains)} datasets; recommend "
                          f"ranks one catalogue. Transfer the pool model to a target (source_checkpoint, or "
                          f"zero_shot=true) and recommend from that run")
     new = None
     if new_items is not None:
-        check_run_can_embed(cfg, new_items)
         with autocast(cfg, torch.device(device)):  # embedded in the run's precision, as its catalogue is
             new = embed_new_items(model, cfg, new_items, data.catalog)
     path = users_file or cfg.resolve(cfg.dataset) / cfg.users_file
     if ids is None:  # the run's own users file, known only from its config
         ids = user_ids(path)
+    if user is not None:
+        if user not in ids:
+            raise SystemExit(f"recommend: --user {user!r} is not in the users file {path}")
+        ids = [user]
     # with the popularity fallback, a file none of whose users has a known item still gets lists
-    users = read_users(path, data.catalog.index, 1, cfg.unknown_items, allow_empty=fallback == "popularity")
-    row_of = {user: row for row, user in enumerate(users.user_ids)}
+    users = read_users(path, data.catalog.index, 1, unknown_items or cfg.unknown_items,
+                       allow_empty=fallback == "popularity")
+    wanted = set(ids)  # every user of the file, or the one --user names
+    ranked = [(name, seq) for name, seq in zip(users.user_ids, users.sequences) if name in wanted]
     lists = {}
-    if row_of:
-        items, scores = _rank(model, data, cfg, users, k, batch_size, device, run_dir, new, only_new)
-        lists = {user: (items[row], scores[row]) for user, row in row_of.items()}
+    if ranked:
+        names = [name for name, _ in ranked]
+        items, scores = rank_histories(model, data, cfg, [seq for _, seq in ranked], names, k, batch_size, device,
+                                       run_dir, new, only_new)
+        lists = {name: (items[row], scores[row]) for row, name in enumerate(names)}
+    known = len(lists)
     popular = popular_items(data, k) if fallback == "popularity" else None
     if popular is not None:
-        lists.update({user: popular for user in ids if user not in row_of})
-    _write(out, ids, lists, data.catalog.ids + (new.ids if new is not None else []))
-    return Written(len(row_of), len(ids) - len(row_of), fallback, len(new.ids) if new is not None else 0)
+        lists.update({name: popular for name in ids if name not in lists})
+    longest = _write(out, ids, lists, data.catalog.ids + (new.ids if new is not None else []))
+    return Written(known, len(ids) - known, fallback, len(new.ids) if new is not None else 0, longest)
 
 
-def _write(out: Path, ids: list[str], lists: dict, catalog_ids: list[str]) -> None:
-    """The TSV, users in file order, written to a temporary name and renamed (never a half-written --out)."""
+def _write(out: Path, ids: list[str], lists: dict, catalog_ids: list[str]) -> int:
+    """The TSV, users in file order, written to a temporary name and renamed (never a half-written --out);
+    returns the longest list written."""
+    longest = 0
     with atomic_path(out) as partial, open(partial, "w", encoding="utf-8") as handle:
         for user in ids:
             if user not in lists:
                 continue
             items, scores = lists[user]
-            for rank, (item, score) in enumerate(zip(items.tolist(), scores.tolist()), 1):
+            rank = 0
+            for item, score in zip(items.tolist(), scores.tolist()):
                 if score != float("-inf"):  # fewer than k items left after masking (or NaN scores)
+                    rank += 1
                     handle.write(f"{user}\t{rank}\t{catalog_ids[item - 1]}\t{score:.6g}\n")
+            longest = max(longest, rank)
+    return longest
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)  # --user is never taken as --users
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--users", type=Path, help="users file (default: the run's own users)")
+    parser.add_argument("--user", help="one user of the users file: that user's list only")
+    parser.add_argument("--unknown_items", choices=("error", "drop"),
+                        help="the users file's items the run does not know: stop (error) or leave them out (drop); "
+                             "default: the run's unknown_items")
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--out", type=Path, help="default: <run_dir>/recs.tsv")
     parser.add_argument("--device", default="cpu")
@@ -252,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"recommend: --k {opts.k}: expected a positive integer")
     out = opts.out or opts.run_dir / "recs.tsv"
     written = recommend(opts.run_dir, opts.users, opts.k, out, opts.device, opts.batch_size, opts.fallback,
-                        opts.new_items, opts.only_new)
+                        opts.new_items, opts.only_new, opts.unknown_items, opts.user)
     print(written.summary(out, opts.k))
 
 

@@ -10,6 +10,7 @@ newest keep_last epochs), last.pt (resume state), results.json.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from adapter4rec import dist
 from adapter4rec.assemble import build_run
 from adapter4rec.checkpoint import checkpoint_of, epoch_path, prune_epoch_checkpoints, save_atomic
 from adapter4rec.config import Config
+from adapter4rec.config.flags import suggest
 from adapter4rec.data.pool import domain_weights
 from adapter4rec.data.shards import ShardedBatches
 from adapter4rec.evaluate import autocast, validate
@@ -128,6 +130,17 @@ def skip_or_stop(fault: str, cfg: Config, progress: Progress, step: int) -> None
     if dist.is_main():
         log.warning("%s at epoch %d step %d: update skipped (nonfinite=skip; %d skipped in this epoch)", fault,
                     progress.epoch, step, progress.skipped)
+
+
+def fit(**settings) -> dict:
+    """Train and test one run from Python, on the code path of run.py and the launchers: `settings` are Config's
+    keys (run.py's --key=value) over Config's defaults; returns the results (as results.json). An unknown key
+    raises TypeError naming the closest one; a bad value ValueError, as run.py's one-line refusal says."""
+    kinds = {f.name: type(f.default) for f in dataclasses.fields(Config)}
+    unknown = sorted(set(settings) - set(kinds))
+    if unknown:
+        raise TypeError("fit: unknown setting(s): " + ", ".join(f"{k!r}{suggest('--' + k, kinds)}" for k in unknown))
+    return run(Config(**settings).validate())
 
 
 @dist.record_errors()

@@ -103,8 +103,7 @@ def _config(tiny_bert, tiny_data, tmp_path, domain="source", **overrides):
 
 
 def _save_model(cfg, data, path, seed=0):
-    torch.manual_seed(seed)
-    model = build_model(cfg, data)
+    model = build_model(dataclasses.replace(cfg, seed=seed), data)  # the modules' initial values derive from it
     save_atomic(_ckpt(model.state_dict(), dataclasses.asdict(cfg)), path)
     return model
 
@@ -118,8 +117,7 @@ def _outputs(model, history):
 def test_load_source_reproduces_outputs(tiny_bert, tiny_data, tmp_path, source_data):
     cfg = _config(tiny_bert, tiny_data, tmp_path)
     source = _save_model(cfg, source_data, tmp_path / "best.pt", seed=0)
-    torch.manual_seed(1)
-    fresh = build_model(cfg, source_data)
+    fresh = build_model(dataclasses.replace(cfg, seed=1), source_data)
     history = source_data.split.test.history[:5]
     want = _outputs(source, history)
     assert not torch.allclose(_outputs(fresh, history)[0], want[0])  # different init: the check can fail
@@ -135,8 +133,7 @@ def test_load_source_into_target_domain_model(tiny_bert, tiny_data, tmp_path, so
     source = _save_model(cfg, source_data, tmp_path / "best.pt", seed=0)
     target_cfg = _config(tiny_bert, tiny_data, tmp_path, domain="target", stage="downstream",
                          source_checkpoint=tmp_path / "best.pt")
-    torch.manual_seed(2)
-    target = build_model(target_cfg, load_data(target_cfg))
+    target = build_model(dataclasses.replace(target_cfg, seed=2), load_data(target_cfg))
     load_source(target, tmp_path / "best.pt", dataclasses.asdict(target_cfg))
     own = target.state_dict()
     for key, value in source.state_dict().items():

@@ -15,7 +15,8 @@ LAYERS = [
     ("run", ["build", "checkpoint", "evaluate", "optim", "original", "run", "tb", "new_items", "assemble"]),
     # one-time preparation and synthetic data: above everything a run imports, so no run depends on them
     ("preparation", ["data.prepare", "data.synthetic"]),
-    ("entry points", ["train", "export", "recommend", "report", "report_figures", "studies", "launch", "demo"]),
+    ("entry points", ["train", "export", "recommend", "report", "report_figures", "studies", "launch", "demo",
+                      "serving"]),
 ]
 
 

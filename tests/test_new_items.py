@@ -3,6 +3,8 @@ the same text and no trained ID (a cold item of a fused side-network run, whose 
 cached layer states), ranked by recommend --new_items, and refused where no text path exists."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -83,3 +85,19 @@ def test_new_items_are_refused_where_they_cannot_be_embedded_or_are_not_new(fuse
     (tmp_path / "new.tsv").write_text("brand-new\tsome title\n")
     with pytest.raises(SystemExit, match="item_tower=id"):
         recommend(tmp_path / "ids", None, 5, tmp_path / "r.tsv", new_items=tmp_path / "new.tsv")
+
+
+def test_new_items_are_refused_before_the_model_data_or_caches_are_built(fused_run, tmp_path, monkeypatch):
+    # the refusal reads the run's config alone: an image run must not decode its pixels and build its state
+    # cache first (the check ran after the rebuild)
+    import adapter4rec.assemble as assemble
+    from adapter4rec.new_items import check_run_can_embed
+
+    def built(*_args, **_kwargs):
+        raise AssertionError("the model was built before the refusal")
+    monkeypatch.setattr(assemble, "build_run", built)
+    monkeypatch.setattr("adapter4rec.recommend.check_run_can_embed", lambda cfg, path: check_run_can_embed(
+        dataclasses.replace(cfg, modality="image"), path))  # the fused text run, read as an image run
+    (tmp_path / "new.tsv").write_text("brand-new\tsome title\n")
+    with pytest.raises(SystemExit, match="encodes images"):
+        recommend(fused_run, None, 5, tmp_path / "r.tsv", new_items=tmp_path / "new.tsv")

@@ -218,6 +218,25 @@ def test_the_popularity_fallback_serves_a_file_where_no_user_has_a_known_item(fa
         rec.main([str(tmp_path / "run"), "--users", str(users), "--out", str(out), "--k", "2"])
 
 
+def test_one_user_its_own_unknown_items_rule_and_an_honest_count_when_k_exceeds_the_candidates(fake_run, tmp_path,
+                                                                                                capsys):
+    users = tmp_path / "users.tsv"
+    users.write_text("a\ti1 i2\nb\tiX i3\nd\ti5\n")
+    out, run = tmp_path / "recs.tsv", str(tmp_path / "run")
+    rec.main([run, "--users", str(users), "--out", str(out), "--k", "100", "--user", "a"])
+    # a's history i1 i2 masked, i6 no candidate: 3 items are left, and the summary says so
+    assert [line.split("\t")[:3] for line in out.read_text().splitlines()] == [
+        ["a", "1", "i3"], ["a", "2", "i4"], ["a", "3", "i5"]]
+    assert capsys.readouterr().out.strip() == (f"wrote {out}: top-3 items of 1 users (asked for 100: no user has "
+                                               f"more candidates left after masking)")
+    with pytest.raises(SystemExit, match="--user 'zz' is not in the users file"):
+        rec.main([run, "--users", str(users), "--out", str(out), "--user", "zz"])
+    with pytest.raises(DataError, match="iX"):  # the run drops unknown items; --unknown_items error stops
+        rec.main([run, "--users", str(users), "--out", str(out), "--unknown_items", "error"])
+    with pytest.raises(SystemExit) as stop:  # no prefix matching: --use is neither --users nor --user
+        rec.main([run, "--use", str(users), "--out", str(out)])
+    assert stop.value.code == 2
+
 
 def test_recommend_reproduces_evaluations_top10_of_a_bf16_run(tiny_bert, tiny_data, tmp_path):
     """recommend ranks in the run's precision, as evaluation does: given each test user's history (the sequence
