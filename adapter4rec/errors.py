@@ -22,7 +22,8 @@ USER_ERRORS = (UserError, FloatingPointError)
 def exit_on_user_error(main) -> None:
     """Run an entry point's `main()`. A user error (USER_ERRORS, or our own SystemExit messages) prints ONE line
     `adapter4rec: error: ...` on stderr and exits with status 2 — under torchrun from rank 0 only, so the message
-    appears once; a real bug keeps its traceback. A4R_DEBUG=1 shows the traceback of user errors too."""
+    appears once; a real bug keeps its traceback. Ctrl-C: one line, exit 130. A4R_DEBUG=1 shows the traceback of
+    user errors (and of an interrupt) too."""
     debug = os.environ.get("A4R_DEBUG", "") not in ("", "0")
     try:
         main()
@@ -34,6 +35,13 @@ def exit_on_user_error(main) -> None:
         if debug:
             raise
         _report_and_exit(f"{type(err).__name__}: {err}")
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which stops itself and writes last.pt)
+        if debug:
+            raise
+        if int(os.environ.get("RANK", "0")) == 0:
+            print("adapter4rec: interrupted (Ctrl-C) outside the training steps: stopped; a later start continues "
+                  "from the run's last checkpoint, if it wrote one", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
 
 
 def _report_and_exit(message: str) -> None:

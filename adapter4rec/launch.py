@@ -129,8 +129,22 @@ def seeded_runs(stem: str, grid: dict[str, list], seeds: list[int] | None) -> li
 
 def run_or_exit(cmd: list[str], what: str) -> None:
     """Run a command; if it fails, stop with its exit status and one line naming it (the command printed its own
-    error; a Python traceback of the launcher would only bury it)."""
-    status = subprocess.run(cmd).returncode
+    error; a Python traceback of the launcher would only bury it). Ctrl-C reaches the command too (one process
+    group): it stops itself (a run writes last.pt and says how to continue) and the launcher waits for it, then
+    exits with its status (130, or 143 for SIGTERM) and one line, without a traceback."""
+    process = subprocess.Popen(cmd)
+    interrupted = False
+    while True:
+        try:
+            status = process.wait()
+            break
+        except KeyboardInterrupt:  # the command got the same SIGINT: let it finish stopping
+            interrupted = True
+    if interrupted or status in (130, 143, -2, -15):
+        status = status if status > 0 else 128 - status
+        print(f"launcher: {what} was interrupted (exit status {status}); later runs were not started; the same "
+              f"command continues where it stopped", file=sys.stderr, flush=True)
+        raise SystemExit(status or 130)
     if status:
         print(f"launcher: {what} failed (exit status {status}); later runs were not started", file=sys.stderr,
               flush=True)
@@ -269,7 +283,7 @@ def sweep(launcher_file: str, args: dict, grid: dict[str, list], nproc: int = 1,
         suffix = f"-seed{values['seed']}" if opts["seeds"] else ""
         merged = {k: v.replace(SEED_SUFFIX, suffix) if isinstance(v, str) else v
                   for k, v in {**args, **values, "run_name": run_name}.items()}
-        cmd = [sys.executable, "-m", "torch.distributed.run", *shlex.split(opts["torchrun"]),
+        cmd = [sys.executable, "-m", "adapter4rec.run.torchrun", *shlex.split(opts["torchrun"]),
                "--nproc_per_node", procs, str(run_py)]
         cmd += [f"--{k}={_fmt(v)}" for k, v in merged.items()] + extra
         done = (_output_root(merged, extra) / run_name / "results.json").is_file()

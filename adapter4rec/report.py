@@ -313,8 +313,11 @@ def main(argv: list[str] | None = None) -> str:
         figure(rows, opts.fig, opts.title)
     if opts.curves:
         title = "Validation HR@10 per epoch" + ("" if opts.title == parser.get_default("title") else f": {opts.title}")
-        for skipped in curves(rows, opts.curves, title):
-            print(f"report: {skipped} has no metrics.jsonl; left out of the learning curves")
+        try:
+            for skipped in curves(rows, opts.curves, title):
+                print(f"report: {skipped} has no metrics.jsonl; left out of the learning curves")
+        except ValueError as err:
+            print(f"report: --curves: {err}")
     print(text)
     return text
 

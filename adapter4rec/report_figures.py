@@ -73,17 +73,24 @@ def mean_curve(run_dirs: list[Path], metric: str = "hr@10") -> tuple[list[int], 
 
 
 def curves(rows: list[dict], path: Path, title: str, metric: str = "hr@10") -> list[str]:
-    """One line per row (mean over its seeds); returns the runs left out for lack of metrics.jsonl."""
+    """One line per row (mean over its seeds); returns the runs left out for lack of metrics.jsonl. Without a
+    single curve (zero-shot runs train no epoch) no figure is written: raises ValueError saying so."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=_size(len(rows)))
-    skipped = []
+    skipped, drawn = [], 0
     for r in rows:
         dirs = [d for d in r["dirs"] if (d / "metrics.jsonl").is_file()]
         skipped += [str(d) for d in r["dirs"] if d not in dirs]
         if dirs:
             epochs, values = mean_curve(dirs, metric)
+            if not epochs:
+                continue
             label = r["label"] + (f" (mean of {len(dirs)} seeds)" if len(dirs) > 1 else "")
             ax.plot([e + 1 for e in epochs], values, marker="o", markersize=3, label=label)
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        raise ValueError(f"no run has a learning curve (metrics.jsonl with epochs); {path} not written")
     ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {metric.upper()}")

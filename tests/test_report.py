@@ -165,6 +165,15 @@ def test_figures_are_written(houlsby_seeds, tmp_path):
         assert path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_runs_without_learning_curves_get_one_line_and_no_empty_figure(tmp_path, capsys, recwarn):
+    runs = [make_run(tmp_path, name, HOULSBY, 0.1, curve=()) for name in ("zero-shot-a", "zero-shot-b")]
+    curves = tmp_path / "curves.png"
+    report.main([*map(str, runs), "--curves", str(curves)])
+    assert not curves.exists()
+    assert "report: --curves: no run has a learning curve" in capsys.readouterr().out
+    assert not [w for w in recwarn if "No artists" in str(w.message)]
+
+
 def test_help_prints(capsys):
     with pytest.raises(SystemExit) as done:
         report.main(["--help"])

@@ -63,6 +63,48 @@ def test_under_torchrun_the_message_appears_once(tiny_bert, bad_dataset, tmp_pat
     assert "Traceback (most recent call last)" not in out.split("NO-SUCH-ITEM")[0]
 
 
+LAUNCHER = REPO_ROOT / "Downstream" / "Text" / "script" / "frozen.py"
+
+
+@pytest.mark.parametrize("bad", ["data", "config"])
+def test_through_a_launcher_a_user_error_is_the_childs_line_and_status_2(tiny_bert, bad_dataset, tmp_path, bad):
+    # the launcher runs torchrun (adapter4rec.run.torchrun), whose own ChildFailedError traceback (exit 1) would
+    # bury the child's one line; a typo in a setting is a config error through the same path
+    args = tiny_args(tiny_bert, bad_dataset, tmp_path / "runs", device="cpu")
+    if bad == "config":
+        args.append("--dropout=1.5")
+    proc = subprocess.run([sys.executable, str(LAUNCHER), *args], capture_output=True, text=True, env=_env(),
+                          timeout=150, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "Traceback" not in out and "ChildFailedError" not in out, out[-3000:]
+    errors = [line for line in out.splitlines() if line.startswith("adapter4rec: ")]  # error: / config:
+    assert len(errors) == 1 and ("NO-SUCH-ITEM" if bad == "data" else "dropout=1.5") in errors[0], out[-3000:]
+    assert "launcher: run frozen failed (exit status 2)" in out
+
+
+def test_ctrl_c_through_a_launcher_stops_the_run_with_one_line_and_status_130(tiny_bert, tiny_data, tmp_path):
+    import signal
+
+    # Ctrl-C reaches the whole foreground process group: launcher, torchrun and the run
+    args = tiny_args(tiny_bert, tiny_data / "target", tmp_path / "runs", device="cpu", epochs=200, source_checkpoint="",
+                     save_every_steps=1)
+    proc = subprocess.Popen([sys.executable, str(LAUNCHER), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=_env(), cwd=tmp_path, start_new_session=True)
+    lines = []
+    for line in proc.stdout:  # training: its first epoch is over
+        lines.append(line)
+        if "epoch 0 loss" in line:
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    rest, _ = proc.communicate(timeout=120)
+    out = "".join(lines) + rest
+    assert proc.returncode == 130, out[-3000:]
+    assert "Traceback" not in out and "SignalException" not in out, out[-3000:]
+    assert "launcher: run frozen was interrupted (exit status 130)" in out
+    assert (tmp_path / "runs" / "frozen" / "last.pt").is_file()
+
+
 def test_a_real_bug_keeps_its_traceback(monkeypatch):
     from adapter4rec.errors import exit_on_user_error
 
@@ -104,3 +146,14 @@ def test_progress_off_a_terminal_is_a_few_log_lines():
     finally:
         log.removeHandler(collect)
         log.setLevel(level)
+
+
+def test_ctrl_c_outside_the_training_steps_is_one_line_and_status_130(capsys):
+    from adapter4rec.errors import exit_on_user_error
+
+    def interrupted():
+        raise KeyboardInterrupt
+    with pytest.raises(SystemExit) as stop:
+        exit_on_user_error(interrupted)
+    assert stop.value.code == 130
+    assert capsys.readouterr().err.startswith("adapter4rec: interrupted (Ctrl-C) outside the training steps")
