@@ -79,14 +79,16 @@ def test_launchers_write_complete_run_dirs(transfer_runs):
     assert json.loads((transfer_runs / "frozen-scratch" / "config.json").read_text())["source_checkpoint"] == ""
 
 
-# Margins from `python tests/quality_margins.py` (training seeds 12345 / 1 / 2 on this data, commit 218be39):
-#   scratch - popularity        HR@10 +0.103 / +0.148 / +0.168, NDCG@10 +0.075 / +0.093 / +0.111 (std 0.018)
-#   frozen transfer - scratch   HR@10 +0.100 / +0.030 / +0.040, NDCG@10 +0.059 / +0.043 / +0.029 (std 0.015)
-#   fine-tuning (1 ep) - scratch HR@10 +0.075 / +0.060 / +0.050, NDCG@10 +0.050 / +0.040 / +0.028 (std 0.011)
-#   side - scratch              HR@10 +0.110 / +0.015 / +0.010, NDCG@10 +0.063 / +0.024 / +0.026 (std 0.022)
-# Each margin is about the mean minus 2 standard deviations of its gap. Upper bound: the best NDCG@10 of any run
-# over the seeds was 0.278 (HR@10 0.49); a deliberate target leak (every user again with two more items, so each
-# test transition is also trained on) takes the frozen model from 0.213 to 0.723 (HR@10 0.90).
+# Margins from `python tests/quality_margins.py` (training seeds 12345 / 1 / 2 on this data, commit bcaabf1: each
+# module initialised from its own seed stream):
+#   scratch - popularity        HR@10 +0.157 / +0.122 / +0.128, NDCG@10 +0.099 / +0.086 / +0.075 (std 0.012)
+#   frozen transfer - scratch   HR@10 +0.055 / +0.095 / +0.080, NDCG@10 +0.033 / +0.068 / +0.066 (std 0.020)
+#   fine-tuning (1 ep) - scratch HR@10 -0.010 / +0.055 / +0.055, NDCG@10 +0.004 / +0.015 / +0.044 (std 0.021)
+#   side - scratch              HR@10 +0.000 / +0.080 / +0.050, NDCG@10 +0.022 / +0.047 / +0.060 (std 0.019)
+# Each margin is about the mean minus 2 standard deviations of its gap; one epoch of fine-tuning is only asserted
+# above scratch in NDCG@10 (its gap's mean - 2 std is below 0; at 218be39 it was +0.028..+0.050). Upper bound: the
+# best NDCG@10 of any run over the seeds was 0.292 (HR@10 0.49); a deliberate target leak (every user again with
+# two more items, so each test transition is also trained on) takes the frozen model to 0.687 (HR@10 0.91).
 def test_scratch_learns_beyond_popularity(transfer_runs):
     scratch = results(transfer_runs, "frozen-scratch")
     popularity = scratch["popularity_test"]
@@ -99,7 +101,7 @@ def test_transfer_beats_scratch(transfer_runs):
     transfer = results(transfer_runs, "frozen-transfer")["test"]  # the same model and budget, from the source
     assert transfer["ndcg@10"] > scratch["ndcg@10"] + 0.01
     assert transfer["hr@10"] > scratch["hr@10"]
-    assert results(transfer_runs, "finetune")["test"]["ndcg@10"] > scratch["ndcg@10"] + 0.01
+    assert results(transfer_runs, "finetune")["test"]["ndcg@10"] > scratch["ndcg@10"]
     assert results(transfer_runs, "adapter_side")["test"]["ndcg@10"] > scratch["ndcg@10"]
     source = results(transfer_runs, "sm_base_sasrec")
     assert source["test"]["ndcg@10"] > source["popularity_test"]["ndcg@10"] + 0.03
