@@ -217,9 +217,27 @@ class JobQueue:
         print(f"> {job.name}: started ({self.threads} thread(s), output in {job.log})", flush=True)
 
     def wait(self) -> None:
-        """Run everything submitted; return when all finished, or exit with the first failure's status."""
+        """Run everything submitted; return when all finished, or exit with the first failure's status. Ctrl-C
+        reaches the running jobs too: they stop themselves (last.pt); the queue waits for them, starts no other,
+        and exits 130 with one line."""
         self._link()
-        pending, running, failed = list(self.queued), [], None
+        pending, running = list(self.queued), []
+        try:
+            self._run(pending, running)
+        except KeyboardInterrupt:
+            for job in running:
+                while job.process.poll() is None:
+                    try:
+                        job.process.wait()
+                    except KeyboardInterrupt:
+                        pass
+            names = ", ".join(job.name for job in running) or "none"
+            print(f"launcher: interrupted; running run(s) stopped ({names}), {len(pending)} not started; the same "
+                  f"command continues where they stopped", file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
+
+    def _run(self, pending: list[Job], running: list[Job]) -> None:
+        failed = None
         while pending or running:
             for job in list(pending):
                 if failed is not None or len(running) >= self.jobs:

@@ -117,3 +117,27 @@ def test_a_value_with_the_seed_suffix_reads_each_seeds_own_run(tmp_path, capsys)
     assert [c.split("--warm_start=")[1].split()[0] for c in commands] == [
         "runs/first-seed1/best.pt", "runs/first-seed2/best.pt", "runs/first/best.pt"]
     assert "--epochs=1" in commands[0] and "--run_name=second-seed2" in commands[1]
+
+
+def test_ctrl_c_waits_for_the_running_runs_starts_no_other_and_exits_130(tmp_path, capsys, monkeypatch):
+    import adapter4rec.launch as launch
+
+    queue = JobQueue(1, tmp_path / "logs", poll_seconds=0.05)
+    submit(queue, tmp_path, "running", seconds=0.5)
+    submit(queue, tmp_path, "later")
+    real_sleep = launch.time.sleep
+    calls = {"n": 0}
+
+    def interrupted(seconds):  # Ctrl-C lands while the queue polls its running job
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        real_sleep(seconds)
+    monkeypatch.setattr(launch.time, "sleep", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        queue.wait()
+    assert stop.value.code == 130
+    assert (tmp_path / "runs" / "running" / "best.pt").is_file()  # waited for, not orphaned
+    assert not (tmp_path / "runs" / "later").exists()
+    err = capsys.readouterr().err
+    assert err.startswith("launcher: interrupted; running run(s) stopped (running), 1 not started")
