@@ -17,8 +17,8 @@ import torch
 from adapter4rec.adapters.methods import add_adapters
 from adapter4rec.adapters.trainable import set_trainable, trainable_summary
 from adapter4rec.build import Data, build_model, load_data
-from adapter4rec.checkpoint import (CheckpointError, ForeignCheckpointError, check_pinned, finish_warm_start,
-                                    load_run_weights, load_source, load_warm_start, pinned_inputs,
+from adapter4rec.checkpoint import (PINNED_INPUTS, CheckpointError, ForeignCheckpointError, check_pinned,
+                                    finish_warm_start, load_run_weights, load_source, load_warm_start, pinned_inputs,
                                     read_checkpoint)
 from adapter4rec.config import Config, from_dict
 from adapter4rec.evaluate import autocast
@@ -109,6 +109,27 @@ def prepare_model(cfg: Config, data: Data, device: torch.device) -> Recommender:
                      report.get("bytes", 0) / 2**20, report.get("build_seconds", 0.0))
             data.stats["state_cache"] = {k: report.get(k) for k in ("hit", "bytes", "build_seconds", "path")}
     return model
+
+
+def check_inputs_outside(cfg: Config, run_dir: Path) -> None:
+    """Before a run is trained: the weight files it starts from (source_checkpoint, warm_start) must not lie in
+    its own folder (retraining would replace the file it starts from), nor have been built over a file of its
+    folder (a cycle: this run retrained from B, B built from this run's old best.pt, leaves B unrebuildable)."""
+    own = run_dir.resolve()
+    for key in PINNED_INPUTS:
+        value = getattr(cfg, key)
+        path = cfg.resolve(value).resolve() if value else None
+        if path is None or not path.is_file():
+            continue  # none, or missing: the loader names it
+        if own in path.parents:
+            raise CheckpointError(f"{key}={value} lies in this run's own folder {run_dir}: training it again would "
+                                  f"replace the file it starts from; start from a copy elsewhere, or name another "
+                                  f"run_name")
+        for pinned in read_checkpoint(path).get("inputs", {}).values():
+            if own in cfg.resolve(pinned["path"]).resolve().parents:
+                raise CheckpointError(f"{key}={value} was built over {pinned['path']}, a file of this run's own "
+                                      f"folder: training this run from it is a cycle, and would leave that run "
+                                      f"unable to be rebuilt; name another run_name")
 
 
 def check_fresh_head(cfg: Config, source_cfg: dict) -> None:

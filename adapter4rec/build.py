@@ -127,6 +127,16 @@ def token_table(cfg: Config, data: Data, folder) -> TokenTable:
     if cfg.pool_exclude_items and len(items_files) > 1:
         items_files.append(cfg.resolve(cfg.pool_exclude_items))  # what is left out changes every id after it
     fields = cfg.text_field_list()
+    if "abstract" in fields:  # the items file's third column: a setting that reads an empty column does nothing
+        missing = sum(1 for text in data.catalog.abstracts if not text.strip())
+        if missing == len(data.catalog):
+            raise DataError(f"{items_files[0]}: text_fields={cfg.text_fields!r} reads the abstract (third column), "
+                            f"which no item has; set text_fields=title or add the column")
+        if missing:
+            log.warning("text_fields=%s: %d of %d items have no abstract (%s)", cfg.text_fields, missing,
+                        len(data.catalog), "their title is encoded instead" if fields == ["abstract"] else
+                        "encoded from the title alone")
+        data.stats["items_without_abstract"] = missing
 
     def compute() -> tuple[torch.Tensor, dict]:
         return pack(build_token_table(data.catalog, load_tokenizer(folder), fields, cfg.max_title_tokens))

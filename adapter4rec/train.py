@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset, WeightedRandomSampler
 
 from adapter4rec import dist
-from adapter4rec.assemble import build_run
+from adapter4rec.assemble import build_run, check_inputs_outside
 from adapter4rec.checkpoint import checkpoint_of, epoch_path, prune_epoch_checkpoints, save_atomic
 from adapter4rec.config import Config
 from adapter4rec.config.flags import suggest
@@ -167,6 +167,7 @@ def _run(cfg: Config, device: torch.device, run_dir: Path, board: Board) -> dict
         log.info("run %s finished before with these settings (test %s); nothing to do (overwrite=true trains it "
                  "again)", run_dir, " ".join(f"{k}={v:.4f}" for k, v in verdict.results["test"].items() if "@" in k))
         return verdict.results
+    check_inputs_outside(cfg, run_dir)
     data, model = build_run(cfg, device)  # seeded alike on every rank; per-rank streams below
     seed_training_stream(cfg.seed, dist.rank())  # dropout: each rank its own draws
     if cfg.zero_shot:

@@ -112,6 +112,21 @@ def test_over_long_title_is_truncated(tiny_bert, tmp_path):
     assert table.truncated == 1
 
 
+def test_text_fields_reading_an_abstract_no_item_has_is_refused_and_a_partial_one_counted(tiny_bert, tmp_path):
+    from adapter4rec.build import load_data, token_table
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    _write(data_dir, "users.tsv", "".join(f"u{u}\ti1 i2 i3 i4 i5\n" for u in range(4)))
+    _write(data_dir, "items.tsv", "".join(f"i{i}\tTitle {i}\n" for i in range(1, 6)))
+    cfg = parse_args(tiny_args(tiny_bert, data_dir, tmp_path, text_fields="title,abstract"))
+    with pytest.raises(DataError, match="reads the abstract \\(third column\\), which no item has"):
+        token_table(cfg, load_data(cfg), tiny_bert)
+    _write(data_dir, "items.tsv", "i1\tTitle 1\tan abstract\n" + "".join(f"i{i}\tTitle {i}\n" for i in range(2, 6)))
+    data = load_data(cfg)
+    token_table(cfg, data, tiny_bert)
+    assert data.stats["items_without_abstract"] == 4
+
+
 @pytest.mark.parametrize("name", ["items.tsv", "users.tsv"])
 def test_non_utf8_bytes(tmp_path, name):
     good = b"i1\tTitle one\n" if name == "items.tsv" else b"u1\ti1 i2 i3\n"

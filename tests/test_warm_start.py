@@ -272,3 +272,18 @@ def test_fused_to_fused_warm_start_compares_the_fusion():
                            config(item_tower="fused", item_fusion="gate")) == [
         "warm run item_fusion='concat', this run item_fusion='gate'"]
     assert warm_mismatches(config(), config(item_tower="fused", item_fusion="concat")) == []  # modal -> fused
+
+
+def test_a_warm_start_from_the_runs_own_folder_or_in_a_cycle_is_refused(tiny_bert, tiny_data, frozen_run):
+    out, frozen_cfg = frozen_run
+    own = dataclasses.replace(frozen_cfg, warm_start=str(out / "frozen" / "best.pt"), overwrite=True)
+    with pytest.raises(CheckpointError, match="lies in this run's own folder"):
+        train.run(own)
+    # B warm-starts from the frozen run; the frozen run retrained from B would leave B unrebuildable
+    b = dataclasses.replace(frozen_cfg, warm_start=str(out / "frozen" / "best.pt"), run_name="b", epochs=1)
+    train.run(b)
+    cycle = dataclasses.replace(frozen_cfg, warm_start=str(out / "b" / "best.pt"), overwrite=True)
+    with pytest.raises(CheckpointError, match="a file of this run's own folder: training this run from it is a "
+                                              "cycle"):
+        train.run(cycle)
+    assert read_checkpoint(out / "frozen" / "best.pt")  # refused before the folder was touched
