@@ -301,6 +301,11 @@ def load_warm_start(model: torch.nn.Module, path: Path, config: dict) -> tuple[d
     if warm.get("stage") != "downstream":
         raise CheckpointError(f"{path}: warm_start reads a finished target (downstream) run's checkpoint; this one "
                               f"is stage={warm.get('stage')!r} (a source run goes to source_checkpoint)")
+    if ckpt.get("kind") == "trainable" and warm.get("warm_start"):
+        raise CheckpointError(f"{path}: this adapter run itself started from warm_start={warm['warm_start']}, and its "
+                              f"checkpoint holds only what it trained, not the head and user encoder it inherited; "
+                              f"export it to a full checkpoint (python -m adapter4rec.export) and warm-start from "
+                              f"that, or warm-start from {warm['warm_start']}")
     differ = warm_mismatches(warm, config)
     if differ:
         raise CheckpointError(f"{path}: the warm-start run differs from this run in {len(differ)} setting(s) that must "

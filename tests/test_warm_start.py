@@ -287,3 +287,14 @@ def test_a_warm_start_from_the_runs_own_folder_or_in_a_cycle_is_refused(tiny_ber
                                               "cycle"):
         train.run(cycle)
     assert read_checkpoint(out / "frozen" / "best.pt")  # refused before the folder was touched
+
+
+def test_a_warm_start_from_an_adapter_run_that_was_itself_warm_started_is_refused(tiny_bert, tiny_data, frozen_run):
+    # its checkpoint holds its adapters only: the head and user encoder it inherited would silently be missing
+    out, frozen_cfg = frozen_run
+    adapter = dict(tune="peft", adapter="houlsby", item_adapter_size=8, user_adapter_size=8,
+                   source_checkpoint=out / "source.pt", max_steps_per_epoch=2, epochs=1)
+    train.run(_config(tiny_bert, tiny_data, out, warm_start=out / "frozen" / "best.pt", run_name="lpft", **adapter))
+    again = _config(tiny_bert, tiny_data, out, warm_start=out / "lpft" / "best.pt", run_name="again", **adapter)
+    with pytest.raises(CheckpointError, match="itself started from warm_start=.*export it to a full checkpoint"):
+        prepare_model(again, load_data(again), CPU)
