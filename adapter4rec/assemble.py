@@ -125,7 +125,11 @@ def check_inputs_outside(cfg: Config, run_dir: Path) -> None:
             raise CheckpointError(f"{key}={value} lies in this run's own folder {run_dir}: training it again would "
                                   f"replace the file it starts from; start from a copy elsewhere, or name another "
                                   f"run_name")
-        for pinned in read_checkpoint(path).get("inputs", {}).values():
+        try:
+            pinned_inputs = read_checkpoint(path).get("inputs", {})
+        except ForeignCheckpointError:
+            continue  # a checkpoint of the original code: built by nothing of ours, so no cycle; the loader maps it
+        for pinned in pinned_inputs.values():
             if own in cfg.resolve(pinned["path"]).resolve().parents:
                 raise CheckpointError(f"{key}={value} was built over {pinned['path']}, a file of this run's own "
                                       f"folder: training this run from it is a cycle, and would leave that run "

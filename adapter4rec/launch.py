@@ -55,11 +55,34 @@ def _split_launcher_options(argv: list[str]) -> tuple[dict, list[str]]:
         elif arg in ("--dry_run", "--dry-run", "--skip_done", "--skip-done"):
             opts[arg.lstrip("-").replace("-", "_")] = True
         else:
+            _refuse_mistyped_option(name)
             rest.append(arg)
         i += 1
     if opts["seeds"] is not None:
         opts["seeds"] = _parse_seeds(opts["seeds"], rest)
     return opts, rest
+
+
+LAUNCHER_OPTIONS = ("--nproc_per_node", "--torchrun", "--dry_run", "--skip_done", "--seeds", "--run_name", "--jobs")
+
+
+def _refuse_mistyped_option(flag: str) -> None:
+    """`--dryrun`: not a Config key but close to a launcher option: refused here with the suggestion (run.py would
+    only say it is no setting). Anything else goes on to run.py, which suggests among the settings."""
+    import dataclasses
+
+    from adapter4rec.config import Config
+    from adapter4rec.config.flags import suggest_name
+
+    typed = flag.replace("-", "_").lstrip("_")
+    keys = {f.name for f in dataclasses.fields(Config)}
+    if not flag.startswith("--") or typed in keys or (typed.startswith("no_") and typed[3:] in keys):
+        return
+    hint = suggest_name("--" + typed, LAUNCHER_OPTIONS)
+    if hint:
+        print(f"launcher: unknown option {flag}{hint}; the launcher's options: {', '.join(LAUNCHER_OPTIONS)} "
+              f"(docs/running.md), any other --key=value goes to run.py", file=sys.stderr)
+        raise SystemExit(2)  # a usage error, as run.py's
 
 
 def split_seeds(argv: list[str]) -> tuple[list[str], list[int] | None]:

@@ -132,10 +132,16 @@ def skip_or_stop(fault: str, cfg: Config, progress: Progress, step: int) -> None
                     progress.epoch, step, progress.skipped)
 
 
-def fit(**settings) -> dict:
+def fit(preset: str | None = None, **settings) -> dict:
     """Train and test one run from Python, on the code path of run.py and the launchers: `settings` are Config's
-    keys (run.py's --key=value) over Config's defaults; returns the results (as results.json). An unknown key
-    raises TypeError naming the closest one; a bad value ValueError, as run.py's one-line refusal says."""
+    keys (run.py's --key=value) over Config's defaults, or over launcher `preset`'s recipe (e.g. "frozen": the
+    settings and run name Downstream/Text/script/frozen.py gives its run; config/presets.py); returns the results
+    (as results.json). An unknown key raises TypeError naming the closest one; a bad value or preset ValueError,
+    as run.py's one-line refusal says."""
+    from adapter4rec.config.presets import preset as recipe
+
+    if preset is not None:
+        settings = {**recipe(preset, tuple(settings)), **settings}
     kinds = {f.name: type(f.default) for f in dataclasses.fields(Config)}
     unknown = sorted(set(settings) - set(kinds))
     if unknown:

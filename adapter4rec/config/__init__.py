@@ -279,7 +279,17 @@ def build_parser(defaults: Config) -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str], **defaults) -> Config:
-    """Parse `argv` over `Config(**defaults)`; unknown keys raise SystemExit with a suggestion."""
+    """Parse `argv` over `Config(**defaults)` (over a launcher's recipe first with `--preset NAME`, see presets.py);
+    unknown keys raise SystemExit with a suggestion."""
+    from adapter4rec.config.presets import PresetError, preset, split_preset
+
+    name, argv = split_preset(list(argv))
+    if name is not None:
+        given = tuple(a.lstrip("-").split("=", 1)[0] for a in argv if a.startswith("--"))
+        try:
+            defaults = {**defaults, **preset(name, given)}  # the named recipe over run.py's own
+        except PresetError as err:
+            raise SystemExit(f"adapter4rec: {err}") from None
     base = Config(**defaults)
     parser = build_parser(base)
     known, unknown = parser.parse_known_args(argv)

@@ -88,3 +88,10 @@ def suggest(arg: str, kinds: dict[str, type]) -> str:
     aliases = [spelling for spelling, _ in hits if spelling in ALIASES]
     note = f" {aliases[0]} is called {' / '.join(ALIASES[aliases[0]])} here" if aliases else ""
     return f" (did you mean {' or '.join(flag(t) for t in targets)}?{note})"
+
+
+def suggest_name(word: str, names) -> str:
+    """' (did you mean 'x'?)' for a mistyped name among `names` (presets, launcher options), '' when none is close."""
+    scored = [(edit_distance(word.lower(), name.lower()), name) for name in names]
+    close = sorted((d, name) for d, name in scored if _close_enough(d, name))
+    return f" (did you mean {close[0][1]!r}?)" if close else ""
