@@ -20,7 +20,7 @@ from adapter4rec.data.prepare.image_folders import build_from_folder
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--items", type=Path, required=True, help="items file: one item name per line")
     parser.add_argument("--images", type=Path, required=True, help="folder with <item>.jpg/.png/... files")
     parser.add_argument("--out", type=Path, required=True, help="LMDB folder to write (replaced if present)")

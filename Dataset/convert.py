@@ -30,7 +30,8 @@ def _fields(value: str) -> list[str]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__,
+                                     allow_abbrev=False)
     formats = parser.add_subparsers(dest="format", required=True, metavar="FORMAT")
     atomic = formats.add_parser("recbole-atomic", help="RecBole NAME.inter + NAME.item")
     atomic.add_argument("--inter", type=Path, required=True)

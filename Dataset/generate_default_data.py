@@ -15,7 +15,7 @@ from adapter4rec.data.synthetic.images import generate_images
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--modality", choices=("text", "image"), default="text")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (gets source/ and target/ subfolders; default Dataset/default or "

@@ -90,18 +90,33 @@ def table(runs: Path, demo: Demo) -> str:
     return "\n".join(lines)
 
 
+def stages(demo: Demo) -> list[tuple[str, Path, list[str]]]:
+    """(what, launcher, its extra arguments) of every run, in order."""
+    downstream = demo.scripts.parent.parent.parent / "Downstream" / demo.scripts.parent.name / "script"
+    out = [("source pretraining", demo.scripts / f"{demo.pretrain}.py", []),
+           ("transfer: full fine-tuning from the source", downstream / f"{demo.finetune}.py", []),
+           ("the same model on the target only (no source)", downstream / f"{demo.finetune}.py",
+            ["--source_checkpoint=", f"--run_name={demo.finetune}-scratch"])]
+    if demo.adapter:
+        out.append(("transfer: Houlsby adapters", downstream / f"{demo.adapter}.py", []))
+    return out
+
+
 def run_demo(demo: Demo, seed: int) -> None:
     ensure_data(demo, seed)
-    downstream = demo.scripts.parent.parent.parent / "Downstream" / demo.scripts.parent.name / "script"
-    launch(demo.scripts / f"{demo.pretrain}.py", [], [])
-    launch(downstream / f"{demo.finetune}.py", [], [])
-    launch(downstream / f"{demo.finetune}.py", ["--source_checkpoint=", f"--run_name={demo.finetune}-scratch"], [])
-    if demo.adapter:
-        launch(downstream / f"{demo.adapter}.py", [], [])
+    todo = stages(demo)
+    for i, (what, launcher, extra) in enumerate(todo, 1):
+        print(f"\n=== demo stage {i}/{len(todo)}: {what} ({launcher.stem}.py {' '.join(extra)}) ===", flush=True)
+        launch(launcher, extra, [])
+
+
+def run_names(demo: Demo) -> list[str]:
+    return [demo.pretrain, demo.finetune, f"{demo.finetune}-scratch"] + ([demo.adapter] if demo.adapter else [])
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--modality", choices=sorted(DEMOS), default="text", help="text (make demo) or image "
                         "(make demo-cv)")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the synthetic data")
@@ -118,7 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     out.write_text(text + "\n")
     print("\n" + text)
     if not opts.table_only:
-        print(f"\ndemo finished in {time.time() - started:.0f} s; table saved to {out}")
+        # the runs' own training time counts every earlier, interrupted start too (it is saved in last.pt)
+        trained = sum(results_of(runs, name)["train_seconds"] for name in run_names(demo))
+        print(f"\ndemo finished: {time.time() - started:.0f} s in this start; the runs trained {trained:.0f} s in all "
+              f"(over resumes, without data and cache set-up); table saved to {out}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """Export a run's best model as one self-contained checkpoint (every weight, adapters included).
 
     python -m adapter4rec.export runs/adapter_houlsby [--out runs/adapter_houlsby/full.pt] [--device cpu]
+    python -m adapter4rec.export runs/adapter_houlsby --format safetensors     # -> runs/adapter_houlsby/full.safetensors
 
 A PEFT run's best.pt stores only the trainable parameters and names its source checkpoint; this rebuilds
 the model exactly as the run did (seed, data, model, source checkpoint, adapters: assemble.build_run, the
 same function the run called), loads the adapters and writes the full state dict ("kind": "full"), which needs
-no source checkpoint to load.
+no source checkpoint to load. `--format safetensors` (or an --out ending in .safetensors) writes the same
+checkpoint as a .safetensors file: the weights without pickle, the rest as JSON metadata (checkpoint/
+safetensors_file.py); it loads wherever a checkpoint is read (source_checkpoint, warm_start) and in any
+safetensors tool.
 
 The frozen weights of a rebuilt PEFT model are not in best.pt: they come from the source checkpoint (which may
 have changed since the run) or, without one, from the seeded random initialisation (which holds only while the
@@ -23,7 +27,8 @@ from pathlib import Path
 import torch
 
 from adapter4rec.assemble import rebuild_run
-from adapter4rec.checkpoint import EPOCH_FILE, CheckpointError, checkpoint_of, save_atomic
+from adapter4rec.checkpoint import EPOCH_FILE, CheckpointError, checkpoint_of, read_checkpoint, save_atomic
+from adapter4rec.checkpoint.safetensors_file import SUFFIX, write_safetensors
 from adapter4rec.errors import exit_on_user_error
 from adapter4rec.evaluate import validate
 from adapter4rec.run.folder import holder_of
@@ -50,7 +55,8 @@ def check_export_out(run_dir: Path, out: Path) -> None:
                          f"{run_dir / 'full.pt'})")
     if out.exists():
         try:
-            earlier = torch.load(out, map_location="cpu", weights_only=True, mmap=True)
+            earlier = read_checkpoint(out) if out.suffix == SUFFIX else \
+                torch.load(out, map_location="cpu", weights_only=True, mmap=True)
         except Exception:
             earlier = None
         if not (isinstance(earlier, dict) and earlier.get("kind") == "full" and "model" in earlier):
@@ -67,7 +73,11 @@ def export(run_dir: Path, out: Path, device: str = "cpu", verify: bool = True) -
     model, data, cfg, ckpt = rebuild_run(run_dir, device)
     if verify and ckpt.get("kind") == "trainable":
         check_reproduces(model, data, cfg, ckpt, torch.device(device))
-    save_atomic({**ckpt, **checkpoint_of(model, cfg, full=True)}, out)
+    full = {**ckpt, **checkpoint_of(model, cfg, full=True)}
+    if out.suffix == SUFFIX:
+        write_safetensors(full, out)
+    else:
+        save_atomic(full, out)
     return out
 
 
@@ -96,14 +106,22 @@ def check_reproduces(model, data, cfg, ckpt: dict, device: torch.device) -> None
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--out", type=Path, help="default: <run_dir>/full.pt")
+    parser.add_argument("--out", type=Path, help="default: <run_dir>/full.pt (full.safetensors with --format "
+                                                 "safetensors); a name ending in .safetensors writes that format")
+    parser.add_argument("--format", choices=("pt", "safetensors"), default=None,
+                        help="pt (torch, the default) or safetensors (weights without pickle, for other tools)")
     parser.add_argument("--device", default="cpu", help="where the model is rebuilt and checked (default cpu)")
     parser.add_argument("--no-verify", action="store_true",
                         help="write without checking that the rebuilt model reproduces the stored validation metrics")
     opts = parser.parse_args(argv)
-    out = export(opts.run_dir, opts.out or opts.run_dir / "full.pt", opts.device, not opts.no_verify)
+    out = opts.out or opts.run_dir / ("full.safetensors" if opts.format == "safetensors" else "full.pt")
+    if opts.format and out.suffix != (SUFFIX if opts.format == "safetensors" else ".pt"):
+        raise SystemExit(f"export: --out {out} does not end in {SUFFIX if opts.format == 'safetensors' else '.pt'}, "
+                         f"the suffix of --format {opts.format}")
+    out = export(opts.run_dir, out, opts.device, not opts.no_verify)
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MB)")
 
 

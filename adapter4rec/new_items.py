@@ -25,6 +25,7 @@ from adapter4rec.models.pretrained import checkpoint_dir, load_tokenizer
 class NewItems:
     ids: list[str]
     rows: torch.Tensor  # (m, d) fp32 item-tower embeddings, in file order
+    titles: list[str]   # as the items file gives them, for the recommendations written
 
 
 def check_run_can_embed(cfg, path: Path) -> None:
@@ -58,7 +59,7 @@ def embed_new_items(model, cfg, path: Path, catalog: ItemCatalog) -> NewItems:
 def embed_catalog(model, cfg, items: ItemCatalog) -> NewItems:
     """Embeddings of `items` from their text alone (no ID), tokenised as the run's catalogue was."""
     tokens = build_token_table(items, load_tokenizer(checkpoint_dir(cfg)), cfg.text_field_list(), cfg.max_title_tokens)
-    return NewItems(items.ids, model.item_encoder.encode_texts(tokens))
+    return NewItems(items.ids, model.item_encoder.encode_texts(tokens), items.titles)
 
 
 def extend_candidates(candidates: torch.Tensor | None, num_items: int, new: int, only_new: bool) -> torch.Tensor:

@@ -17,7 +17,7 @@ class LineProgress:
 
     def __init__(self, total: int, initial: int = 0, desc: str = "", every: float = 0.1, seconds: float = 60.0,
                  final: bool = True):
-        self.total, self.n, self.desc, self.final = total, initial, desc, final
+        self.total, self.n, self.initial, self.desc, self.final = total, initial, initial, desc, final
         self.step_every, self.seconds = max(1, int(total * every)), seconds
         self.last_n, self.last_time, self.started, self.postfix = initial, time.time(), time.time(), ""
 
@@ -34,10 +34,23 @@ class LineProgress:
             self._line()
 
     def _line(self) -> None:
-        rate = (self.n - self.last_n) / max(time.time() - self.last_time, 1e-9)
-        log.info("%s: %d/%d (%.0f%%) %.2f it/s %s", self.desc, self.n, self.total, 100.0 * self.n / max(self.total, 1),
-                 rate, self.postfix)
-        self.last_n, self.last_time = self.n, time.time()
+        now = time.time()
+        rate = (self.n - self.last_n) / max(now - self.last_time, 1e-9)
+        mean_rate = (self.n - self.initial) / max(now - self.started, 1e-9)  # since this bar started: steadier
+        left = f", {duration((self.total - self.n) / mean_rate)} left" if mean_rate > 0 and self.n < self.total else ""
+        log.info("%s: %d/%d (%.0f%%) %.2f it/s%s %s", self.desc, self.n, self.total, 100.0 * self.n / max(self.total, 1),
+                 rate, left, self.postfix)
+        self.last_n, self.last_time = self.n, now
+
+
+def duration(seconds: float) -> str:
+    """41s, 2m41s, 1h05m: a time a person plans by."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def progress_bar(total: int, desc: str, enabled: bool, initial: int = 0, quiet: bool = False):

@@ -2,7 +2,7 @@
 
     python -m adapter4rec.recommend RUN_DIR [--users FILE] [--user ID] [--k 20] [--out recs.tsv] [--device cpu]
                                     [--fallback none|popularity] [--unknown_items error|drop]
-                                    [--new_items FILE [--only_new]]
+                                    [--new_items FILE [--only_new]] [--format tsv|jsonl]
 
 The model is rebuilt from RUN_DIR/best.pt as the run built it (full, PEFT adapters over the source checkpoint,
 any item tower), every item is encoded once, and each user's next items are ranked over the run's candidate items
@@ -10,7 +10,9 @@ with the user's whole history masked (unless the run used eval_repeats=no_mask),
 Users: those of the run's users file (their whole sequence is the history), or of --users FILE in the same
 format, read against the run's items file (unknown items handled as --unknown_items, by default as the run's
 `unknown_items`, says); --user ID writes that user's list only. Options are never abbreviated.
-Output: a TSV `user<TAB>rank<TAB>item<TAB>score`, K lines per user, best first, in the users file's order.
+Output: a TSV with the header line `user<TAB>rank<TAB>item<TAB>title<TAB>score`, then K lines per user, best first,
+in the users file's order (title: the item's title from the items file); --format jsonl writes one JSON object
+per line with the same keys instead (default --out recs.jsonl).
 --new_items FILE (items format) adds items the run never saw, embedded from their text alone by a text run's
 content path (new_items.py), to the candidates; --only_new ranks them alone (e.g. to place new arrivals).
 
@@ -24,6 +26,7 @@ not finite is refused too: nothing is written. NaN item scores are never recomme
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -97,13 +100,20 @@ def _check_output_path(out: Path) -> None:
         pass
 
 
+COLUMNS = ("user", "rank", "item", "title", "score")
+FORMATS = ("tsv", "jsonl")
+
+
 def _reads_like_recommendations(path: Path) -> bool:
-    """Empty, or a first line `user<TAB>rank<TAB>item<TAB>score` with an integer rank and a numeric score."""
+    """Empty, our header line, a JSON line with our keys, or (as written before the header) a first line
+    `user<TAB>rank<TAB>item<TAB>score` with an integer rank and a numeric score."""
     try:
         with open(path, "rb") as handle:
             first = handle.read(65536).split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
-        if not first:
+        if not first or first == "\t".join(COLUMNS):
             return True
+        if first.startswith("{"):
+            return set(json.loads(first)) == set(COLUMNS)
         cols = first.split("\t")
         if len(cols) != 4:
             return False
@@ -186,10 +196,14 @@ def popular_items(data, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def recommend(run_dir: Path, users_file: Path | None, k: int, out: Path, device: str = "cpu",
               batch_size: int = 256, fallback: str = "none", new_items: Path | None = None,
-              only_new: bool = False, unknown_items: str | None = None, user: str | None = None) -> Written:
-    """Write the top-k TSV (users in file order); returns what was written. new_items: an items file of items the
-    run never saw, ranked by their text (new_items.py); only_new ranks those alone. unknown_items: error|drop for
-    the users file's items the run does not know (default: the run's setting). user: that user's list only."""
+              only_new: bool = False, unknown_items: str | None = None, user: str | None = None,
+              fmt: str = "tsv") -> Written:
+    """Write the top-k lists (users in file order; fmt tsv or jsonl); returns what was written. new_items: an items
+    file of items the run never saw, ranked by their text (new_items.py); only_new ranks those alone. unknown_items:
+    error|drop for the users file's items the run does not know (default: the run's setting). user: that user's
+    list only."""
+    if fmt not in FORMATS:
+        raise SystemExit(f"recommend: --format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if unknown_items not in (None, "error", "drop"):
         raise SystemExit(f"recommend: --unknown_items {unknown_items!r}: expected error or drop")
     if fallback not in FALLBACKS:
@@ -239,15 +253,24 @@ def recommend(run_dir: Path, users_file: Path | None, k: int, out: Path, device:
     popular = popular_items(data, k) if fallback == "popularity" else None
     if popular is not None:
         lists.update({name: popular for name in ids if name not in lists})
-    longest = _write(out, ids, lists, data.catalog.ids + (new.ids if new is not None else []))
+    longest = _write(out, ids, lists, data.catalog.ids + (new.ids if new is not None else []),
+                     data.catalog.titles + (new.titles if new is not None else []), fmt)
     return Written(known, len(ids) - known, fallback, len(new.ids) if new is not None else 0, longest)
 
 
-def _write(out: Path, ids: list[str], lists: dict, catalog_ids: list[str]) -> int:
-    """The TSV, users in file order, written to a temporary name and renamed (never a half-written --out);
+def _write(out: Path, ids: list[str], lists: dict, catalog_ids: list[str], titles: list[str], fmt: str) -> int:
+    """The lists, users in file order, written to a temporary name and renamed (never a half-written --out);
     returns the longest list written."""
     longest = 0
+
+    def row(user: str, rank: int, item: str, title: str, score: float) -> str:
+        if fmt == "tsv":
+            return f"{user}\t{rank}\t{item}\t{title}\t{score:.6g}\n"
+        return json.dumps(dict(zip(COLUMNS, (user, rank, item, title, float(f"{score:.6g}")))),
+                          ensure_ascii=False) + "\n"
     with atomic_path(out) as partial, open(partial, "w", encoding="utf-8") as handle:
+        if fmt == "tsv":
+            handle.write("\t".join(COLUMNS) + "\n")
         for user in ids:
             if user not in lists:
                 continue
@@ -256,7 +279,7 @@ def _write(out: Path, ids: list[str], lists: dict, catalog_ids: list[str]) -> in
             for item, score in zip(items.tolist(), scores.tolist()):
                 if score != float("-inf"):  # fewer than k items left after masking (or NaN scores)
                     rank += 1
-                    handle.write(f"{user}\t{rank}\t{catalog_ids[item - 1]}\t{score:.6g}\n")
+                    handle.write(row(user, rank, catalog_ids[item - 1], titles[item - 1], score))
             longest = max(longest, rank)
     return longest
 
@@ -279,12 +302,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--new_items", type=Path, help="an items file of items the run never saw "
                         "(item_id<TAB>title[<TAB>abstract]): ranked by their text with the run's items (text runs)")
     parser.add_argument("--only_new", action="store_true", help="rank the --new_items alone")
+    parser.add_argument("--format", choices=FORMATS, default="tsv", help="tsv (a header line, then user, rank, "
+                        "item, title, score) or jsonl (one JSON object per line with those keys)")
     opts = parser.parse_args(argv)
     if opts.k < 1:
         raise SystemExit(f"recommend: --k {opts.k}: expected a positive integer")
-    out = opts.out or opts.run_dir / "recs.tsv"
+    out = opts.out or opts.run_dir / f"recs.{opts.format}"
     written = recommend(opts.run_dir, opts.users, opts.k, out, opts.device, opts.batch_size, opts.fallback,
-                        opts.new_items, opts.only_new, opts.unknown_items, opts.user)
+                        opts.new_items, opts.only_new, opts.unknown_items, opts.user, opts.format)
     print(written.summary(out, opts.k))
 
 

@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> str:
     from adapter4rec.report_figures import curves, figure
 
     parser = argparse.ArgumentParser(prog="python -m adapter4rec.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("runs", nargs="+", type=Path, help="run directories")
     parser.add_argument("--out", type=Path, help="write <out>.md and <out>.csv")
     parser.add_argument("--fig", type=Path, help="write an HR@10 vs trainable-%% figure here (PNG)")

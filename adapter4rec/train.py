@@ -28,7 +28,7 @@ from adapter4rec.data.pool import domain_weights
 from adapter4rec.data.shards import ShardedBatches
 from adapter4rec.evaluate import autocast, validate
 from adapter4rec.optim import apply_schedule, build_optimizer
-from adapter4rec.progress import progress_bar
+from adapter4rec.progress import duration, progress_bar
 from adapter4rec.run.folder import claim, commit, decide, trim_metrics
 from adapter4rec.run.record import attach_log_file, environment, run_dir_of, seed_training_stream, setup_logging
 from adapter4rec.run.results import finish
@@ -47,7 +47,10 @@ def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, pr
     random numbers of the interrupted run; `checkpoint()` writes last.pt every save_every_steps batches."""
     model.train()
     limit = min(cfg.max_steps_per_epoch or len(loader), len(loader))
-    bar = progress_bar(limit, f"epoch {progress.epoch}", cfg.progress, initial=progress.step)
+    bar = progress_bar(limit, f"epoch {progress.epoch} ({progress.epoch + 1}/{cfg.epochs})", cfg.progress,
+                       initial=progress.step)
+    # the run's training steps still to come after this epoch's (validation not counted; patience may end it sooner)
+    later_steps, clock, first_step = (cfg.epochs - progress.epoch - 1) * limit, time.time(), progress.step
     # Creating the iterator draws one number from the global RNG; the saved state is from before that draw
     # when the run stopped at an epoch boundary, and from after it (mid-epoch) otherwise.
     if resume_rng is not None and progress.step == 0:
@@ -69,7 +72,9 @@ def train_one_epoch(model, ddp_model, loader, optimizer, scaler, cfg, device, pr
             progress.skipped_in_a_row = 0
         progress.step = step + 1
         bar.update(1)
-        bar.set_postfix(loss=f"{progress.loss_sum / max(progress.step - progress.skipped, 1):.4f}")
+        rate = (progress.step - first_step) / max(time.time() - clock, 1e-9)
+        bar.set_postfix(loss=f"{progress.loss_sum / max(progress.step - progress.skipped, 1):.4f}",
+                        run_left=duration((limit - progress.step + later_steps) / rate))
         if cfg.save_every_steps and progress.step % cfg.save_every_steps == 0 and progress.step < limit:
             checkpoint()
         if stop.requested() and progress.step < limit:

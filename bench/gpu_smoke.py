@@ -35,7 +35,7 @@ ADAPTERS = [dict(adapter="houlsby"), dict(adapter="parallel"), dict(adapter="pfe
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(allow_abbrev=False)
     parser.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="a4r-gpu-")))
     parser.add_argument("--parts", default="text,image")
     parser.add_argument("--device", default="cuda")

@@ -47,15 +47,17 @@ def finished(tiny_bert, tiny_data, tmp_path_factory):
 
 def test_load_run_recommends_exactly_what_the_cli_writes(finished, tmp_path):
     recommend(finished, None, 7, tmp_path / "cli.tsv")
-    cli = [line.split("\t") for line in (tmp_path / "cli.tsv").read_text().splitlines()]
+    header, *lines = (tmp_path / "cli.tsv").read_text().splitlines()
+    assert header.split("\t") == ["user", "rank", "item", "title", "score"]
+    cli = [line.split("\t") for line in lines]
     run = adapter4rec.load_run(finished)
     cfg = run.config
     users = read_users(cfg.resolve(cfg.dataset) / cfg.users_file, run.data.catalog.index, 1, cfg.unknown_items)
     histories = {user: [run.items[row - 1] for row in seq] for user, seq in zip(users.user_ids, users.sequences)}
     recs = run.recommend(histories, k=7)
     assert len(recs) == len(cli) > 0
-    for row, (user, rank, item, score) in zip(recs.itertuples(index=False), cli):
-        assert (row.user, row.rank, row.item) == (user, int(rank), item)
+    for row, (user, rank, item, title, score) in zip(recs.itertuples(index=False), cli):
+        assert (row.user, row.rank, row.item, row.title) == (user, int(rank), item, title)
         assert f"{row.score:.6g}" == score
         assert row.title == run.data.catalog.titles[run.data.catalog.index[item] - 1]
 

@@ -21,7 +21,9 @@ STEPS = 4  # batches per epoch
 
 
 def args(tiny_bert, tiny_data, out, **extra):
-    base = dict(epochs=3, max_steps_per_epoch=STEPS, save_every_steps=2, loss="bce", run_name="r")
+    # keep_run_state: these tests look at the run's files as training leaves them, before a finished run drops them
+    base = dict(epochs=3, max_steps_per_epoch=STEPS, save_every_steps=2, loss="bce", run_name="r",
+                keep_run_state="true")
     base.update(extra)
     return tiny_args(tiny_bert, tiny_data / "source", out, **base)
 
@@ -56,6 +58,9 @@ def test_keep_last_leaves_a_foreign_epoch_file_alone(tiny_bert, tiny_data, tmp_p
     torch.save({"state_dict": {"w": torch.ones(2)}}, tmp_path / "r" / "epoch-30.pt")
     train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, epochs=2)))
     assert epoch_files(tmp_path / "r") == ["epoch-1.pt", "epoch-30.pt"]
+    # finished without keep_run_state: our epoch files go, the foreign one stays
+    train.run(parse_args(args(tiny_bert, tiny_data, tmp_path, epochs=1, keep_run_state="false", overwrite="true")))
+    assert epoch_files(tmp_path / "r") == ["epoch-30.pt"] and not (tmp_path / "r" / "last.pt").exists()
 
 
 def test_keep_last_zero_writes_no_epoch_file(tiny_bert, tiny_data, tmp_path):

@@ -61,12 +61,12 @@ def test_recommend_ranks_new_items_with_the_catalogue_or_alone(fused_run, tmp_pa
     new_ids = copies_of(data, list(range(1, 6)), tmp_path / "new.tsv")
     written = recommend(fused_run, None, 5, tmp_path / "alone.tsv", new_items=tmp_path / "new.tsv", only_new=True)
     assert written.new_items == 5 and "5 new items" in written.summary(tmp_path / "alone.tsv", 5)
-    ranked = [line.split("\t")[2] for line in (tmp_path / "alone.tsv").read_text().splitlines()]
+    ranked = [line.split("\t")[2] for line in (tmp_path / "alone.tsv").read_text().splitlines()[1:]]
     assert len(ranked) == 5 * written.ranked and set(ranked) == set(new_ids)
     recommend(fused_run, None, len(data.catalog) + 5, tmp_path / "all.tsv", new_items=tmp_path / "new.tsv")
     lists = {}
-    for line in (tmp_path / "all.tsv").read_text().splitlines():
-        user, _, item, score = line.split("\t")
+    for line in (tmp_path / "all.tsv").read_text().splitlines()[1:]:
+        user, _, item, _, score = line.split("\t")
         lists.setdefault(user, {})[item] = float(score)
     assert all(set(new_ids) <= set(scores) for scores in lists.values())  # never in a history: always ranked
     assert any(set(scores) - set(new_ids) for scores in lists.values())

@@ -50,7 +50,7 @@ def test_top1_agrees_with_evaluation(runs, item_chunk):
 def test_recommend_writes_top_k_per_user_without_their_history(runs, name, tiny_data, tmp_path):
     out = tmp_path / "recs.tsv"
     assert recommend(runs / name, None, 5, out).ranked > 0
-    lines = [line.split("\t") for line in out.read_text().splitlines()]
+    lines = [[user, rank, item, score] for user, rank, item, _, score in rows_of(out, titles=True)]
     history = {}
     for line in (tiny_data / "target" / "users.tsv").read_text().splitlines():
         user, items = line.split("\t")
@@ -67,7 +67,15 @@ def test_recommend_writes_top_k_per_user_without_their_history(runs, name, tiny_
     first = next(iter(history))
     (tmp_path / "new.tsv").write_text(f"someone\t{' '.join(sorted(history[first])[:3])}\n")
     assert recommend(runs / name, tmp_path / "new.tsv", 3, tmp_path / "new_recs.tsv").ranked == 1
-    assert [line.split("\t")[0] for line in (tmp_path / "new_recs.tsv").read_text().splitlines()] == ["someone"] * 3
+    assert [row[0] for row in rows_of(tmp_path / "new_recs.tsv")] == ["someone"] * 3
+
+
+def rows_of(path, titles: bool = False) -> list[list[str]]:
+    """recommend's TSV after its header line: [user, rank, item, score] (with the title before the score)."""
+    header, *lines = path.read_text().splitlines()
+    assert header == "user\trank\titem\ttitle\tscore"
+    rows = [line.split("\t") for line in lines]
+    return rows if titles else [row[:3] + row[4:] for row in rows]
 
 
 # ---------------------------------------------------------------------------------------------- refusals
@@ -190,7 +198,7 @@ def test_users_with_no_known_item_are_counted_or_get_popular_items(fake_run, tmp
     out = tmp_path / "recs.tsv"
     rec.main([str(tmp_path / "run"), "--users", str(users), "--out", str(out), "--k", "3",
               "--fallback", fallback])
-    lines = [line.split("\t") for line in out.read_text().splitlines()]
+    lines = rows_of(out)
     # a: history i1 i2 masked, user vector (1, 0): i3 (0.5), i4 (0.1), i5 (0): i6 is no candidate
     want = [["a", "1", "i3", "0.5"], ["a", "2", "i4", "0.1"], ["a", "3", "i5", "0"],
             ["d", "1", "i1", "1"], ["d", "2", "i2", "0.9"], ["d", "3", "i3", "0.5"]]
@@ -210,7 +218,7 @@ def test_the_popularity_fallback_serves_a_file_where_no_user_has_a_known_item(fa
     users.write_text("b\tiX iY\nc\t\n")
     out = tmp_path / "recs.tsv"
     rec.main([str(tmp_path / "run"), "--users", str(users), "--out", str(out), "--k", "2", "--fallback", "popularity"])
-    assert [line.split("\t")[:3] for line in out.read_text().splitlines()] == [
+    assert [row[:3] for row in rows_of(out)] == [
         ["b", "1", "i1"], ["b", "2", "i2"], ["c", "1", "i1"], ["c", "2", "i2"]]
     assert "top-2 items of 0 users; 2 users had no known items and got the run's 2 most popular" in \
         capsys.readouterr().out
@@ -225,7 +233,7 @@ def test_one_user_its_own_unknown_items_rule_and_an_honest_count_when_k_exceeds_
     out, run = tmp_path / "recs.tsv", str(tmp_path / "run")
     rec.main([run, "--users", str(users), "--out", str(out), "--k", "100", "--user", "a"])
     # a's history i1 i2 masked, i6 no candidate: 3 items are left, and the summary says so
-    assert [line.split("\t")[:3] for line in out.read_text().splitlines()] == [
+    assert [row[:3] for row in rows_of(out)] == [
         ["a", "1", "i3"], ["a", "2", "i4"], ["a", "3", "i5"]]
     assert capsys.readouterr().out.strip() == (f"wrote {out}: top-3 items of 1 users (asked for 100: no user has "
                                                f"more candidates left after masking)")
@@ -259,9 +267,27 @@ def test_recommend_reproduces_evaluations_top10_of_a_bf16_run(tiny_bert, tiny_da
                                  for r in rows))
     recommend(tmp_path / "bf16", histories, 10, tmp_path / "recs.tsv")
     got: dict[str, list[str]] = {}
-    for line in (tmp_path / "recs.tsv").read_text().splitlines():
-        user, _, item, _ = line.split("\t")
+    for user, _, item, _ in rows_of(tmp_path / "recs.tsv"):
         got.setdefault(user, []).append(item)
     ids = data.catalog.ids
     assert len(got) == len(rows)
     assert all(got[data.user_ids[r]] == [ids[i - 1] for i in want[n].tolist()] for n, r in enumerate(rows))
+
+
+def test_the_output_names_its_columns_gives_titles_and_can_be_json_lines(fake_run, tmp_path, capsys):
+    import json
+
+    users = tmp_path / "users.tsv"
+    users.write_text("a\ti1 i2\n")
+    out, run = tmp_path / "recs.tsv", str(tmp_path / "run")
+    rec.main([run, "--users", str(users), "--out", str(out), "--k", "2"])
+    assert rows_of(out, titles=True) == [["a", "1", "i3", "Item 3", "0.5"], ["a", "2", "i4", "Item 4", "0.1"]]
+    as_json = tmp_path / "recs.jsonl"
+    rec.main([run, "--users", str(users), "--out", str(as_json), "--k", "2", "--format", "jsonl"])
+    assert [json.loads(line) for line in as_json.read_text().splitlines()] == [
+        {"user": "a", "rank": 1, "item": "i3", "title": "Item 3", "score": 0.5},
+        {"user": "a", "rank": 2, "item": "i4", "title": "Item 4", "score": 0.1}]
+    # both are recognised as recommend's own output, so writing them again is allowed
+    rec.main([run, "--users", str(users), "--out", str(as_json), "--k", "1", "--format", "jsonl"])
+    rec.main([run, "--users", str(users), "--out", str(out), "--k", "1"])
+    assert len(rows_of(out)) == 1

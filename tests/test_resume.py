@@ -21,7 +21,8 @@ RUN_PY = REPO_ROOT / "Pretraining" / "Text" / "run.py"
 
 
 def args(tiny_bert, tiny_data, out, **extra):
-    base = dict(epochs=3, max_steps_per_epoch=7, save_every_steps=2, loss="bce", precision="fp32", run_name="r")
+    base = dict(epochs=3, max_steps_per_epoch=7, save_every_steps=2, loss="bce", precision="fp32", run_name="r",
+                keep_run_state="true")  # the tests read last.pt after a run ends
     base.update(extra)
     return tiny_args(tiny_bert, tiny_data / "source", out, **base)
 

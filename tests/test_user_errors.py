@@ -3,6 +3,7 @@ traceback; a real bug keeps its traceback."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -137,6 +138,8 @@ def test_progress_off_a_terminal_is_a_few_log_lines():
         bar.close()
         lines = list(collect.lines)
         assert len(lines) == 10 and lines[-1].startswith("epoch 0: 1000/1000 (100%)") and "loss=1.0" in lines[-1]
+        assert re.search(r"^epoch 0: 100/1000 \(10%\) [\d.]+ it/s, \d+s left loss=1.0$", lines[0]), lines[0]
+        assert " left" not in lines[-1]  # the epoch is done
         collect.lines.clear()
         quiet = LineProgress(total=50, desc="valid", every=1.0, final=False)
         for _ in range(49):
@@ -146,6 +149,12 @@ def test_progress_off_a_terminal_is_a_few_log_lines():
     finally:
         log.removeHandler(collect)
         log.setLevel(level)
+
+
+def test_durations_read_as_a_person_plans():
+    from adapter4rec.progress import duration
+
+    assert [duration(s) for s in (0.4, 41, 161, 3600, 3900 + 59)] == ["0s", "41s", "2m41s", "1h00m", "1h05m"]
 
 
 def test_ctrl_c_outside_the_training_steps_is_one_line_and_status_130(capsys):

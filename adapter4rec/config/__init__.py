@@ -22,6 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]  # adapter4rec/config/__init__.p
 # (run/resume.py adds a few of its own), and runs differing only in these and the seed are seeds of one report row
 # (report.py). Evaluation chunk sizes change no count (evaluate.py: exact at every chunk size).
 RUNTIME_KEYS = frozenset({"resume", "overwrite", "progress", "num_workers", "save_every_steps", "keep_last",
+                          "keep_run_state",
                           "device", "tensorboard", "cache_dir", "nonfinite", "output_dir", "run_name",
                           "pretrained_models_dir", "eval_batch_size", "eval_item_chunk"})
 
@@ -223,6 +224,9 @@ class Config:
     save_every_steps: int = _opt(200, "also write last.pt every this many batches (0 = at epoch ends only)")
     keep_last: int = _opt(1, "keep epoch-N.pt (same format as best.pt) of the newest this many epochs; older "
                           "ones are deleted once the new one is written (0 = no per-epoch files)")
+    keep_run_state: bool = _opt(False, "keep last.pt and the epoch-N.pt files once the run has finished; by default "
+                                "they are deleted when results.json is written (a finished run is used through "
+                                "best.pt and results.json: recommend, export, warm start, report)")
     nonfinite: str = _opt("stop", "a NaN/inf loss (or gradient norm, when grad_clip > 0): stop (raise, naming "
                           "epoch and step; checkpoints on disk stay as they were) or skip (no update for that "
                           "batch, warned and counted in metrics.jsonl and results.json)", ("stop", "skip"))

@@ -15,7 +15,7 @@ import torch
 
 from adapter4rec import dist
 from adapter4rec.atomic import write_text_atomic
-from adapter4rec.checkpoint import load_run_weights, read_checkpoint
+from adapter4rec.checkpoint import load_run_weights, prune_epoch_checkpoints, read_checkpoint
 from adapter4rec.config import Config
 from adapter4rec.evaluate import by_domain, evaluate_embeddings, item_table_of, popularity_vectors, validate
 
@@ -42,10 +42,22 @@ def finish(model, data, cfg: Config, device, run_dir: Path, progress, train_seco
                "nonfinite_skipped": progress.skipped_total, "protocol": protocol(cfg)}
     if dist.is_main():
         write_text_atomic(run_dir / "results.json", json.dumps(results, indent=1))
+        if not cfg.keep_run_state:
+            drop_run_state(run_dir)
     log.info("test (best epoch %d): %s | popularity: %s", best_epoch,
              " ".join(f"{k}={v:.4f}" for k, v in test.items() if "@" in k),
              " ".join(f"{k}={v:.4f}" for k, v in popularity.items() if "@" in k))
     return results
+
+
+def drop_run_state(run_dir: Path) -> None:
+    """Once results.json is written: last.pt (the resume state, the size of the model and its optimizer) and the
+    epoch-N.pt copies are of no further use; what a finished run is used by is best.pt and results.json."""
+    removed = ["last.pt"] if (run_dir / "last.pt").is_file() else []
+    (run_dir / "last.pt").unlink(missing_ok=True)
+    removed += [p.name for p in prune_epoch_checkpoints(run_dir, newest=-1, keep=0)]
+    if removed:
+        log.info("finished: removed %s (keep_run_state=true keeps them)", ", ".join(removed))
 
 
 def popularity_on(data, split, cfg: Config, device) -> dict:

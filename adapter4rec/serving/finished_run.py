@@ -155,4 +155,4 @@ class FinishedRun:
         check_run_can_embed(self.config, "new items")
         with torch.no_grad(), autocast(self.config, torch.device(self.device)):
             embedded = embed_catalog(self.model, self.config, items)
-        return NewItems(embedded.ids, embedded.rows.float())
+        return NewItems(embedded.ids, embedded.rows.float(), embedded.titles)
