@@ -68,6 +68,9 @@ class Config:
                             "the dataset folder, or a path")
     missing_images: str = _opt("error", "an item whose image is missing or undecodable: error (stop, listing "
                                "them) or blank (mean-colour image, counted)", ("error", "blank"))
+    image_size: int = _opt(0, "input size in px of an image item encoder: 0 = the checkpoint's own "
+                           "(preprocessor_config.json); another multiple of its patch size runs it at that size, its "
+                           "position table interpolated (bicubic), e.g. 112 for a 224 px ViT on CPU (4x fewer tokens)")
     cache_dir: str = _opt("Dataset/cache", "where item tokens, decoded pixels and frozen backbone states are cached "
                           "(keyed: rebuilt when what they depend on changes)")
     # --- item tower

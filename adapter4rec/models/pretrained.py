@@ -105,14 +105,18 @@ def _mae_for_items(model: torch.nn.Module) -> None:
     embeddings.register_buffer("position_embeddings", table)
 
 
-def image_spec(folder: Path, config) -> ImageSpec:
+def image_spec(folder: Path, config, image_size: int = 0) -> ImageSpec:
     """Input size and normalisation from the checkpoint's preprocessor_config.json (else the model config's
-    image_size and the paper's 0.5/0.5 normalisation)."""
+    image_size and the paper's 0.5/0.5 normalisation); image_size > 0 (the config key) sets the size instead,
+    the position table then interpolated by the item encoder."""
     path = folder / "preprocessor_config.json"
     size = getattr(config, "image_size", 224)
     height, width = (size, size) if isinstance(size, int) else tuple(size)
+    if image_size and image_size % config.patch_size:
+        raise UserError(f"image_size={image_size}: expected a multiple of {folder.name}'s patch size "
+                        f"{config.patch_size} (or 0 for its own size {size})")
     if not path.is_file():
-        return ImageSpec(height, width)
+        return ImageSpec(image_size or height, image_size or width)
     try:
         pre = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -122,8 +126,11 @@ def image_spec(folder: Path, config) -> ImageSpec:
         height = width = resize
     elif "height" in resize:
         height, width = int(resize["height"]), int(resize["width"])
-    if isinstance(size, int) and (height, width) != (size, size):
-        log.warning("%s: size %sx%s differs from the model's image_size %s", path, height, width, size)
+    if image_size:
+        height = width = image_size
+    elif isinstance(size, int) and (height, width) != (size, size):
+        log.warning("%s: size %sx%s differs from the model's image_size %s (its positions are interpolated)", path,
+                    height, width, size)
     if pre.get("do_normalize", True) is False:
         return ImageSpec(height, width, (0.0,) * 3, (1.0,) * 3, int(pre.get("resample", 2)))
     mean, std = pre.get("image_mean", [0.5] * 3), pre.get("image_std", [0.5] * 3)
