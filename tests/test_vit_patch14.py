@@ -1,7 +1,8 @@
 """The image item encoder over a patch-14 ViT (the layout of the real DINOv2 ViT-S/14 that
 pretrained_models/place_dinov2.py places), on a SMALL random ViTModel so CI, which has no real model placed,
 covers the path: CLS of the final LayerNorm, mean pooling, image_size with an interpolated position table,
-the frozen-state caches, the side network over every layer, and adapters injected into its layers."""
+the frozen-state caches, the side network over every layer, adapters injected into its layers; and which ViT
+the image demo picks."""
 from __future__ import annotations
 
 import copy
@@ -126,3 +127,16 @@ def test_visual_prompt_runs_at_an_interpolated_size(vit14, tiny_image_data, tmp_
         hidden, patches = encoder.encode_states(torch.arange(1, 5))
     assert hidden.shape == (4, 1 + 3 + 9, 32) and patches == 9
     assert torch.isfinite(outputs(model, data)[0]).all()
+
+
+def test_the_image_demo_uses_the_real_vit_only_where_placed(tmp_path, monkeypatch):
+    from adapter4rec import demo
+
+    monkeypatch.setattr(demo, "REAL_VIT", tmp_path / "dinov2-vits14-224")
+    assert demo.image_demo("auto") == demo.image_demo("tiny") == "image"
+    with pytest.raises(SystemExit, match="--vit=real needs .*dinov2-vits14-224 \\(run `make encoders`\\)"):
+        demo.image_demo("real")
+    (tmp_path / "dinov2-vits14-224").mkdir()
+    (tmp_path / "dinov2-vits14-224" / "placed.json").write_text("{}")
+    assert demo.image_demo("auto") == demo.image_demo("real") == "image-real" and demo.image_demo("tiny") == "image"
+    assert "DINOv2" in demo.ENCODERS["image-real"] and "random" in demo.ENCODERS["image"]

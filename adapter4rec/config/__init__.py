@@ -88,7 +88,7 @@ class Config:
     head_experts: int = _opt(8, "item_head=moe: number of whitening experts k")
     item_encoder: str = _opt("all-MiniLM-L6-v2", "Hugging Face checkpoint folder under pretrained_models_dir "
                              "(or a path): bert_base_uncased, roberta_base, all-MiniLM-L6-v2, ...; images: "
-                             "vit-base-patch16-224, mae, vit-tiny-demo, ...")
+                             "dinov2-vits14-224, vit-base-patch16-224, mae, vit-tiny-demo, ...")
     pretrained_models_dir: str = _opt("pretrained_models", "where item-encoder checkpoints live")
     # --- user encoder (SASRec, post-LN, learned positions, left padding)
     embedding_dim: int = _opt(64, "d: item and user embedding size")

