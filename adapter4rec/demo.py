@@ -4,8 +4,10 @@ Runs the real launchers with their own constants, so the demo is exactly what a 
 `python <launcher>.py`:
   text  (make demo):    Pretraining/Text/script/sm_base_sasrec.py, Downstream/Text/script/finetune.py
   image (make demo-cv): Pretraining/CV/script/sm_vit_sasrec.py, Downstream/CV/script/sm_vit.py and
-                        sm_vit_adapter.py (Houlsby), over a small ViT built from a ViTConfig
-`python -m adapter4rec.demo --help` lists the options.
+                        sm_vit_adapter.py (Houlsby), over a small ViT built from a ViTConfig (random start);
+                        where `make encoders` placed the real DINOv2 ViT-S/14: sm_dinov2_sasrec.py, sm_dinov2.py
+                        and sm_dinov2_side.py over it, frozen (what a CPU affords with a 22M-parameter ViT)
+`python -m adapter4rec.demo --help` lists the options; the table names the encoder it used.
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ class Demo:
     adapter: str | None          # an adapter launcher run next to full fine-tuning, or None
     encoder: str                 # shown in the table
     domains: tuple[str, str]     # (source, target) descriptions
+    methods: tuple[str, str, str] = ("target only (scratch)", "source -> target full fine-tuning",
+                                     "source -> target Houlsby adapters")  # table rows: scratch, finetune, adapter
 
 
 DEMOS = {
@@ -41,8 +45,27 @@ DEMOS = {
     "image": Demo(REPO_ROOT / "Dataset" / "default_cv", generate_images, REPO_ROOT / "Pretraining" / "CV" / "script",
                   "sm_vit_sasrec", "sm_vit", "sm_vit_adapter", "small ViT",
                   ("synthetic HM-format images", "synthetic Amazon-format images")),
+    "image-real": Demo(REPO_ROOT / "Dataset" / "default_cv", generate_images,
+                       REPO_ROOT / "Pretraining" / "CV" / "script", "sm_dinov2_sasrec", "sm_dinov2", "sm_dinov2_side",
+                       "DINOv2 ViT-S/14 (frozen, 112 px)",
+                       ("synthetic HM-format images", "synthetic Amazon-format images"),
+                       ("target only (scratch)", "source -> target, head + user encoder fine-tuned",
+                        "source -> target side network + user Houlsby")),
 }
 DEMO_VIT = REPO_ROOT / "pretrained_models" / "vit-tiny-demo"
+REAL_VIT = REPO_ROOT / "pretrained_models" / "dinov2-vits14-224"  # `make encoders`; placed.json once checked
+ENCODERS = {"image": "a small ViT from a ViTConfig, random start (pretrained_models/vit-tiny-demo: 4 layers, "
+                     "width 64, 32 px)",
+            "image-real": "the real pretrained DINOv2 ViT-S/14 (pretrained_models/dinov2-vits14-224: 12 layers, "
+                          "width 384; frozen, at 112 px)"}
+
+
+def image_demo(vit: str) -> str:
+    """The image demo's key: the real ViT where placed (vit=auto) or asked for (real), else the small one."""
+    placed = (REAL_VIT / "placed.json").is_file()
+    if vit == "real" and not placed:
+        raise SystemExit(f"demo: --vit=real needs {REAL_VIT} (run `make encoders`)")
+    return "image-real" if placed and vit != "tiny" else "image"
 
 
 def ensure_data(demo: Demo, seed: int) -> None:
@@ -69,13 +92,13 @@ def table(runs: Path, demo: Demo) -> str:
     scratch, transfer = results_of(runs, f"{demo.finetune}-scratch"), results_of(runs, demo.finetune)
     source = results_of(runs, demo.pretrain)
     rows = [("Popularity (target train counts)", transfer["popularity_test"], "-", 0, None),
-            (f"SASRec + {demo.encoder}, target only (scratch)", scratch["test"], "target", scratch["trainable_params"],
+            (f"SASRec + {demo.encoder}, {demo.methods[0]}", scratch["test"], "target", scratch["trainable_params"],
              scratch["train_seconds"]),
-            (f"SASRec + {demo.encoder}, source -> target full fine-tuning", transfer["test"], "source+target",
+            (f"SASRec + {demo.encoder}, {demo.methods[1]}", transfer["test"], "source+target",
              transfer["trainable_params"], transfer["train_seconds"])]
     if demo.adapter:
         adapted = results_of(runs, demo.adapter)
-        rows.append((f"SASRec + {demo.encoder}, source -> target Houlsby adapters", adapted["test"], "source+target",
+        rows.append((f"SASRec + {demo.encoder}, {demo.methods[2]}", adapted["test"], "source+target",
                      adapted["trainable_params"], adapted["train_seconds"]))
     lines = [f"Target domain ({demo.domains[1]}), {transfer['data']['test_users']} test users, "
              f"{transfer['data']['items']} items. Protocol: {transfer['protocol']}.", "",
@@ -94,11 +117,11 @@ def stages(demo: Demo) -> list[tuple[str, Path, list[str]]]:
     """(what, launcher, its extra arguments) of every run, in order."""
     downstream = demo.scripts.parent.parent.parent / "Downstream" / demo.scripts.parent.name / "script"
     out = [("source pretraining", demo.scripts / f"{demo.pretrain}.py", []),
-           ("transfer: full fine-tuning from the source", downstream / f"{demo.finetune}.py", []),
-           ("the same model on the target only (no source)", downstream / f"{demo.finetune}.py",
+           (demo.methods[1], downstream / f"{demo.finetune}.py", []),
+           (demo.methods[0], downstream / f"{demo.finetune}.py",
             ["--source_checkpoint=", f"--run_name={demo.finetune}-scratch"])]
     if demo.adapter:
-        out.append(("transfer: Houlsby adapters", downstream / f"{demo.adapter}.py", []))
+        out.append((demo.methods[2], downstream / f"{demo.adapter}.py", []))
     return out
 
 
@@ -117,18 +140,25 @@ def run_names(demo: Demo) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      allow_abbrev=False)
-    parser.add_argument("--modality", choices=sorted(DEMOS), default="text", help="text (make demo) or image "
+    parser.add_argument("--modality", choices=("text", "image"), default="text", help="text (make demo) or image "
                         "(make demo-cv)")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the synthetic data")
+    parser.add_argument("--vit", choices=("auto", "real", "tiny"), default="auto", help="image demo's encoder: "
+                        "auto = the real DINOv2 ViT-S/14 where `make encoders` placed it, else the small random ViT")
     parser.add_argument("--table_only", action="store_true", help="print the table of existing runs")
     opts = parser.parse_args(argv)
-    demo, runs = DEMOS[opts.modality], REPO_ROOT / "runs"
+    key = image_demo(opts.vit) if opts.modality == "image" else opts.modality
+    demo, runs = DEMOS[key], REPO_ROOT / "runs"
     started = time.time()
+    if key in ENCODERS:
+        print(f"demo: image item encoder: {ENCODERS[key]}", flush=True)
     if not opts.table_only:
-        if opts.modality == "image":
+        if key == "image":
             ensure_vit()
         run_demo(demo, opts.seed)
     text = table(runs, demo)
+    if key in ENCODERS:  # the saved table says which ViT made it
+        text = f"Image item encoder: {ENCODERS[key]}.\n\n{text}"
     out = runs / ("demo_results.md" if opts.modality == "text" else "demo_cv_results.md")
     out.write_text(text + "\n")
     print("\n" + text)

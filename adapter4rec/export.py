@@ -7,8 +7,7 @@ A PEFT run's best.pt stores only the trainable parameters and names its source c
 the model exactly as the run did (seed, data, model, source checkpoint, adapters: assemble.build_run, the
 same function the run called), loads the adapters and writes the full state dict ("kind": "full"), which needs
 no source checkpoint to load. `--format safetensors` (or an --out ending in .safetensors) writes the same
-checkpoint as a .safetensors file: the weights without pickle, the rest as JSON metadata (checkpoint/
-safetensors_file.py); it loads wherever a checkpoint is read (source_checkpoint, warm_start) and in any
+checkpoint as a .safetensors file: the weights without pickle, the rest as JSON metadata (checkpoint/files.py); it loads wherever a checkpoint is read (source_checkpoint, warm_start) and in any
 safetensors tool.
 
 The frozen weights of a rebuilt PEFT model are not in best.pt: they come from the source checkpoint (which may
@@ -28,7 +27,7 @@ import torch
 
 from adapter4rec.assemble import rebuild_run
 from adapter4rec.checkpoint import EPOCH_FILE, CheckpointError, checkpoint_of, read_checkpoint, save_atomic
-from adapter4rec.checkpoint.safetensors_file import SUFFIX, write_safetensors
+from adapter4rec.checkpoint.files import SUFFIX, write_safetensors
 from adapter4rec.errors import exit_on_user_error
 from adapter4rec.evaluate import validate
 from adapter4rec.run.folder import holder_of

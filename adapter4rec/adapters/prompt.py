@@ -57,11 +57,12 @@ class VisualPromptBackbone(nn.Module):
         init = (torch.rand(n_tokens, hidden, generator=generator) * 2 - 1) * bound
         self.prompt = PromptTokens(init)
 
-    def forward(self, pixel_values=None, noise=None, **kwargs):
+    def forward(self, pixel_values=None, noise=None, interpolate_pos_encoding=False, **kwargs):
+        size = {"interpolate_pos_encoding": interpolate_pos_encoding}  # another input size than the checkpoint's
         if self.config.model_type == "vit_mae":
-            embeds = self.base.embeddings(pixel_values, noise=noise)[0]  # (embeddings, mask, ids_restore)
+            embeds = self.base.embeddings(pixel_values, noise=noise, **size)[0]  # (embeddings, mask, ids_restore)
         else:
-            embeds = self.base.embeddings(pixel_values)                  # (n, 1 + patches, h)
+            embeds = self.base.embeddings(pixel_values, **size)                  # (n, 1 + patches, h)
         prompt = self.prompt.embeddings.to(embeds.dtype).expand(embeds.shape[0], -1, -1)
         hidden = self.base.encoder(torch.cat([embeds[:, :1], prompt, embeds[:, 1:]], dim=1))[0]
         return BaseModelOutput(last_hidden_state=self.base.layernorm(hidden))

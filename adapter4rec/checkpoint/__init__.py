@@ -1,8 +1,8 @@
 """Checkpoints: what a run saves and how weights come back into a model.
 
 files.py: the format (one dict: format, config, kind, model, inputs, epoch, metrics), atomic writes, reading with
-one-line errors, epoch copies and their pruning, the input files a run is pinned to; safetensors.py: the same
-checkpoint as a .safetensors file (an export for other tools); loading.py: a source checkpoint or a run's own
+one-line errors, epoch copies and their pruning, the input files a run is pinned to, and the same checkpoint as a
+.safetensors file (an export for other tools); loading.py: a source checkpoint or a run's own
 weights into a model, every key and shape checked; warm_start.py: a finished target run as the start of another.
 The names used elsewhere are importable from here."""
 from adapter4rec.checkpoint.files import (DISK_FULL, EPOCH_FILE, FORMAT, PINNED_INPUTS, CheckpointError,

@@ -2,12 +2,15 @@
 
 A checkpoint is a plain dict: {"format", "config" (asdict, plain types), "kind" (full | trainable), "model"
 (state dict), "inputs" (the weight files it was built over, by checksum), "epoch", "metrics"}, loadable with
-torch.load(weights_only=True); an export may also be a .safetensors file holding the same (safetensors.py).
+torch.load(weights_only=True). An export may also be a .safetensors file: the weights as plain tensors (no pickle,
+safe to load from anyone, readable by any safetensors tool), the rest as JSON in its metadata under "adapter4rec";
+read_checkpoint reads it like a .pt one, so it serves as a source checkpoint or warm start too.
 """
 from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import re
 import shutil
 import warnings
@@ -137,8 +140,7 @@ def read_checkpoint(path: Path, expected: str = "best.pt") -> dict:
             f"it holds no {expected} (.pt files there: {', '.join(held) or 'none'}); give a checkpoint file"))
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":  # an export for other tools: the same dict, weights without pickle
-        from adapter4rec.checkpoint.safetensors_file import read_safetensors
+    if path.suffix == SUFFIX:  # an export for other tools: the same dict, weights without pickle
         return read_safetensors(path)
     try:
         with warnings.catch_warnings():  # torch warns about the pickle protocol of a file it then refuses
@@ -167,3 +169,43 @@ def _load_failure(err: Exception, path: Path) -> str:
         text = text.strip().splitlines()[0].split(". ")[0].rstrip(".")
     text = text if len(text) <= 160 else text[:157] + "..."
     return f"{type(err).__name__}: {text}"
+
+
+# ------------------------------------------------------------------ the same checkpoint as a .safetensors file
+SUFFIX = ".safetensors"
+METADATA_KEY = "adapter4rec"
+
+
+def write_safetensors(ckpt: dict, path: Path) -> None:
+    """Atomically (temporary file, fsync, rename). Tensors that share memory (tied weights) are stored as copies:
+    safetensors holds no aliasing; loading ties nothing either, as load_state_dict copies into the model."""
+    from safetensors.torch import save_file
+
+    rest = {key: value for key, value in ckpt.items() if key != "model"}
+    tensors = {name: tensor.detach().clone().contiguous() for name, tensor in ckpt["model"].items()}
+    with atomic_path(path, fsync=True) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(rest)})
+
+
+def read_safetensors(path: Path) -> dict:
+    """The checkpoint dict, as read_checkpoint returns it from a .pt file; one-line CheckpointError otherwise."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    except Exception as err:  # safetensors raises its own error types for a torn or foreign header
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise CheckpointError(f"checkpoint {path} cannot be read as safetensors ({type(err).__name__}: {reason}); "
+                              f"is it truncated?") from None
+    if METADATA_KEY not in metadata:
+        raise ForeignCheckpointError(f"checkpoint {path} is a safetensors file but not an adapter4rec checkpoint (no "
+                                     f"{METADATA_KEY!r} metadata; python -m adapter4rec.export writes one)", tensors)
+    try:
+        ckpt = json.loads(metadata[METADATA_KEY])
+    except ValueError:
+        raise CheckpointError(f"checkpoint {path}: its {METADATA_KEY!r} metadata is not JSON") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ForeignCheckpointError(f"checkpoint {path} is not an adapter4rec checkpoint (format {FORMAT!r})", tensors)
+    return {**ckpt, "model": tensors}

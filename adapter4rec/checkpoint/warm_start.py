@@ -23,6 +23,7 @@ WARM_MATCH_IF = (("text_fields", lambda c: c.get("modality", "text") == "text"),
                  ("max_title_tokens", lambda c: c.get("modality", "text") == "text"),
                  ("images_lmdb", lambda c: c.get("modality") == "image"),
                  ("missing_images", lambda c: c.get("modality") == "image"),
+                 ("image_size", lambda c: c.get("modality") == "image"),
                  ("temperature", lambda c: c.get("score") == "cosine"))
 
 

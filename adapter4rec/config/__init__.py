@@ -4,7 +4,7 @@
 mistyped keys fail at parse time with a suggestion (nanoGPT/minGPT style), and out-of-range values fail
 in `Config.validate()` with the key and the value. A checkpoint stores `dataclasses.asdict(config)`.
 The package: this module (the keys, their help and the CLI), checks.py (what validate refuses), flags.py (the
-suggestion for an unknown flag).
+suggestion for an unknown flag), presets.py (a launcher's recipe by name: `--preset NAME`).
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from adapter4rec.config.checks import check
 from adapter4rec.config.flags import suggest
+from adapter4rec.config.presets import REPO_ROOT  # the repository (Dataset/, runs/, launchers)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]  # adapter4rec/config/__init__.py -> the repository
 # The one definition of the settings that change how a run is carried out, not what it computes: a finished run
 # asked again with other values of these is the same run (run/folder.py), a run may be resumed with them changed
 # (run/resume.py adds a few of its own), and runs differing only in these and the seed are seeds of one report row
@@ -69,6 +69,9 @@ class Config:
                             "the dataset folder, or a path")
     missing_images: str = _opt("error", "an item whose image is missing or undecodable: error (stop, listing "
                                "them) or blank (mean-colour image, counted)", ("error", "blank"))
+    image_size: int = _opt(0, "input size in px of an image item encoder: 0 = the checkpoint's own "
+                           "(preprocessor_config.json); another multiple of its patch size runs it at that size, its "
+                           "position table interpolated (bicubic), e.g. 112 for a 224 px ViT on CPU (4x fewer tokens)")
     cache_dir: str = _opt("Dataset/cache", "where item tokens, decoded pixels and frozen backbone states are cached "
                           "(keyed: rebuilt when what they depend on changes)")
     # --- item tower
@@ -86,7 +89,7 @@ class Config:
     head_experts: int = _opt(8, "item_head=moe: number of whitening experts k")
     item_encoder: str = _opt("all-MiniLM-L6-v2", "Hugging Face checkpoint folder under pretrained_models_dir "
                              "(or a path): bert_base_uncased, roberta_base, all-MiniLM-L6-v2, ...; images: "
-                             "vit-base-patch16-224, mae, vit-tiny-demo, ...")
+                             "dinov2-vits14-224, vit-base-patch16-224, mae, vit-tiny-demo, ...")
     pretrained_models_dir: str = _opt("pretrained_models", "where item-encoder checkpoints live")
     # --- user encoder (SASRec, post-LN, learned positions, left padding)
     embedding_dim: int = _opt(64, "d: item and user embedding size")

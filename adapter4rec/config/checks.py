@@ -28,7 +28,7 @@ def check(cfg) -> None:
         if not getattr(cfg, key) > 0:
             _bad(key, getattr(cfg, key), "a positive number")
     for key in ("weight_decay", "grad_clip", "max_steps_per_epoch", "patience", "num_workers", "save_every_steps",
-                "adapter_layers", "phm_init_range", "keep_last", "softmax_negatives", "warmup_steps"):
+                "adapter_layers", "phm_init_range", "keep_last", "softmax_negatives", "warmup_steps", "image_size"):
         if getattr(cfg, key) < 0:
             _bad(key, getattr(cfg, key), "a number >= 0")
     if cfg.min_seq_len < 3:

@@ -16,6 +16,9 @@ import runpy
 import sys
 from pathlib import Path
 
+# the repository: its launchers, and Dataset/, pretrained_models/, runs/ that relative settings resolve against
+# (defined here, not in config/__init__, which imports this module: one definition, no import cycle)
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # launcher folder -> what its run.py sets before the launcher's arguments
 LAUNCHER_DIRS = {"Downstream/Text/script": dict(stage="downstream", modality="text"),
                  "Pretraining/Text/script": dict(stage="pretrain", modality="text"),
@@ -30,7 +33,6 @@ class PresetError(ValueError):
 
 
 def _repo_root() -> Path:
-    from adapter4rec.config import REPO_ROOT
     return REPO_ROOT
 
 

@@ -6,7 +6,8 @@ tokens: item_pooling) -> the head: Linear(hidden, d) -> GELU (paper reference §
 The token table is a non-persistent buffer: it moves with the model but is not saved in checkpoints (it is
 rebuilt from the items file and the tokenizer).
 ImageItemEncoder: the same over ViT/MAE and the item's pixels (§2.5): CLS of the final-LayerNorm output
-(or the mean of its patch tokens). Mean pooling reads only the item's own tokens, never prompt tokens.
+(or the mean of its patch tokens). Mean pooling reads only the item's own tokens, never prompt tokens. Pixels of
+another size than the checkpoint's image_size (config image_size) run with its position table interpolated.
 
 Frozen-backbone caches (`cache_backbone(store)`, one mechanism: states/): with a side network (adapter=side)
 the backbone's pooled states at the side network's layers (the side network's own inputs); otherwise the frozen
@@ -198,6 +199,12 @@ class ImageItemEncoder(ContentItemEncoder):
                  **head):
         super().__init__(backbone, d, pooling, **head)
         self.pixels = pixels
+        height, width = pixels.array.shape[2:]                                 # the table's size, not the config's
+        patch, native = backbone.config.patch_size, backbone.config.image_size
+        if height % patch or width % patch:
+            raise ValueError(f"pixels of {height}x{width}: expected multiples of the patch size {patch}")
+        self.grid = (height // patch, width // patch)
+        self.interpolate = (height, width) != ((native, native) if isinstance(native, int) else tuple(native))
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
 
@@ -209,13 +216,15 @@ class ImageItemEncoder(ContentItemEncoder):
         device = self.mean.device
         raw = self.pixels.gather(items).to(device, non_blocking=True)      # (n, 3, H, W) uint8
         inputs = {"pixel_values": (raw.float() / 255.0 - self.mean) / self.std}
+        if self.interpolate:  # bicubic, from the checkpoint's grid to self.grid (HF's interpolate_pos_encoding)
+            inputs["interpolate_pos_encoding"] = True
         if self.backbone.config.model_type == "vit_mae":
             # increasing noise keeps every patch in its own order: no random shuffle, deterministic
             inputs["noise"] = torch.arange(self.patches(), device=device, dtype=torch.float).expand(len(items), -1)
         return inputs
 
     def patches(self) -> int:
-        return (self.backbone.config.image_size // self.backbone.config.patch_size) ** 2
+        return self.grid[0] * self.grid[1]
 
     def encode_states(self, items: torch.Tensor):
         return self.backbone(**self.pixel_inputs(items)).last_hidden_state, self.patches()

