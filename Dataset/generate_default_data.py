@@ -10,8 +10,8 @@ import json
 import time
 from pathlib import Path
 
-from adapter4rec.data.synthetic.text import PRESETS, generate
 from adapter4rec.data.synthetic.images import generate_images
+from adapter4rec.data.synthetic.text import PRESETS, generate
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,6 @@ def __getattr__(name: str):
         from adapter4rec.serving import load_run
         return load_run
     if name == "fit":
-        from adapter4rec.train import fit
+        from adapter4rec.training.train import fit
         return fit
     raise AttributeError(f"module 'adapter4rec' has no attribute {name!r}")

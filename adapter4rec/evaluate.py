@@ -31,6 +31,7 @@ A split without users gives NaN metrics, never 0.0 (_average_over_users).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from typing import Callable
 
@@ -38,8 +39,8 @@ import torch
 
 from adapter4rec import dist
 from adapter4rec.data.split import EvalSplit, gather_csr
-from adapter4rec.ranking import count_until
 from adapter4rec.progress import progress_bar
+from adapter4rec.ranking import count_until
 
 
 METRICS = ("hr", "ndcg", "mrr")
@@ -294,11 +295,34 @@ def popularity_scorer(item_counts: torch.Tensor, device: torch.device) -> Callab
     return lambda history: counts.unsqueeze(0).expand(history.shape[0], -1)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 in hardware: a CUDA device that supports it, or a CPU with AVX512-BF16 or
+    AMX. Elsewhere bf16 autocast is emulated (a 512x512 matmul took 15x fp32's time on an AVX2-only CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(cfg, device: torch.device):
+    """(cfg with precision=auto made concrete, a line for the log or None): auto is bf16 where the device computes
+    it in hardware and fp32 elsewhere. The concrete value is what config.json records, so the run's checkpoint is
+    served (recommend, export, load_run) in the precision it was evaluated in, on any machine."""
+    if cfg.precision == "auto":
+        chosen = "bf16" if native_bf16(device) else "fp32"
+        why = "bf16 in hardware" if chosen == "bf16" else "no bf16 in hardware: bf16 would be emulated, far slower"
+        return dataclasses.replace(cfg, precision=chosen), f"precision=auto: {chosen} on this {device.type} ({why})"
+    if cfg.precision == "bf16" and not native_bf16(device):
+        return cfg, (f"precision=bf16 on a {device.type} without bf16 in hardware: emulated, many times slower "
+                     "than fp32 here (precision=auto picks fp32 on such a device)")
+    return cfg, None
+
+
 def autocast(cfg, device: torch.device):
     """The run's precision (cfg.precision) as an autocast context for its encoders; fp32: none."""
-    if cfg.precision == "fp32":
+    precision = resolve_precision(cfg, device)[0].precision
+    if precision == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
 
 

@@ -55,12 +55,12 @@ def run_one(name: str, steps: int, warmup: int) -> dict:
     from adapter4rec import dist
     from adapter4rec.adapters.methods import add_adapters
     from adapter4rec.adapters.trainable import set_trainable
-    from adapter4rec.build import build_model, load_data
     from adapter4rec.config import parse_args
     from adapter4rec.evaluate import autocast
     from adapter4rec.models.negatives import sample_negatives
-    from adapter4rec.optim import build_optimizer
     from adapter4rec.run.record import seed_everything
+    from adapter4rec.training.build import build_model, load_data
+    from adapter4rec.training.optim import build_optimizer
     from bench.reference import PerSlotRecommender
 
     extra, per_slot, _ = CONFIGS[name]

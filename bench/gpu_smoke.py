@@ -20,13 +20,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.conftest's tiny-model builder when run as a plain script
 
-from adapter4rec.build import build_model, load_data  # noqa: E402
 from adapter4rec.checkpoint import read_checkpoint  # noqa: E402
 from adapter4rec.config import parse_args  # noqa: E402
-from adapter4rec.data.synthetic.text import generate  # noqa: E402
 from adapter4rec.data.synthetic.images import generate_images  # noqa: E402
+from adapter4rec.data.synthetic.text import generate  # noqa: E402
 from adapter4rec.models.vit_init import write_vit_folder  # noqa: E402
-from adapter4rec.train import run, validate  # noqa: E402
+from adapter4rec.training.build import build_model, load_data  # noqa: E402
+from adapter4rec.training.train import run, validate  # noqa: E402
 from tests.conftest import make_tiny_bert, tiny_args  # noqa: E402
 
 ADAPTERS = [dict(adapter="houlsby"), dict(adapter="parallel"), dict(adapter="pfeiffer", tune_layernorm=True),

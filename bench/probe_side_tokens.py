@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapter4rec.adapters import methods  # noqa: E402
 from adapter4rec.adapters.bottleneck import AdapterModule  # noqa: E402
 from adapter4rec.config import parse_args  # noqa: E402
-from adapter4rec.train import run  # noqa: E402
+from adapter4rec.training.train import run  # noqa: E402
 
 HEADS = 2
 

@@ -9,7 +9,7 @@ import sys
 
 from adapter4rec.config import parse_args
 from adapter4rec.models.recommender import Recommender
-from adapter4rec.train import run
+from adapter4rec.training.train import run
 
 
 def inject(kind: str, rank: int, call: int) -> None:

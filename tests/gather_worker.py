@@ -12,9 +12,9 @@ import sys
 import torch
 
 from adapter4rec import dist
-from adapter4rec.build import build_model, load_data
 from adapter4rec.config import from_dict
-from adapter4rec.train import train_step
+from adapter4rec.training.build import build_model, load_data
+from adapter4rec.training.train import train_step
 
 VARIANTS = {  # name -> (loss, softmax_negatives, gather_negatives)
     "bce": ("bce", 0, True),

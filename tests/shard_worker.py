@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from adapter4rec import dist
-from adapter4rec.assemble import build_run
 from adapter4rec.config import from_dict
-from adapter4rec.optim import build_optimizer
 from adapter4rec.states.layers import weights_digest
-from adapter4rec.train import make_loader, train_step
+from adapter4rec.training.assemble import build_run
+from adapter4rec.training.optim import build_optimizer
+from adapter4rec.training.train import make_loader, train_step
 
 if __name__ == "__main__":
     cfg_file, out_dir = sys.argv[1:3]

@@ -19,7 +19,7 @@ from adapter4rec.adapters.methods import add_adapters
 from adapter4rec.adapters.trainable import set_trainable
 from adapter4rec.config import Config
 from adapter4rec.models.user_encoder import SASRecEncoder
-from adapter4rec.train import build_optimizer
+from adapter4rec.training.train import build_optimizer
 
 D, USER_D = 32, 16
 P = 0.5  # the dropout probability of every dropout module in these models

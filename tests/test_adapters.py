@@ -11,12 +11,12 @@ import torch
 from adapter4rec.adapters.lora import to_lora
 from adapter4rec.adapters.methods import add_adapters
 from adapter4rec.adapters.trainable import set_trainable, trainable_state
-from adapter4rec.build import build_model, load_data
 from adapter4rec.checkpoint import load_run_weights
 from adapter4rec.config import parse_args
 from adapter4rec.models.frozen_path import PrefixCache
 from adapter4rec.models.negatives import sample_negatives
-from adapter4rec.train import build_optimizer
+from adapter4rec.training.build import build_model, load_data
+from adapter4rec.training.train import build_optimizer
 from tests.conftest import tiny_args
 
 IDENTITY_AT_INIT = ["houlsby", "parallel", "pfeiffer", "compacter", "lora", "kadapter"]
@@ -177,8 +177,8 @@ def test_peft_run_saves_only_adapters_and_exports_full(tiny_bert, tiny_data, tmp
     from adapter4rec.adapters.methods import add_adapters as add
     from adapter4rec.checkpoint import read_checkpoint
     from adapter4rec.config import from_dict
-    from adapter4rec.export import export
-    from adapter4rec.train import run
+    from adapter4rec.serving.export import export
+    from adapter4rec.training.train import run
 
     short = dict(max_steps_per_epoch=2, epochs=1)
     run(parse_args(tiny_args(tiny_bert, tiny_data / "source", tmp_path, run_name="src", **short)))

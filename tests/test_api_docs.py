@@ -7,10 +7,10 @@ import re
 import pytest
 
 import adapter4rec
-import adapter4rec.train as train
+import adapter4rec.training.train as train
 from adapter4rec.config import REPO_ROOT
 from adapter4rec.data.files import DataError, read_users
-from adapter4rec.recommend import recommend
+from adapter4rec.serving.recommend import recommend
 
 TINY = dict(batch_size=16, max_seq_len=8, embedding_dim=16, progress=False, max_title_tokens=16)
 

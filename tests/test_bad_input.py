@@ -113,7 +113,7 @@ def test_over_long_title_is_truncated(tiny_bert, tmp_path):
 
 
 def test_text_fields_reading_an_abstract_no_item_has_is_refused_and_a_partial_one_counted(tiny_bert, tmp_path):
-    from adapter4rec.build import load_data, token_table
+    from adapter4rec.training.build import load_data, token_table
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     _write(data_dir, "users.tsv", "".join(f"u{u}\ti1 i2 i3 i4 i5\n" for u in range(4)))
@@ -388,9 +388,9 @@ def test_settings_that_would_be_ignored_are_refused():
 
 def test_title_budgets_below_three_tokens_and_cold_shares_that_hold_out_nothing_are_refused(tiny_bert, tiny_data,
                                                                                          tmp_path):
-    from adapter4rec.build import load_data
     from adapter4rec.config import parse_args
     from adapter4rec.data.files import DataError
+    from adapter4rec.training.build import load_data
     from tests.conftest import tiny_args
     for tokens in (1, 2):
         with pytest.raises(SystemExit, match=f"max_title_tokens={tokens} is invalid; expected at least 3"):

@@ -9,9 +9,9 @@ import shutil
 import pytest
 import torch
 
-from adapter4rec.build import build_model, load_data
 from adapter4rec.checkpoint import FORMAT, CheckpointError, load_source, read_checkpoint, save_atomic
 from adapter4rec.config import parse_args
+from adapter4rec.training.build import build_model, load_data
 from tests.conftest import make_tiny_bert, tiny_args
 
 
@@ -202,8 +202,8 @@ def test_id_tower_checkpoint_is_refused(tiny_bert, tiny_data, tmp_path, source_d
 def test_export_of_peft_run_without_source_has_the_trained_weights(tiny_bert, tiny_data, tmp_path, monkeypatch):
     """No source checkpoint: the frozen weights are the seeded random init, absent from best.pt. The export must
     rebuild exactly them, whatever the caller's RNG state, and refuse when it cannot (here: another seed)."""
-    from adapter4rec import train
-    from adapter4rec.export import export
+    from adapter4rec.serving.export import export
+    from adapter4rec.training import train
 
     trained = {}
     real_finish = train.finish

@@ -8,9 +8,9 @@ import json
 
 import torch
 
-from adapter4rec.build import build_model, load_data
 from adapter4rec.run.record import seed_everything
-from adapter4rec.train import run
+from adapter4rec.training.build import build_model, load_data
+from adapter4rec.training.train import run
 from tests.test_image_models import image_config
 
 

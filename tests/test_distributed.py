@@ -14,11 +14,11 @@ import sys
 import pytest
 import torch
 
-from adapter4rec.build import build_model, load_data
 from adapter4rec.checkpoint import read_checkpoint
 from adapter4rec.config import REPO_ROOT, parse_args
 from adapter4rec.run.record import derived_seed
-from adapter4rec.train import run, validate
+from adapter4rec.training.build import build_model, load_data
+from adapter4rec.training.train import run, validate
 from tests.conftest import tiny_args
 
 USERS = 101

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import adapter4rec.assemble as assemble
-import adapter4rec.train as train
+import adapter4rec.training.assemble as assemble
+import adapter4rec.training.train as train
 from adapter4rec.checkpoint import read_checkpoint
 from adapter4rec.config import parse_args
 from adapter4rec.models.recommender import Recommender

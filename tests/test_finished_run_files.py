@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adapter4rec import train
 from adapter4rec.checkpoint import CheckpointError, ForeignCheckpointError, read_checkpoint
 from adapter4rec.config import parse_args
-from adapter4rec.export import export, main as export_main
+from adapter4rec.serving.export import export, main as export_main
+from adapter4rec.training import train
 from tests.conftest import tiny_args
 
 

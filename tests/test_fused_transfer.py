@@ -8,14 +8,14 @@ import json
 import pytest
 import torch
 
-import adapter4rec.train as train
-from adapter4rec.assemble import prepare_model, rebuild_run
-from adapter4rec.build import build_model, load_data
+import adapter4rec.training.train as train
 from adapter4rec.checkpoint import CheckpointError, load_source, read_checkpoint
 from adapter4rec.config import parse_args
 from adapter4rec.data.split import cold_start_items
-from adapter4rec.export import export
-from adapter4rec.recommend import recommend
+from adapter4rec.serving.export import export
+from adapter4rec.serving.recommend import recommend
+from adapter4rec.training.assemble import prepare_model, rebuild_run
+from adapter4rec.training.build import build_model, load_data
 from tests.conftest import tiny_args
 
 FAST = dict(epochs=1, max_steps_per_epoch=3, loss="softmax", precision="fp32")

@@ -13,9 +13,9 @@ import sys
 import pytest
 import torch
 
-from adapter4rec.build import build_model, load_data
 from adapter4rec.config import REPO_ROOT, parse_args
 from adapter4rec.models.negatives import sample_negatives
+from adapter4rec.training.build import build_model, load_data
 from tests.conftest import tiny_args
 from tests.gather_worker import VARIANTS, negatives_of
 

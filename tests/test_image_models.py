@@ -12,11 +12,11 @@ import torch
 from adapter4rec.adapters.methods import add_adapters
 from adapter4rec.adapters.prompt import VisualPromptBackbone
 from adapter4rec.adapters.trainable import set_trainable
-from adapter4rec.build import build_model, load_data
 from adapter4rec.config import REPO_ROOT, parse_args
 from adapter4rec.models.negatives import sample_negatives
 from adapter4rec.models.pretrained import CheckpointFolderError, image_spec, load_backbone
-from adapter4rec.train import build_optimizer
+from adapter4rec.training.build import build_model, load_data
+from adapter4rec.training.train import build_optimizer
 from tests.test_end_to_end import launch
 
 # modules changed per encoder on a 2-layer ViT and a 2-block SASRec

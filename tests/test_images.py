@@ -19,9 +19,9 @@ from PIL import Image
 
 from adapter4rec.data.files import DataError, read_item_names
 from adapter4rec.data.images import ImageSpec, PixelTable, decode, decode_pixels, pixel_key, pixel_shape, to_rgb
-from adapter4rec.data.store import DiskStore, key_digest
 from adapter4rec.data.lmdb_images import ImageEntryError, ImageLmdb, ImageStoreError, write_lmdb
 from adapter4rec.data.prepare.image_folders import build_from_folder
+from adapter4rec.data.store import DiskStore, key_digest
 from adapter4rec.data.synthetic.images import N_TOPICS, SHAPES, draw_item, generate_images, topic_look
 
 MAP = 16 << 20

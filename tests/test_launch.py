@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from adapter4rec.launch import JobQueue, split_jobs
+from adapter4rec.experiments.launch import JobQueue, split_jobs
 
 # a stand-in for run.py: records when it ran, with how many threads, and whether its input existed
 FAKE_RUN = """
@@ -109,7 +109,7 @@ def test_jobs_option():
 
 def test_a_value_with_the_seed_suffix_reads_each_seeds_own_run(tmp_path, capsys):
     """A two-stage row warm-starts each seed from the first stage's run of the same seed."""
-    from adapter4rec.launch import SEED_SUFFIX, sweep
+    from adapter4rec.experiments.launch import SEED_SUFFIX, sweep
     args = dict(output_dir=str(tmp_path), warm_start=f"runs/first{SEED_SUFFIX}/best.pt", epochs=1)
     sweep(str(tmp_path / "script" / "x.py"), args, {}, name="second", argv=["--dry_run", "--seeds", "1,2"])
     sweep(str(tmp_path / "script" / "x.py"), args, {}, name="second", argv=["--dry_run"])
@@ -120,7 +120,7 @@ def test_a_value_with_the_seed_suffix_reads_each_seeds_own_run(tmp_path, capsys)
 
 
 def test_ctrl_c_waits_for_the_running_runs_starts_no_other_and_exits_130(tmp_path, capsys, monkeypatch):
-    import adapter4rec.launch as launch
+    import adapter4rec.experiments.launch as launch
 
     queue = JobQueue(1, tmp_path / "logs", poll_seconds=0.05)
     submit(queue, tmp_path, "running", seconds=0.5)

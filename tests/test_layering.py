@@ -12,11 +12,11 @@ LAYERS = [
     ("base", ["errors", "atomic", "dist", "config", "progress", "ranking"]),  # config/: keys, checks, flags
     ("runtime data", ["data", "states"]),  # files, split, shards, text, images, the per-item state store
     ("models", ["models", "adapters"]),
-    ("run", ["build", "checkpoint", "evaluate", "optim", "original", "run", "tb", "new_items", "assemble"]),
+    ("run", ["training.build", "checkpoint", "evaluate", "training.optim", "training.original", "run", "training.tb",
+             "serving.new_items", "training.assemble"]),
     # one-time preparation and synthetic data: above everything a run imports, so no run depends on them
     ("preparation", ["data.prepare", "data.synthetic"]),
-    ("entry points", ["train", "export", "recommend", "report", "report_figures", "studies", "launch", "demo",
-                      "serving"]),
+    ("entry points", ["training", "serving", "experiments", "__main__"]),  # training.train, serving.recommend, ...
 ]
 
 
@@ -88,6 +88,6 @@ def test_there_are_no_import_cycles():
 def test_the_layer_check_can_fail(tmp_path):
     """The checker sees an upward import (a models module importing the training loop)."""
     probe = tmp_path / "probe.py"
-    probe.write_text("def f():\n    from adapter4rec.train import run\n")
-    assert imports_of(probe, module_names()) == {"train"}
-    assert layer_of("train") > layer_of("models.recommender")
+    probe.write_text("def f():\n    from adapter4rec.training.train import run\n")
+    assert imports_of(probe, module_names()) == {"training.train"}
+    assert layer_of("training.train") > layer_of("models.recommender")

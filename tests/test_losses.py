@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adapter4rec.build import build_model, load_data
 from adapter4rec.config import parse_args
 from adapter4rec.models.losses import MAX_LOG_SCALE, Scorer, bce_loss, candidate_softmax, correction, rank_denominator
 from adapter4rec.models.negatives import sample_negatives
-from adapter4rec.optim import schedule_factor
-from adapter4rec.train import train_step
+from adapter4rec.training.build import build_model, load_data
+from adapter4rec.training.optim import schedule_factor
+from adapter4rec.training.train import train_step
 from tests.conftest import tiny_args
 
 

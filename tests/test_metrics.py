@@ -156,9 +156,9 @@ def test_eval_repeats_no_mask_keeps_the_user_and_masks_only_padding():
 
 # ---------------------------------------------------------------------------------------------- model_scorer
 def test_model_scorer_scores_in_float32_under_bf16_autocast(tiny_bert, tiny_data, tmp_path):
-    from adapter4rec.build import build_model, load_data
     from adapter4rec.config import parse_args
     from adapter4rec.evaluate import model_scorer
+    from adapter4rec.training.build import build_model, load_data
     from tests.conftest import tiny_args
 
     # ID tower: the item table is exactly the fp32 embedding matrix (random, all rows distinct)
@@ -534,9 +534,9 @@ def test_a_split_without_users_gives_nan_not_zero():
 def test_a_split_left_without_users_is_refused_at_load(tmp_path, lines, split):
     """eval_repeats=skip leaves out every user whose target repeats a history item: with none left, every metric
     would be a mean over no users, so loading the data refuses it and says why."""
-    from adapter4rec.build import load_data
     from adapter4rec.config import Config
     from adapter4rec.data.files import DataError
+    from adapter4rec.training.build import load_data
 
     (tmp_path / "items.tsv").write_text("i1\tOne\ni2\tTwo\ni3\tThree\n")
     (tmp_path / "users.tsv").write_text(lines)

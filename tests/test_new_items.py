@@ -8,14 +8,14 @@ import dataclasses
 import pytest
 import torch
 
-import adapter4rec.train as train
-from adapter4rec.assemble import rebuild_run
+import adapter4rec.training.train as train
 from adapter4rec.config import parse_args
 from adapter4rec.data.files import DataError
 from adapter4rec.data.text import build_token_table
 from adapter4rec.models.pretrained import checkpoint_dir, load_tokenizer
-from adapter4rec.new_items import read_new_items
-from adapter4rec.recommend import recommend
+from adapter4rec.serving.new_items import read_new_items
+from adapter4rec.serving.recommend import recommend
+from adapter4rec.training.assemble import rebuild_run
 from tests.conftest import tiny_args
 
 FAST = dict(stage="downstream", epochs=1, max_steps_per_epoch=3, loss="softmax", precision="fp32")
@@ -90,13 +90,13 @@ def test_new_items_are_refused_where_they_cannot_be_embedded_or_are_not_new(fuse
 def test_new_items_are_refused_before_the_model_data_or_caches_are_built(fused_run, tmp_path, monkeypatch):
     # the refusal reads the run's config alone: an image run must not decode its pixels and build its state
     # cache first (the check ran after the rebuild)
-    import adapter4rec.assemble as assemble
-    from adapter4rec.new_items import check_run_can_embed
+    import adapter4rec.training.assemble as assemble
+    from adapter4rec.serving.new_items import check_run_can_embed
 
     def built(*_args, **_kwargs):
         raise AssertionError("the model was built before the refusal")
     monkeypatch.setattr(assemble, "build_run", built)
-    monkeypatch.setattr("adapter4rec.recommend.check_run_can_embed", lambda cfg, path: check_run_can_embed(
+    monkeypatch.setattr("adapter4rec.serving.recommend.check_run_can_embed", lambda cfg, path: check_run_can_embed(
         dataclasses.replace(cfg, modality="image"), path))  # the fused text run, read as an image run
     (tmp_path / "new.tsv").write_text("brand-new\tsome title\n")
     with pytest.raises(SystemExit, match="encodes images"):

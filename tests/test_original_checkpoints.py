@@ -3,7 +3,7 @@ models and reproduce the source model's outputs exactly, for BERT, ViT and MAE i
 that does not fit fails with an error naming the key.
 
 The original layout is written here from the reference (original_system.md §8 and the original's
-model/modules.py), by enumerating names, independently of adapter4rec.original's rules, so that a wrong
+model/modules.py), by enumerating names, independently of adapter4rec.training.original's rules, so that a wrong
 rule there cannot be mirrored here."""
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adapter4rec.build import build_model, load_data
 from adapter4rec.config import parse_args
-from adapter4rec.original import OriginalCheckpointError, is_original_checkpoint, load_original, \
+from adapter4rec.training.build import build_model, load_data
+from adapter4rec.training.original import OriginalCheckpointError, is_original_checkpoint, load_original, \
     map_original_state_dict
 from tests.conftest import tiny_args
 
@@ -263,7 +263,7 @@ def test_downstream_run_starts_from_an_original_checkpoint(text_setup, tiny_bert
     """`source_checkpoint=epoch-N.pt` of the original code works in a real run, adapters included."""
     from pathlib import Path
 
-    from adapter4rec.train import run
+    from adapter4rec.training.train import run
 
     cfg, _, model = text_setup
     path = tmp_path / "epoch-53.pt"

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-import adapter4rec.train as train
+import adapter4rec.training.train as train
 from adapter4rec.checkpoint import CheckpointError, read_checkpoint
 from adapter4rec.config import parse_args
 from adapter4rec.data.pool import domain_weights, read_pool

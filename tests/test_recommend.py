@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-import adapter4rec.train as train
-from adapter4rec import recommend as rec
-from adapter4rec.assemble import rebuild_run
+import adapter4rec.training.train as train
 from adapter4rec.config import parse_args
 from adapter4rec.data.files import DataError
 from adapter4rec.evaluate import evaluate_embeddings, model_user_fn, top_k
-from adapter4rec.recommend import recommend
+from adapter4rec.serving import recommend as rec
+from adapter4rec.serving.recommend import recommend
+from adapter4rec.training.assemble import rebuild_run
 from tests.conftest import tiny_args
 
 
@@ -153,8 +153,8 @@ class _FakeModel:
 def fake_run(tmp_path, monkeypatch):
     """Real data (items i1..i6, i6 never interacted: not a candidate) and a fake model; returns a function that
     sets the model's user vectors. Training counts: i1 3, i2 3, i3 2, i4 1, i5 0."""
-    from adapter4rec.build import load_data
     from adapter4rec.config import Config
+    from adapter4rec.training.build import load_data
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()

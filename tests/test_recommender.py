@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adapter4rec.build import build_model, load_data
 from adapter4rec.config import parse_args
 from adapter4rec.models.negatives import sample_negatives
 from adapter4rec.models.recommender import Recommender
+from adapter4rec.training.build import build_model, load_data
 from tests.conftest import tiny_args
 
 

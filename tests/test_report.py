@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from adapter4rec import report
 from adapter4rec.config import REPO_ROOT, Config
-from adapter4rec.tb import Board
+from adapter4rec.experiments import report
+from adapter4rec.training.tb import Board
 
 PROTOCOL = "leave-one-out, full ranking, K=5,10,20"
 PRETRAIN = REPO_ROOT / "Pretraining" / "Text" / "script" / "sm_base_sasrec.py"
@@ -185,7 +185,7 @@ def test_learning_curve_is_the_mean_over_seeds(tmp_path):
             make_run(tmp_path, "s2", HOULSBY, 0.1, seed=2, curve=(0.2, 0.5))]  # stopped one epoch earlier
     (runs[1] / "metrics.jsonl").write_text((runs[1] / "metrics.jsonl").read_text()
                                            + json.dumps({"epoch": 1, "hr@10": 0.7}) + "\n")  # resumed: last wins
-    from adapter4rec.report_figures import mean_curve
+    from adapter4rec.experiments.report_figures import mean_curve
     epochs, values = mean_curve(runs)
     assert epochs == [0, 1, 2] and values == pytest.approx([0.15, 0.5, 0.5])
 
@@ -220,7 +220,7 @@ def test_launcher_seeds_refuse_bad_lists_and_a_fixed_seed():
 @pytest.mark.skipif(__import__("importlib").util.find_spec("tensorboard") is not None,
                     reason="the tensorboard package is installed")
 def test_tensorboard_without_the_package_stops_before_any_work(tmp_path):
-    from adapter4rec.train import run
+    from adapter4rec.training.train import run
     cfg = Config(tensorboard=True, output_dir=str(tmp_path), run_name="tb", dataset=str(tmp_path / "no-data"))
     with pytest.raises(SystemExit, match="pip install tensorboard"):
         run(cfg)
@@ -263,7 +263,7 @@ def test_tensorboard_scalars_of_an_epoch(tmp_path, fake_tensorboard):
 
 def test_training_writes_loss_and_validation_per_epoch(tiny_bert, tiny_data, tmp_path, fake_tensorboard):
     from adapter4rec.config import parse_args
-    from adapter4rec.train import run
+    from adapter4rec.training.train import run
     from tests.conftest import tiny_args
     run(parse_args(tiny_args(tiny_bert, tiny_data / "source", tmp_path, epochs=2, max_steps_per_epoch=2,
                              run_name="r", tensorboard="true", keep_last=0)))
@@ -310,7 +310,7 @@ def test_a_truncated_run_file_is_one_line_and_a_folder_given_twice_counts_once(t
 
 
 def test_export_refuses_an_out_that_would_destroy_a_file(tmp_path):
-    from adapter4rec.export import check_export_out
+    from adapter4rec.serving.export import check_export_out
     run = make_run(tmp_path, "a", HOULSBY, 0.1)
     (tmp_path / "notes.txt").write_text("mine")
     for out, message in ((run / "config.json", "is the name of a run's own file"),

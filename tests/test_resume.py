@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-import adapter4rec.train as train
+import adapter4rec.training.train as train
 from adapter4rec.checkpoint import CheckpointError, read_checkpoint, save_atomic
 from adapter4rec.config import REPO_ROOT, parse_args
 from adapter4rec.run.folder import RunFolderError

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-import adapter4rec.assemble as assemble
-import adapter4rec.train as train
+import adapter4rec.training.assemble as assemble
+import adapter4rec.training.train as train
 from adapter4rec.checkpoint import CheckpointError
 from adapter4rec.config import REPO_ROOT, parse_args
 from adapter4rec.run.folder import FolderLock, RunFolderError, claim

@@ -11,9 +11,9 @@ from collections import Counter
 
 import pytest
 
-from adapter4rec.build import load_data
 from adapter4rec.config import REPO_ROOT, parse_args
 from adapter4rec.data.shards import ShardedBatches
+from adapter4rec.training.build import load_data
 from tests.conftest import tiny_args
 
 

@@ -11,10 +11,10 @@ import torch
 
 from adapter4rec.adapters.methods import add_adapters
 from adapter4rec.adapters.trainable import set_trainable
-from adapter4rec.build import build_model, load_data
-from adapter4rec.models.negatives import sample_negatives
 from adapter4rec.data.store import CacheError, DiskStore, MemoryStore
-from adapter4rec.train import build_optimizer
+from adapter4rec.models.negatives import sample_negatives
+from adapter4rec.training.build import build_model, load_data
+from adapter4rec.training.train import build_optimizer
 from tests.test_adapters import config
 
 SIDE_NAMES = r"^item_encoder\.side\.(downs|other_downs|mixes|gates|up)"

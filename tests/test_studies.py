@@ -97,7 +97,7 @@ def test_amazon_study_seeds_repeat_the_target_runs_from_the_one_source():
 def test_report_pools_a_base_run_with_its_later_seeds(tmp_path, monkeypatch, capsys):
     """...and leaves out (naming them) the folders without results.json: a concurrent study's seed still running
     made the closing report fail before."""
-    from adapter4rec import studies
+    from adapter4rec.experiments import studies
     monkeypatch.setattr(studies, "RUNS_DIR", tmp_path)
     for name in ("row", "row-seed1", "row-seed2", "alone", "seeded-seed1", "row-seed3"):
         (tmp_path / name).mkdir()

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from adapter4rec.build import load_data, token_table
 from adapter4rec.config import parse_args
 from adapter4rec.data.text import build_token_table
 from adapter4rec.models.pretrained import load_tokenizer
+from adapter4rec.training.build import load_data, token_table
 from tests.conftest import tiny_args
 
 
@@ -16,7 +16,7 @@ def test_token_table_is_cached_and_identical(tiny_bert, tiny_data, tmp_path, mon
     first = token_table(cfg, data, tiny_bert)
     assert len(list((tmp_path / "cache").glob("tokens-*.bin"))) == 1
     fresh = build_token_table(data.catalog, load_tokenizer(tiny_bert), ["title"], 16)
-    monkeypatch.setattr("adapter4rec.build.build_token_table", lambda *a, **k: (_ for _ in ()).throw(
+    monkeypatch.setattr("adapter4rec.training.build.build_token_table", lambda *a, **k: (_ for _ in ()).throw(
         AssertionError("tokenised again although cached")))
     second = token_table(cfg, data, tiny_bert)
     for table in (first, second):

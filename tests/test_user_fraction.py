@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from adapter4rec.build import load_data
 from adapter4rec.config import parse_args
 from adapter4rec.data.files import read_users, subsample_users
+from adapter4rec.training.build import load_data
 from tests.conftest import tiny_args
 
 

@@ -13,8 +13,8 @@ import torch
 
 from adapter4rec.adapters.methods import add_adapters
 from adapter4rec.adapters.trainable import set_trainable
-from adapter4rec.build import build_model, load_data
 from adapter4rec.errors import UserError
+from adapter4rec.training.build import build_model, load_data
 from tests.test_image_models import image_config, outputs
 
 PATCH, NATIVE = 14, 28  # a 2x2 grid at the checkpoint's own size
@@ -130,7 +130,7 @@ def test_visual_prompt_runs_at_an_interpolated_size(vit14, tiny_image_data, tmp_
 
 
 def test_the_image_demo_uses_the_real_vit_only_where_placed(tmp_path, monkeypatch):
-    from adapter4rec import demo
+    from adapter4rec.experiments import demo
 
     monkeypatch.setattr(demo, "REAL_VIT", tmp_path / "dinov2-vits14-224")
     assert demo.image_demo("auto") == demo.image_demo("tiny") == "image"

@@ -6,12 +6,12 @@ import dataclasses
 import pytest
 import torch
 
-from adapter4rec import train
-from adapter4rec.assemble import prepare_model
-from adapter4rec.build import build_model, load_data
 from adapter4rec.checkpoint import FORMAT, CheckpointError, load_run_weights, read_checkpoint, save_atomic
 from adapter4rec.config import parse_args
-from adapter4rec.report import method_name
+from adapter4rec.experiments.report import method_name
+from adapter4rec.training import train
+from adapter4rec.training.assemble import prepare_model
+from adapter4rec.training.build import build_model, load_data
 from tests.conftest import tiny_args
 
 CPU = torch.device("cpu")
@@ -217,8 +217,8 @@ def test_a_finished_two_stage_run_is_pinned_to_its_first_stage(tiny_bert, tiny_d
     still running or unfinished is refused as a warm start."""
     import shutil
 
-    from adapter4rec.assemble import rebuild_run
     from adapter4rec.run.folder import FolderLock, RunFolderError
+    from adapter4rec.training.assemble import rebuild_run
     out, _ = frozen_run
     first = tmp_path / "first"
     shutil.copytree(out / "frozen", first)

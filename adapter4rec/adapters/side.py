@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from adapter4rec.adapters.bottleneck import ACTIVATIONS, AdapterModule
-from adapter4rec.states.layers import pooled_layer_states, states_per_item
 from adapter4rec.data.store import DTYPES
+from adapter4rec.states.layers import pooled_layer_states, states_per_item
 
 # the prepared table (fp32, k + 1 states per item) is kept when it is at most this large; a larger catalogue
 # prepares each step's rows instead (the cached table itself is bounded by side_cache_max_gb)

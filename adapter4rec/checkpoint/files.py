@@ -201,7 +201,7 @@ def read_safetensors(path: Path) -> dict:
                               f"is it truncated?") from None
     if METADATA_KEY not in metadata:
         raise ForeignCheckpointError(f"checkpoint {path} is a safetensors file but not an adapter4rec checkpoint (no "
-                                     f"{METADATA_KEY!r} metadata; python -m adapter4rec.export writes one)", tensors)
+                                     f"{METADATA_KEY!r} metadata; python -m adapter4rec export writes one)", tensors)
     try:
         ckpt = json.loads(metadata[METADATA_KEY])
     except ValueError:

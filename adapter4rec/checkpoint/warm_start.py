@@ -63,7 +63,7 @@ def load_warm_start(model: torch.nn.Module, path: Path, config: dict) -> tuple[d
     if ckpt.get("kind") == "trainable" and warm.get("warm_start"):
         raise CheckpointError(f"{path}: this adapter run itself started from warm_start={warm['warm_start']}, and its "
                               f"checkpoint holds only what it trained, not the head and user encoder it inherited; "
-                              f"export it to a full checkpoint (python -m adapter4rec.export) and warm-start from "
+                              f"export it to a full checkpoint (python -m adapter4rec export) and warm-start from "
                               f"that, or warm-start from {warm['warm_start']}")
     differ = warm_mismatches(warm, config)
     if differ:

@@ -134,8 +134,8 @@ class Config:
     item_encoder_lr: float = _opt(5e-5, "learning rate of the pretrained item-encoder backbone (paper: fine_tune_lr)")
     weight_decay: float = _opt(0.0, "AdamW weight decay on matrices (paper: 0)")
     grad_clip: float = _opt(0.0, "clip the global gradient norm to this value (0 = off)")
-    precision: str = _opt("fp32", "fp32, or autocast bf16 (CPU and GPU) / fp16 (GPU, with a grad scaler)",
-                          ("fp32", "bf16", "fp16"))
+    precision: str = _opt("fp32", "fp32, or autocast bf16 (CPU and GPU) / fp16 (GPU, with a grad scaler); auto: bf16 "
+                          "where the device computes it in hardware, else fp32", ("fp32", "bf16", "fp16", "auto"))
     max_steps_per_epoch: int = _opt(0, "cap on steps per epoch (0 = the whole training set)")
     patience: int = _opt(0, "stop after this many evaluations without improvement (0 = never)")
     lr_schedule: str = _opt("constant", "learning-rate schedule over the run's steps after warmup: constant, "

@@ -27,13 +27,13 @@ import torch
 from torch import nn
 
 from adapter4rec.data.images import ImageSpec, PixelTable
+from adapter4rec.data.store import CacheError, MemoryStore, on_device
 from adapter4rec.data.text import TokenTable, gather_tokens, token_mask
+from adapter4rec.models.frozen_path import PooledRows, PrefixCache, frozen_path, pool_states
 from adapter4rec.models.fusion import IdFusion
 from adapter4rec.models.item_heads import make_head
-from adapter4rec.models.frozen_path import PooledRows, PrefixCache, frozen_path, pool_states
 from adapter4rec.models.user_encoder import init_weight  # one init rule for the ID table and SASRec
 from adapter4rec.states.layers import estimate_bytes, layer_state_table, tensor_digest
-from adapter4rec.data.store import CacheError, MemoryStore, on_device
 
 
 def encode_catalogue(encode, num_items: int, device: torch.device, chunk: int = 512) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """A finished run as a Python object: rebuilt from its best.pt exactly as evaluation ranks (eval mode, the item
 table and user vectors in the run's precision, the ranking products in fp32), so `recommend` here returns the
-lists the `python -m adapter4rec.recommend` CLI writes, and `evaluate` the metrics in results.json.
+lists the `python -m adapter4rec recommend` CLI writes, and `evaluate` the metrics in results.json.
 
     run = load_run("runs/my-run")
     recs = run.recommend({"u1": ["item-a", "item-b"]}, k=10)        # a pandas DataFrame
@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from adapter4rec.assemble import rebuild_run
 from adapter4rec.data.files import DataError, ItemCatalog
 from adapter4rec.data.split import left_pad
 from adapter4rec.evaluate import autocast, validate
-from adapter4rec.new_items import NewItems, check_run_can_embed, embed_catalog, read_new_items
-from adapter4rec.recommend import rank_histories
 from adapter4rec.run.folder import holder_of
+from adapter4rec.serving.new_items import NewItems, check_run_can_embed, embed_catalog, read_new_items
+from adapter4rec.serving.recommend import rank_histories
+from adapter4rec.training.assemble import rebuild_run
 
 log = logging.getLogger("adapter4rec")
 

@@ -8,7 +8,7 @@ Needs the source checkpoint of Pretraining/CV/script/sm_vit_sasrec.py (`make dem
 import sys
 from pathlib import Path
 
-from adapter4rec.studies import run_study
+from adapter4rec.experiments.studies import run_study
 
 RUNS = [  # (launcher, extra arguments, run name)
     ("sm_vit.py", [], "sm_vit"),

@@ -8,7 +8,7 @@ size and budget come from target.py. Extra command-line arguments override ARGS.
 """
 from target import BASE, NPROC, REAL_SOURCE, REAL_VIT
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 FROM_SCRATCH = False
 

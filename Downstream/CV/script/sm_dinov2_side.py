@@ -2,11 +2,11 @@
 run of Pretraining/CV/script/sm_dinov2_sasrec.py: the pooled states of every other one of its 12 layers are
 computed once per item into a keyed cache, a narrow gated chain over them corrects the item state
 (adapters/side.py), Houlsby adapters sit in the user encoder; everything pretrained stays frozen.
-Edit the constants, then `python sm_dinov2_side.py`; extra arguments override (see adapter4rec/launch.py).
+Edit the constants, then `python sm_dinov2_side.py`; extra arguments override (see adapter4rec/experiments/launch.py).
 """
 from target import BASE, ITEM_ADAPTER, NPROC, REAL_SOURCE, REAL_VIT
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, **REAL_VIT, source_checkpoint=REAL_SOURCE, tune="peft", adapter="side", adapter_where="both",
             side_layers="", side_cache_dtype="bf16", item_adapter_size=ITEM_ADAPTER, user_adapter_size=16,

@@ -7,7 +7,7 @@ checkpoint and budget come from target.py. Extra command-line arguments override
 """
 from target import BASE, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 FROM_SCRATCH = False
 

@@ -2,11 +2,11 @@
 projection and after the feed-forward output projection of every layer; everything pretrained frozen.
 
 Paper: bottleneck 64 in ViT-B, 16 in SASRec, adapter learning rates 4e-4, no LayerNorm tuning.
-Edit the constants, then `python sm_vit_adapter.py`; extra arguments override (see adapter4rec/launch.py).
+Edit the constants, then `python sm_vit_adapter.py`; extra arguments override (see adapter4rec/experiments/launch.py).
 """
 from target import BASE, ITEM_ADAPTER, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, tune="peft", adapter="houlsby", adapter_where="both", adapter_sublayers="both",
             item_adapter_size=ITEM_ADAPTER, user_adapter_size=16, tune_layernorm=False)

@@ -6,7 +6,7 @@ override ARGS.
 """
 from target import BASE, ITEM_KADAPTER, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, tune="peft", adapter="kadapter", adapter_where="both", item_adapter_size=ITEM_KADAPTER[0],
             kadapter_item_heads=ITEM_KADAPTER[1], user_adapter_size=16, kadapter_user_heads=2)

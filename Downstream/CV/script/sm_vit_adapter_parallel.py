@@ -5,7 +5,7 @@ Paper: the Houlsby sizes, adapter learning rates 4e-4. Extra arguments override 
 """
 from target import BASE, ITEM_ADAPTER, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, tune="peft", adapter="parallel", adapter_where="both", adapter_sublayers="both",
             item_adapter_size=ITEM_ADAPTER, user_adapter_size=16)

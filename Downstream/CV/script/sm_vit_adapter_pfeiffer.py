@@ -5,7 +5,7 @@ Paper: bottleneck 64 in ViT-B, 16 in SASRec, adapter learning rates 4e-4. Extra 
 """
 from target import BASE, ITEM_ADAPTER, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, tune="peft", adapter="pfeiffer", adapter_where="both", adapter_sublayers="ffn",
             item_adapter_size=ITEM_ADAPTER, user_adapter_size=16, tune_layernorm=True)

@@ -4,7 +4,7 @@ Extra arguments override ARGS.
 """
 from target import BASE, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, tune="peft", adapter="none", tune_bias=True)
 SWEEP = dict(item_encoder_lr=[1e-3], lr=[1e-3])

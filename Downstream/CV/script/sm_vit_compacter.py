@@ -4,7 +4,7 @@ Extra arguments override ARGS.
 """
 from target import BASE, ITEM_ADAPTER, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, tune="peft", adapter="compacter", adapter_where="both", item_adapter_size=ITEM_ADAPTER,
             user_adapter_size=16, compacter_n=4, tune_layernorm=True)

@@ -3,7 +3,7 @@ outputs are computed once per item and cached). Extra arguments override ARGS.
 """
 from target import BASE, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, tune="peft", adapter="none", train_head=True)
 SWEEP = dict(lr=[1e-3])

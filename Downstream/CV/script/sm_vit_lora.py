@@ -4,7 +4,7 @@ Extra arguments override ARGS.
 """
 from target import BASE, ITEM_LORA_RANK, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, tune="peft", adapter="lora", adapter_where="both", item_adapter_size=ITEM_LORA_RANK,
             user_adapter_size=4)

@@ -4,7 +4,7 @@ Extra arguments override ARGS.
 """
 from target import BASE, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, tune="peft", adapter="prompt", adapter_where="item", prompt_tokens=10)
 SWEEP = dict(item_adapter_lr=[1e-3])

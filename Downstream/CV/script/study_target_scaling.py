@@ -4,7 +4,7 @@ Fig/cv-target-scaling.png and runs/report_cv-target-scaling.md. Extra arguments 
 """
 import sys
 
-from adapter4rec.studies import scaling_study
+from adapter4rec.experiments.studies import scaling_study
 
 FRACTIONS = [0.1, 0.25, 0.5, 1.0]   # share of the target users (user_fraction)
 SEEDS = [12345]

@@ -2,11 +2,11 @@
 paper's code). Biases are not adapter modules, so they take the backbone / rest learning rates.
 
 Data, encoder, source checkpoint and budget come from target.py (shared by every Downstream/Text launcher).
-Edit the constants, then `python adapter_bitfit.py`; extra arguments override ARGS (see adapter4rec/launch.py).
+Edit the constants, then `python adapter_bitfit.py`; extra arguments override ARGS (see adapter4rec/experiments/launch.py).
 """
 from target import BASE, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, tune="peft", adapter="none", tune_bias=True)
 SWEEP = dict(item_encoder_lr=[1e-3], lr=[1e-3])

@@ -2,11 +2,11 @@
 output projection and after the feed-forward output projection of every layer; everything pretrained frozen.
 
 Paper: bottleneck 64 in BERT, 16 in SASRec, adapter learning rates 1.5e-4, no LayerNorm tuning.
-Edit the constants, then `python adapter_houlsby.py`; extra arguments override (see adapter4rec/launch.py).
+Edit the constants, then `python adapter_houlsby.py`; extra arguments override (see adapter4rec/experiments/launch.py).
 """
 from target import BASE, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, tune="peft", adapter="houlsby", adapter_where="both", adapter_sublayers="both",
             item_adapter_size=64, user_adapter_size=16, tune_layernorm=False)

@@ -3,11 +3,11 @@ next to the residual (once; the original added the residual twice). Paper: bottl
 (SASRec), adapter learning rates 1.5e-4.
 
 Data, encoder, source checkpoint and budget come from target.py (shared by every Downstream/Text launcher).
-Edit the constants, then `python adapter_houlsby_parallel.py`; extra arguments override ARGS (see adapter4rec/launch.py).
+Edit the constants, then `python adapter_houlsby_parallel.py`; extra arguments override ARGS (see adapter4rec/experiments/launch.py).
 """
 from target import BASE, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, tune="peft", adapter="parallel", adapter_where="both", adapter_sublayers="both",
             item_adapter_size=64, user_adapter_size=16)

@@ -3,11 +3,11 @@ et al.). The paper's scripts used its variant after the attention sub-layer (SUB
 LayerNorm tuning and adapter learning rates 1e-4.
 
 Data, encoder, source checkpoint and budget come from target.py (shared by every Downstream/Text launcher).
-Edit the constants, then `python adapter_pfeiffer.py`; extra arguments override ARGS (see adapter4rec/launch.py).
+Edit the constants, then `python adapter_pfeiffer.py`; extra arguments override ARGS (see adapter4rec/experiments/launch.py).
 """
 from target import BASE, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 SUBLAYER = "ffn"                           # "ffn" (Pfeiffer et al.) or "attention" (the paper)
 

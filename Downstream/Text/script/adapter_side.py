@@ -5,11 +5,11 @@ keyed cache under cache_dir, and a small gated chain over them, in a narrow widt
 
 Identity at init: before training the transferred model scores exactly as the source model does. A step never
 runs the backbone, so it costs about what the frozen baseline costs.
-Edit the constants, then `python adapter_side.py`; extra arguments override (see adapter4rec/launch.py).
+Edit the constants, then `python adapter_side.py`; extra arguments override (see adapter4rec/experiments/launch.py).
 """
 from target import BASE, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, tune="peft", adapter="side", adapter_where="both", side_layers="", side_cache_dtype="bf16",
             item_adapter_size=64, user_adapter_size=16, tune_layernorm=False)

@@ -8,7 +8,7 @@ Extra arguments go to every launcher: `--epochs=1` for a try-out, `--seeds 1,2,3
 import sys
 from pathlib import Path
 
-from adapter4rec.studies import run_study
+from adapter4rec.experiments.studies import run_study
 
 RUNS = [  # (launcher, extra arguments, run name)
     ("finetune.py", [], "finetune"),

@@ -3,11 +3,11 @@
 Data, encoder, source checkpoint and budget come from target.py (shared by every Downstream/Text launcher).
 FROM_SCRATCH = True trains the same model on the target without the source checkpoint (the no-transfer
 baseline); `--source_checkpoint=` on the command line does the same for one call. Extra command-line
-arguments override ARGS (see adapter4rec/launch.py). Paper: lr 1e-4, item_encoder_lr 5e-5, 100 epochs.
+arguments override ARGS (see adapter4rec/experiments/launch.py). Paper: lr 1e-4, item_encoder_lr 5e-5, 100 epochs.
 """
 from target import BASE, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 FROM_SCRATCH = False
 

@@ -4,7 +4,7 @@ Data, encoder, source checkpoint and budget come from target.py. Extra arguments
 """
 from target import BASE, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, tune="peft", adapter="none", train_head=True)
 SWEEP = dict(lr=[1e-3])

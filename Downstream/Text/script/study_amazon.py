@@ -30,8 +30,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from adapter4rec.launch import SEED_SUFFIX, JobQueue, split_jobs, split_seeds, sweep
-from adapter4rec.studies import RUNS_DIR, report, select_runs, sources_to_start
+from adapter4rec.experiments.launch import SEED_SUFFIX, JobQueue, split_jobs, split_seeds, sweep
+from adapter4rec.experiments.studies import RUNS_DIR, report, select_runs, sources_to_start
 
 ROOT = Path(__file__).resolve().parents[3]
 SHARED = ROOT.parent / "shared" / "datasets"

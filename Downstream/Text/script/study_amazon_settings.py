@@ -17,8 +17,8 @@ import runpy
 import sys
 from pathlib import Path
 
-from adapter4rec.launch import JobQueue, split_jobs, sweep
-from adapter4rec.studies import RUNS_DIR, refuse_run_name
+from adapter4rec.experiments.launch import JobQueue, split_jobs, sweep
+from adapter4rec.experiments.studies import RUNS_DIR, refuse_run_name
 
 STUDY = runpy.run_path(str(Path(__file__).resolve().with_name("study_amazon.py")))  # its settings, not a copy
 COMMON, FROZEN, SCIENTIFIC, convert = STUDY["COMMON"], STUDY["FROZEN"], STUDY["SCIENTIFIC"], STUDY["convert"]

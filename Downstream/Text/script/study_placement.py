@@ -6,7 +6,7 @@ Extra arguments go to every launcher (`--epochs=N`, `--seeds 1,2,3`, `--skip_don
 import sys
 from pathlib import Path
 
-from adapter4rec.studies import run_study
+from adapter4rec.experiments.studies import run_study
 
 RUNS = [  # (launcher, extra arguments, run name)
     ("adapter_houlsby.py", [], "text-placement-both"),

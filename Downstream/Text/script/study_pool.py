@@ -26,8 +26,8 @@ from pathlib import Path
 from study_amazon import COMMON, SCIENTIFIC, convert
 from study_amazon import RUNS as AMAZON_RUNS
 
-from adapter4rec.launch import SEED_SUFFIX, JobQueue, split_jobs, split_seeds, sweep
-from adapter4rec.studies import RUNS_DIR, report, select_runs, sources_to_start
+from adapter4rec.experiments.launch import SEED_SUFFIX, JobQueue, split_jobs, split_seeds, sweep
+from adapter4rec.experiments.studies import RUNS_DIR, report, select_runs, sources_to_start
 
 ROOT = Path(__file__).resolve().parents[3]
 PRETRAIN_RUN = ROOT / "Pretraining" / "Text" / "run.py"

@@ -13,4 +13,5 @@ SOURCE = "runs/sm_base_sasrec/best.pt"     # written by Pretraining/Text/script/
 
 BASE = dict(dataset=DATASET, users_file=USERS, items_file=ITEMS, item_encoder=ENCODER, source_checkpoint=SOURCE,
             arch="sasrec", loss="inbatch", epochs=5, batch_size=64, max_seq_len=20, embedding_dim=64,
-            precision="bf16", lr=1e-3, item_encoder_lr=5e-5, seed=12345)
+            precision="auto", lr=1e-3, item_encoder_lr=5e-5, seed=12345)
+# precision auto: bf16 where the CPU or GPU computes it in hardware (AVX512-BF16, AMX, recent GPUs), else fp32

@@ -4,11 +4,11 @@ item head and the SASRec user encoder train over it. Full fine-tuning of a 22M-p
 (sm_vit_sasrec.py with `--item_encoder=dinov2-vits14-224`); this is the pretraining a CPU affords.
 
 Data and budget come from source.py (REAL_VIT: encoder, size, what trains). Edit the constants, then
-`python sm_dinov2_sasrec.py`; extra command-line arguments override ARGS (see adapter4rec/launch.py).
+`python sm_dinov2_sasrec.py`; extra command-line arguments override ARGS (see adapter4rec/experiments/launch.py).
 """
 from source import BASE, NPROC, REAL_VIT
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, **REAL_VIT, arch="sasrec")
 SWEEP = dict(lr=[1e-3])

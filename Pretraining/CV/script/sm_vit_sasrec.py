@@ -3,11 +3,11 @@
 
 Data, encoder and budget come from source.py. Edit the constants, then `python sm_vit_sasrec.py` (from any
 folder). Each combination of the SWEEP lists is one run in runs/<name>/; extra command-line arguments
-override ARGS (see adapter4rec/launch.py).
+override ARGS (see adapter4rec/experiments/launch.py).
 """
 from source import BASE, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, arch="sasrec")
 SWEEP = dict(lr=[1e-3], item_encoder_lr=[1e-3])  # lists: every combination is one run

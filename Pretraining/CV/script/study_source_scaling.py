@@ -4,7 +4,7 @@ runs/report_cv-source-scaling.md. Extra arguments go to every launcher (e.g. `--
 """
 import sys
 
-from adapter4rec.studies import scaling_study
+from adapter4rec.experiments.studies import scaling_study
 
 FRACTIONS = [0.1, 0.25, 0.5, 1.0]   # share of the source users (user_fraction)
 SEEDS = [12345]                      # each seed: its own source runs and transfers

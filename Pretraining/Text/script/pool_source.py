@@ -21,7 +21,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[3]

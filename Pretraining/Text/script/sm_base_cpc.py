@@ -6,7 +6,7 @@ Data, encoder and budget come from source.py. Edit the constants, then `python s
 """
 from source import BASE, NPROC
 
-from adapter4rec.launch import sweep
+from adapter4rec.experiments.launch import sweep
 
 ARGS = dict(BASE, arch="cpc")
 SWEEP = dict(lr=[1e-3], item_encoder_lr=[5e-5])

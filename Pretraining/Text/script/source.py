@@ -10,4 +10,5 @@ USERS, ITEMS = "users.tsv", "items.tsv"
 ENCODER = "all-MiniLM-L6-v2"               # folder under pretrained_models/
 
 BASE = dict(dataset=DATASET, users_file=USERS, items_file=ITEMS, item_encoder=ENCODER, loss="inbatch", epochs=3,
-            batch_size=64, max_seq_len=20, embedding_dim=64, precision="bf16", seed=12345)
+            batch_size=64, max_seq_len=20, embedding_dim=64, precision="auto", seed=12345)
+# precision auto: bf16 where the CPU or GPU computes it in hardware (AVX512-BF16, AMX, recent GPUs), else fp32

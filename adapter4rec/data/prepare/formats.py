@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from adapter4rec.data.prepare.convert import Converted, ReadLog, item_id_problem, join_text, reader_report, user_id_problem
 from adapter4rec.data.files import DataError, iter_tsv_lines
+from adapter4rec.data.prepare.convert import Converted, ReadLog, item_id_problem, join_text, reader_report, user_id_problem
 
 DEFAULT_ATOMIC_TEXT = ("title", "categories", "brand")
 

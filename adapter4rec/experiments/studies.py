@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from adapter4rec.config import REPO_ROOT
-from adapter4rec.launch import run_or_exit
+from adapter4rec.experiments.launch import run_or_exit
 
 RUNS_DIR = REPO_ROOT / "runs"
 
@@ -77,12 +77,12 @@ def run_dirs(names: list[str]) -> list[Path]:
 
 
 def report(names: list[str], out: str, fig: str, title: str, curves: bool = True) -> None:
-    """`python -m adapter4rec.report` over the runs: runs/<out>.{md,csv}, Fig/<fig>.png (+ learning curves)."""
+    """`python -m adapter4rec report` over the runs: runs/<out>.{md,csv}, Fig/<fig>.png (+ learning curves)."""
     args = [str(p) for p in run_dirs(names)] + ["--out", str(RUNS_DIR / out), "--fig",
                                                   str(REPO_ROOT / "Fig" / f"{fig}.png"), "--title", title]
     if curves:
         args += ["--curves", str(REPO_ROOT / "Fig" / f"{fig}_curves.png")]
-    subprocess.run([sys.executable, "-m", "adapter4rec.report", *args], check=True)
+    subprocess.run([sys.executable, "-m", "adapter4rec.experiments.report", *args], check=True)
 
 
 def run_study(script_dir: Path, runs: list[tuple[str, list[str], str]], extra: list[str], out: str, fig: str,

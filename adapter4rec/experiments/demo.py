@@ -7,7 +7,7 @@ Runs the real launchers with their own constants, so the demo is exactly what a 
                         sm_vit_adapter.py (Houlsby), over a small ViT built from a ViTConfig (random start);
                         where `make encoders` placed the real DINOv2 ViT-S/14: sm_dinov2_sasrec.py, sm_dinov2.py
                         and sm_dinov2_side.py over it, frozen (what a CPU affords with a 22M-parameter ViT)
-`python -m adapter4rec.demo --help` lists the options; the table names the encoder it used.
+`python -m adapter4rec demo --help` lists the options; the table names the encoder it used.
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapter4rec.config import REPO_ROOT
-from adapter4rec.data.synthetic.text import generate
 from adapter4rec.data.synthetic.images import generate_images
+from adapter4rec.data.synthetic.text import generate
+from adapter4rec.experiments.studies import launch
 from adapter4rec.models.vit_init import write_vit_folder
-from adapter4rec.studies import launch
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,9 @@ def run_names(demo: Demo) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="python -m adapter4rec demo", description=__doc__, allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--modality", choices=("text", "image"), default="text", help="text (make demo) or image "
                         "(make demo-cv)")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the synthetic data")

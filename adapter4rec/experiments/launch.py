@@ -11,7 +11,7 @@ Command-line options of every launcher:
   --dry_run              print the commands instead of running them
   --skip_done            skip runs whose run directory already holds results.json (continue a sweep)
   --seeds 1,2,3          repeat every run once per seed: `seed` joins the sweep grid (replacing any seed of
-                         ARGS or SWEEP) and each run is named <name>-seed<N>, so `python -m adapter4rec.report`
+                         ARGS or SWEEP) and each run is named <name>-seed<N>, so `python -m adapter4rec report`
                          pools the seeds of one configuration into one row (mean ± std); a value holding
                          SEED_SUFFIX reads each seed's own run: warm_start="runs/x{seed_suffix}/best.pt" is
                          runs/x/best.pt without --seeds and runs/x-seed<N>/best.pt for seed N

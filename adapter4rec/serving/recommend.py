@@ -1,6 +1,6 @@
 """Top-K recommendations out of a finished run, with the scorer evaluation uses.
 
-    python -m adapter4rec.recommend RUN_DIR [--users FILE] [--user ID] [--k 20] [--out recs.tsv] [--device cpu]
+    python -m adapter4rec recommend RUN_DIR [--users FILE] [--user ID] [--k 20] [--out recs.tsv] [--device cpu]
                                     [--fallback none|popularity] [--unknown_items error|drop]
                                     [--new_items FILE [--only_new]] [--format tsv|jsonl]
 
@@ -34,14 +34,14 @@ from pathlib import Path
 
 import torch
 
-from adapter4rec.assemble import rebuild_run
 from adapter4rec.atomic import atomic_path
 from adapter4rec.data.files import iter_tsv_lines, read_users
 from adapter4rec.data.split import eval_split_of
 from adapter4rec.errors import exit_on_user_error
 from adapter4rec.evaluate import autocast, model_user_fn, top_k
-from adapter4rec.new_items import NewItems, check_run_can_embed, embed_new_items, extend_candidates
 from adapter4rec.run.folder import holder_of
+from adapter4rec.serving.new_items import NewItems, check_run_can_embed, embed_new_items, extend_candidates
+from adapter4rec.training.assemble import rebuild_run
 
 log = logging.getLogger("adapter4rec")
 
@@ -285,8 +285,9 @@ def _write(out: Path, ids: list[str], lists: dict, catalog_ids: list[str], title
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)  # --user is never taken as --users
+    parser = argparse.ArgumentParser(
+        prog="python -m adapter4rec recommend", description=__doc__, allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter)  # --user is never taken as --users
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--users", type=Path, help="users file (default: the run's own users)")
     parser.add_argument("--user", help="one user of the users file: that user's list only")

@@ -20,20 +20,20 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler, TensorDataset, WeightedRandomSampler
 
 from adapter4rec import dist
-from adapter4rec.assemble import build_run, check_inputs_outside
 from adapter4rec.checkpoint import checkpoint_of, epoch_path, prune_epoch_checkpoints, save_atomic
 from adapter4rec.config import Config
 from adapter4rec.config.flags import suggest
 from adapter4rec.data.pool import domain_weights
 from adapter4rec.data.shards import ShardedBatches
-from adapter4rec.evaluate import autocast, validate
-from adapter4rec.optim import apply_schedule, build_optimizer
+from adapter4rec.evaluate import autocast, resolve_precision, validate
 from adapter4rec.progress import duration, progress_bar
 from adapter4rec.run.folder import claim, commit, decide, trim_metrics
 from adapter4rec.run.record import attach_log_file, environment, run_dir_of, seed_training_stream, setup_logging
 from adapter4rec.run.results import finish
 from adapter4rec.run.resume import Progress, StopSignals, find_resume, restore, rng_state, save_last, set_rng_state
-from adapter4rec.tb import Board
+from adapter4rec.training.assemble import build_run, check_inputs_outside
+from adapter4rec.training.optim import apply_schedule, build_optimizer
+from adapter4rec.training.tb import Board
 
 log = logging.getLogger("adapter4rec")
 MAX_SKIPS_IN_A_ROW = 20  # nonfinite=skip: this many consecutive non-finite updates end the run
@@ -159,9 +159,12 @@ def run(cfg: Config) -> dict:
     """Train and evaluate one configuration; returns the results dict (also written to results.json)."""
     device = dist.setup(cfg.device)
     try:
+        cfg, precision_note = resolve_precision(cfg, device)
         run_dir = run_dir_of(cfg)
         board = Board(cfg, run_dir)  # tensorboard=true without the package stops here, before any work
         setup_logging()
+        if precision_note:
+            (log.warning if cfg.precision == "bf16" else log.info)(precision_note)
         with claim(run_dir):  # this process owns the folder until it returns
             return _run(cfg, device, run_dir, board)
     finally:

@@ -1,7 +1,7 @@
 """Export a run's best model as one self-contained checkpoint (every weight, adapters included).
 
-    python -m adapter4rec.export runs/adapter_houlsby [--out runs/adapter_houlsby/full.pt] [--device cpu]
-    python -m adapter4rec.export runs/adapter_houlsby --format safetensors     # -> runs/adapter_houlsby/full.safetensors
+    python -m adapter4rec export runs/adapter_houlsby [--out runs/adapter_houlsby/full.pt] [--device cpu]
+    python -m adapter4rec export runs/adapter_houlsby --format safetensors     # -> runs/adapter_houlsby/full.safetensors
 
 A PEFT run's best.pt stores only the trainable parameters and names its source checkpoint; this rebuilds
 the model exactly as the run did (seed, data, model, source checkpoint, adapters: assemble.build_run, the
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-from adapter4rec.assemble import rebuild_run
 from adapter4rec.checkpoint import EPOCH_FILE, CheckpointError, checkpoint_of, read_checkpoint, save_atomic
 from adapter4rec.checkpoint.files import SUFFIX, write_safetensors
 from adapter4rec.errors import exit_on_user_error
 from adapter4rec.evaluate import validate
 from adapter4rec.run.folder import holder_of
+from adapter4rec.training.assemble import rebuild_run
 
 log = logging.getLogger("adapter4rec")
 # stored vs recomputed validation metric: equal on the run's device; another device or precision (GPU bf16 run,
@@ -105,8 +105,9 @@ def check_reproduces(model, data, cfg, ckpt: dict, device: torch.device) -> None
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="python -m adapter4rec export", description=__doc__, allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, help="default: <run_dir>/full.pt (full.safetensors with --format "
                                                  "safetensors); a name ending in .safetensors writes that format")

@@ -1,4 +1,4 @@
-"""Figures of adapter4rec.report: test HR@10 against trainable % (error bars over seeds) and learning curves
+"""Figures of adapter4rec.experiments.report: test HR@10 against trainable % (error bars over seeds) and learning curves
 (validation HR@10 per epoch from metrics.jsonl, mean over seeds). Rows are those of `report.collect`."""
 from __future__ import annotations
 

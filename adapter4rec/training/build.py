@@ -10,16 +10,16 @@ import torch
 from adapter4rec.config import Config
 from adapter4rec.data.files import (DataError, Interactions, ItemCatalog, read_item_names, read_items,
                                     read_users, subsample_users)
-from adapter4rec.data.pool import is_pool, pool_folders, read_pool
 from adapter4rec.data.images import ImageSpec, PixelTable, decode_pixels, pixel_key, pixel_shape, summary
+from adapter4rec.data.pool import is_pool, pool_folders, read_pool
 from adapter4rec.data.split import Domains, LeaveOneOut, cold_start_items, leave_one_out
 from adapter4rec.data.store import DiskStore, key_digest
 from adapter4rec.data.text import TokenTable, build_token_table, pack, token_key, unpack
 from adapter4rec.models.fusion import IdFusion
 from adapter4rec.models.item_encoders import IdItemEncoder, ImageItemEncoder, TextItemEncoder
-from adapter4rec.models.pretrained import checkpoint_dir, image_spec, load_backbone, load_tokenizer
 from adapter4rec.models.losses import Scorer
 from adapter4rec.models.negatives import training_groups
+from adapter4rec.models.pretrained import checkpoint_dir, image_spec, load_backbone, load_tokenizer
 from adapter4rec.models.recommender import Recommender
 from adapter4rec.models.user_encoder import SASRecEncoder
 from adapter4rec.run.record import module_seed

@@ -16,17 +16,17 @@ import torch
 
 from adapter4rec.adapters.methods import add_adapters
 from adapter4rec.adapters.trainable import set_trainable, trainable_summary
-from adapter4rec.build import Data, build_model, load_data
+from adapter4rec.training.build import Data, build_model, load_data
 from adapter4rec.checkpoint import (PINNED_INPUTS, CheckpointError, ForeignCheckpointError, check_pinned,
                                     finish_warm_start, load_run_weights, load_source, load_warm_start, pinned_inputs,
                                     read_checkpoint)
 from adapter4rec.config import Config, from_dict
+from adapter4rec.data.store import DiskStore
 from adapter4rec.evaluate import autocast
 from adapter4rec.models.recommender import Recommender
-from adapter4rec.original import is_original_checkpoint, load_original
 from adapter4rec.run.folder import check_finished
 from adapter4rec.run.record import module_seed, seed_everything
-from adapter4rec.data.store import DiskStore
+from adapter4rec.training.original import is_original_checkpoint, load_original
 
 log = logging.getLogger("adapter4rec")
 

@@ -1,9 +1,9 @@
 """Collect run directories into one comparison table (markdown + CSV) and figures.
 
-    python -m adapter4rec.report RUN_DIR... [--out runs/report] [--fig Fig/x.png] [--curves Fig/x_curves.png]
+    python -m adapter4rec report RUN_DIR... [--out runs/report] [--fig Fig/x.png] [--curves Fig/x_curves.png]
                                  [--title TEXT] [--allow_mixed_protocols]
 
-Each run directory holds results.json and config.json (written by adapter4rec.train; metrics.jsonl for
+Each run directory holds results.json and config.json (written by adapter4rec.training.train; metrics.jsonl for
 --curves). Runs whose config.json differ only in `seed` (and in bookkeeping keys: run name, output folder,
 device, ...) are one row: test metrics as mean ± sample standard deviation (n - 1) over the seeds, with the
 number of seeds (a launcher's `--seeds 1,2,3` makes such runs). Beside the table: the popularity baseline on
@@ -290,9 +290,9 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> str:
-    from adapter4rec.report_figures import curves, figure
+    from adapter4rec.experiments.report_figures import curves, figure
 
-    parser = argparse.ArgumentParser(prog="python -m adapter4rec.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m adapter4rec report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("runs", nargs="+", type=Path, help="run directories")
     parser.add_argument("--out", type=Path, help="write <out>.md and <out>.csv")
