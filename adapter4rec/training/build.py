@@ -15,6 +15,7 @@ from adapter4rec.data.pool import is_pool, pool_folders, read_pool
 from adapter4rec.data.split import Domains, LeaveOneOut, cold_start_items, leave_one_out
 from adapter4rec.data.store import DiskStore, key_digest
 from adapter4rec.data.text import TokenTable, build_token_table, pack, token_key, unpack
+from adapter4rec.models.cnn_backbone import cnn_config, refuse_settings
 from adapter4rec.models.fusion import IdFusion
 from adapter4rec.models.item_encoders import IdItemEncoder, ImageItemEncoder, TextItemEncoder
 from adapter4rec.models.losses import Scorer
@@ -112,6 +113,8 @@ def _item_encoder(cfg: Config, data: Data):
         return IdItemEncoder(len(data.catalog), cfg.embedding_dim, cfg.init_std)
     folder = checkpoint_dir(cfg)
     if cfg.modality == "image":
+        if cnn_config(folder) is not None:  # before the pixels are decoded: what a CNN cannot run, in one line
+            refuse_settings(cfg, folder)
         backbone = load_backbone(folder, "image")
         spec = image_spec(folder, backbone.config, cfg.image_size)
         return ImageItemEncoder(backbone, pixel_table(cfg, data, spec), spec, cfg.embedding_dim, cfg.item_pooling,
