@@ -319,7 +319,9 @@ def resolve_precision(cfg, device: torch.device):
 
 def autocast(cfg, device: torch.device):
     """The run's precision (cfg.precision) as an autocast context for its encoders; fp32: none."""
-    precision = resolve_precision(cfg, device)[0].precision
+    precision = cfg.precision
+    if precision == "auto":  # a cfg that did not come through train.run, which makes it concrete once
+        precision = "bf16" if native_bf16(device) else "fp32"
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

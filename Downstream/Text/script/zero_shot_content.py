@@ -22,6 +22,7 @@ from study_amazon import COMMON, SCIENTIFIC, convert
 
 from adapter4rec.config import REPO_ROOT, Config
 from adapter4rec.evaluate import evaluate_embeddings, popularity_vectors
+from adapter4rec.models.frozen_path import pool_states
 from adapter4rec.models.pretrained import checkpoint_dir, load_text_backbone, load_tokenizer
 from adapter4rec.training.build import load_data
 
@@ -38,8 +39,7 @@ def item_vectors(cfg: Config, titles: list[str], batch: int = 128) -> torch.Tens
         enc = tokenizer(titles[start:start + batch], padding=True, truncation=True, max_length=cfg.max_title_tokens,
                         return_tensors="pt")
         hidden = model(**enc).last_hidden_state  # (b, T, hidden)
-        mask = enc["attention_mask"].unsqueeze(-1).float()
-        rows.append(F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
+        rows.append(F.normalize(pool_states(hidden, enc["attention_mask"], "mean"), dim=-1))
     return torch.cat(rows)
 
 
@@ -47,9 +47,9 @@ def recency_users(table: torch.Tensor, decay: float):
     """history (b, L) left-padded item ids -> (b, hidden) weighted mean of the history's vectors."""
     def users(history: torch.Tensor) -> torch.Tensor:
         length = history.shape[1]
-        age = torch.arange(length - 1, -1, -1, dtype=torch.float32)  # the last column is the newest item
+        # left padded: the last column is the newest item (age 0), a real item in every history
+        age = torch.arange(length - 1, -1, -1, dtype=torch.float32)
         weight = (decay ** age if decay > 0 else (age == 0).float()).expand_as(history) * (history > 0)
-        # a left-padded history's newest item is its last column, so decay 0 keeps a real item
         return (table[history] * weight.unsqueeze(-1)).sum(1)
     return users
 
